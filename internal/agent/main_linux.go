@@ -1,0 +1,125 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	api "github.com/coffer-project/coffer/api/agent"
+	"github.com/coffer-project/coffer/internal/runner"
+	"github.com/containerd/ttrpc"
+)
+
+// Port names of the virtio-serial channels; the host configures the same.
+const (
+	AgentPortName = "coffer.agent"
+	LogPortName   = "coffer.log"
+	// VsockPort is the agent's port when the vsock transport is used.
+	VsockPort = 1024
+)
+
+// bootConfig is read from the kernel command line (coffer.* parameters).
+type bootConfig struct {
+	logLevel  slog.Level
+	transport string // "serial" (default) or "vsock"
+}
+
+func parseCmdline(cmdline string) bootConfig {
+	cfg := bootConfig{logLevel: slog.LevelInfo, transport: "serial"}
+	for _, f := range strings.Fields(cmdline) {
+		k, v, _ := strings.Cut(f, "=")
+		switch k {
+		case "coffer.log":
+			_ = cfg.logLevel.UnmarshalText([]byte(v))
+		case "coffer.transport":
+			cfg.transport = v
+		}
+	}
+	return cfg
+}
+
+// Main runs the agent as the guest's PID 1. It returns only on a fatal
+// error; the caller powers off.
+func Main() error {
+	ctx := context.Background()
+	pid1 := os.Getpid() == 1
+	if pid1 {
+		if err := leaveInitramfs(); err != nil {
+			return err
+		}
+		if err := mountEarly(); err != nil {
+			return err
+		}
+	}
+	cmdline, _ := os.ReadFile("/proc/cmdline")
+	cfg := parseCmdline(string(cmdline))
+	var out io.Writer = os.Stderr
+	if con, err := os.OpenFile("/dev/console", os.O_WRONLY, 0); err == nil {
+		out = con
+	}
+	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: cfg.logLevel}))
+	start := time.Now()
+	if pid1 {
+		if err := loadModules(log); err != nil {
+			return err
+		}
+	}
+	// Forward our logs to the host over the log port when there is one.
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if dev, err := FindPort(pctx, LogPortName); err == nil {
+		if f, err := os.OpenFile(dev, os.O_WRONLY, 0); err == nil {
+			log = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: cfg.logLevel}))
+		}
+	}
+	cancel()
+	log.Info("coffer-agent starting", "version", Version, "kernel", kernelRelease(), "uptime", strconv.FormatFloat(uptimeSeconds(), 'f', 3, 64), "modules", time.Since(start).String())
+
+	reaper := runner.NewReaper()
+	go reaper.Run(ctx)
+	cgParent, err := runner.SetupCgroupRoot(runner.CgroupMount)
+	if err != nil {
+		return err
+	}
+	r := &runner.Runner{CgroupParent: cgParent, Reaper: reaper, Log: log}
+	srv := NewServer(log, r, func() {
+		if err := powerOff(); err != nil {
+			log.Error("power off", "err", err)
+		}
+	})
+	var tr Transport = VirtioSerial{Name: AgentPortName}
+	if cfg.transport == "vsock" {
+		tr = Vsock{Port: VsockPort}
+	}
+	lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
+	l, err := tr.Listen(lctx)
+	lcancel()
+	if err != nil {
+		return err
+	}
+	ts, err := ttrpc.NewServer()
+	if err != nil {
+		return fmt.Errorf("create ttrpc server: %w", err)
+	}
+	api.RegisterAgentService(ts, srv)
+	log.Info("agent API ready", "transport", cfg.transport, "addr", l.Addr().String())
+	return ts.Serve(ctx, l)
+}
+
+// Fatal reports a fatal agent error on the console and powers off; as
+// PID 1 the agent must never just exit (the kernel would panic).
+func Fatal(err error) {
+	fmt.Fprintf(os.Stderr, "coffer-agent: fatal: %v\n", err)
+	if con, e := os.OpenFile("/dev/console", os.O_WRONLY, 0); e == nil {
+		fmt.Fprintf(con, "coffer-agent: fatal: %v\n", err)
+		con.Close()
+	}
+	if os.Getpid() == 1 {
+		_ = powerOff()
+	}
+	os.Exit(1)
+}

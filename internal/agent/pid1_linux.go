@@ -1,0 +1,138 @@
+package agent
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// ModulesLoadFile lists, one per line and in dependency order, the module
+// files (relative to /lib/modules/<release>) the agent loads at boot. The
+// guest image builder writes it.
+const ModulesLoadFile = "/etc/coffer/modules.load"
+
+// leaveInitramfs makes the agent's root a bind mount of the initramfs
+// instead of the initramfs itself. pivot_root(2) refuses to move the
+// initramfs (it has no parent mount), and containers need pivot_root; the
+// bind mount shares the same files, so nothing is copied.
+func leaveInitramfs() error {
+	const newRoot = "/.coffer-root"
+	if err := os.MkdirAll(newRoot, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", newRoot, err)
+	}
+	if err := unix.Mount("/", newRoot, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind mount the initramfs: %w", err)
+	}
+	if err := unix.Chdir(newRoot); err != nil {
+		return err
+	}
+	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("move the root bind mount to /: %w", err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("chroot into the root bind mount: %w", err)
+	}
+	return unix.Chdir("/")
+}
+
+type earlyMount struct {
+	src, target, fstype string
+	flags               uintptr
+	data                string
+}
+
+var earlyMounts = []earlyMount{
+	{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+	{"sysfs", "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+	{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID, "mode=0755"},
+	{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"},
+	{"tmpfs", "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
+	{"tmpfs", "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
+	{"tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
+	{"cgroup2", "/sys/fs/cgroup", "cgroup2", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "nsdelegate"},
+}
+
+// mountEarly mounts the pseudo filesystems PID 1 needs.
+func mountEarly() error {
+	for _, m := range earlyMounts {
+		if err := os.MkdirAll(m.target, 0o755); err != nil {
+			return fmt.Errorf("create %s: %w", m.target, err)
+		}
+		if err := unix.Mount(m.src, m.target, m.fstype, m.flags, m.data); err != nil && !errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("mount %s on %s: %w", m.fstype, m.target, err)
+		}
+	}
+	return nil
+}
+
+// loadModules loads every module listed in ModulesLoadFile, in order.
+// Modules already loaded or built in are fine.
+func loadModules(log *slog.Logger) error {
+	f, err := os.Open(ModulesLoadFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return err
+	}
+	base := filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:]))
+	sc := bufio.NewScanner(f)
+	n := 0
+	for sc.Scan() {
+		rel := strings.TrimSpace(sc.Text())
+		if rel == "" || strings.HasPrefix(rel, "#") {
+			continue
+		}
+		if err := loadModule(filepath.Join(base, rel)); err != nil {
+			return err
+		}
+		n++
+	}
+	log.Debug("kernel modules loaded", "count", n)
+	return sc.Err()
+}
+
+func loadModule(path string) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open module %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.FinitModule(fd, "", 0); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("load module %s: %w", path, err)
+	}
+	return nil
+}
+
+// powerOff syncs and powers the VM off; it does not return on success.
+func powerOff() error {
+	unix.Sync()
+	return unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+}
+
+func kernelRelease() string {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(uts.Release[:])
+}
+
+func uptimeSeconds() float64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return float64(ts.Sec) + float64(ts.Nsec)/1e9
+}

@@ -1,0 +1,609 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	api "github.com/coffer-project/coffer/api/agent"
+	"github.com/coffer-project/coffer/internal/runner"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Version is the agent version reported by Check; set at build time.
+var Version = "dev"
+
+// maxSpecBytes bounds an OCI spec or process from the host.
+const maxSpecBytes = 1 << 20
+
+// Server implements the agent API.
+type Server struct {
+	log      *slog.Logger
+	runner   *runner.Runner
+	storage  *storageMounts
+	powerOff func()
+
+	mu         sync.Mutex
+	sandboxID  string
+	containers map[string]*container
+}
+
+type container struct {
+	id       string
+	c        *runner.Container
+	serial   string // rootfs disk
+	procs    map[string]*process
+	started  bool
+	removing bool
+}
+
+type process struct {
+	execID  string
+	p       *runner.Process
+	stdin   *os.File // pipe write end, or the pty master
+	stdout  *outStream
+	stderr  *outStream
+	started time.Time
+	mu      sync.Mutex
+	closed  bool // stdin closed
+}
+
+// NewServer returns an agent API server. powerOff is called (in its own
+// goroutine) after DestroySandbox asks for it.
+func NewServer(log *slog.Logger, r *runner.Runner, powerOff func()) *Server {
+	return &Server{log: log, runner: r, storage: newStorageMounts(), powerOff: powerOff, containers: map[string]*container{}}
+}
+
+var _ api.AgentService = (*Server)(nil)
+
+func (s *Server) Check(ctx context.Context, _ *api.CheckRequest) (*api.CheckResponse, error) {
+	return &api.CheckResponse{AgentVersion: Version, KernelRelease: kernelRelease(), UptimeSeconds: uptimeSeconds()}, nil
+}
+
+func (s *Server) CreateSandbox(ctx context.Context, req *api.CreateSandboxRequest) (*api.Empty, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sandboxID != "" {
+		return nil, status.Errorf(codes.AlreadyExists, "sandbox %s already exists in this VM", s.sandboxID)
+	}
+	if err := checkID("sandbox id", req.SandboxId); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if req.Hostname != "" {
+		if err := unix.Sethostname([]byte(req.Hostname)); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "set guest hostname %q: %v", req.Hostname, err)
+		}
+	}
+	keys := make([]string, 0, len(req.Sysctls))
+	for k := range req.Sysctls {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if err := writeSysctl(k, req.Sysctls[k]); err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+	}
+	s.sandboxID = req.SandboxId
+	s.log.Info("sandbox created", "id", req.SandboxId, "hostname", req.Hostname)
+	return &api.Empty{}, nil
+}
+
+func writeSysctl(k, v string) error {
+	if k == "" || strings.Contains(k, "..") || strings.ContainsAny(k, "/\x00") {
+		return fmt.Errorf("invalid sysctl name %q", k)
+	}
+	if err := os.WriteFile(filepath.Join("/proc/sys", strings.ReplaceAll(k, ".", "/")), []byte(v), 0); err != nil {
+		return fmt.Errorf("set guest sysctl %s=%s: %w", k, v, err)
+	}
+	return nil
+}
+
+func (s *Server) DestroySandbox(ctx context.Context, req *api.DestroySandboxRequest) (*api.Empty, error) {
+	s.mu.Lock()
+	ids := make([]string, 0, len(s.containers))
+	for id := range s.containers {
+		ids = append(ids, id)
+	}
+	s.mu.Unlock()
+	for _, id := range ids {
+		if _, err := s.RemoveContainer(ctx, &api.RemoveContainerRequest{ContainerId: id, Force: true}); err != nil {
+			s.log.Warn("remove container during sandbox destroy", "id", id, "err", err)
+		}
+	}
+	s.log.Info("sandbox destroyed", "id", s.sandboxID, "power_off", req.PowerOff)
+	if req.PowerOff && s.powerOff != nil {
+		// Let the reply reach the host first.
+		time.AfterFunc(50*time.Millisecond, s.powerOff)
+	}
+	return &api.Empty{}, nil
+}
+
+func (s *Server) getContainer(id string) (*container, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.containers[id]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "container %q not found", id)
+	}
+	return c, nil
+}
+
+func (s *Server) getProcess(cid, execID string) (*container, *process, error) {
+	c, err := s.getContainer(cid)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := c.procs[execID]
+	if !ok {
+		if execID == "" {
+			return nil, nil, status.Errorf(codes.NotFound, "container %q has no init process", cid)
+		}
+		return nil, nil, status.Errorf(codes.NotFound, "exec %q not found in container %q", execID, cid)
+	}
+	return c, p, nil
+}
+
+// stageError maps errors from the container setup to API errors: problems
+// with what the host asked for are InvalidArgument / FailedPrecondition.
+func stageError(err error) error {
+	if runner.IsStageError(err) {
+		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// newStdio creates the pipes for a non-terminal process.
+func newStdio() (child runner.Stdio, stdin *os.File, stdout, stderr *os.File, closeChild func(), err error) {
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return child, nil, nil, nil, nil, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return child, nil, nil, nil, nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		outR.Close()
+		outW.Close()
+		return child, nil, nil, nil, nil, err
+	}
+	child = runner.Stdio{Stdin: inR, Stdout: outW, Stderr: errW}
+	closeChild = func() { inR.Close(); outW.Close(); errW.Close() }
+	return child, inW, outR, errR, closeChild, nil
+}
+
+// startProcess wires stdio for p. spawn creates the process given the
+// child's stdio.
+func startProcess(execID string, terminal bool, spawn func(runner.Stdio) (*runner.Process, error)) (*process, error) {
+	if terminal {
+		rp, err := spawn(runner.Stdio{})
+		if err != nil {
+			return nil, err
+		}
+		pr := &process{execID: execID, p: rp, stdin: rp.Console, stdout: newOutStream(), stderr: closedStream(), started: time.Now()}
+		go pr.stdout.pump(rp.Console)
+		return pr, nil
+	}
+	child, stdin, stdout, stderr, closeChild, err := newStdio()
+	if err != nil {
+		return nil, fmt.Errorf("create stdio pipes: %w", err)
+	}
+	rp, err := spawn(child)
+	closeChild()
+	if err != nil {
+		stdin.Close()
+		stdout.Close()
+		stderr.Close()
+		return nil, err
+	}
+	pr := &process{execID: execID, p: rp, stdin: stdin, stdout: newOutStream(), stderr: newOutStream(), started: time.Now()}
+	go func() { pr.stdout.pump(stdout); stdout.Close() }()
+	go func() { pr.stderr.pump(stderr); stderr.Close() }()
+	return pr, nil
+}
+
+func decodeSpec(b []byte) (*specs.Spec, error) {
+	if len(b) == 0 || len(b) > maxSpecBytes {
+		return nil, fmt.Errorf("OCI spec must be 1 byte to %d bytes, got %d", maxSpecBytes, len(b))
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return nil, fmt.Errorf("decode OCI spec: %w", err)
+	}
+	if spec.Process == nil {
+		return nil, errors.New("OCI spec has no process")
+	}
+	return &spec, nil
+}
+
+func (s *Server) CreateContainer(ctx context.Context, req *api.CreateContainerRequest) (*api.CreateContainerResponse, error) {
+	id := req.ContainerId
+	if err := checkID("container id", id); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	spec, err := decodeSpec(req.OciSpec)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if req.Rootfs == nil || req.Rootfs.Driver != "blk" {
+		return nil, status.Error(codes.InvalidArgument, `rootfs storage must use driver "blk"`)
+	}
+	s.mu.Lock()
+	if _, ok := s.containers[id]; ok {
+		s.mu.Unlock()
+		return nil, status.Errorf(codes.AlreadyExists, "container %q already exists", id)
+	}
+	c := &container{id: id, serial: req.Rootfs.Source, procs: map[string]*process{}}
+	s.containers[id] = c // reserve the id
+	s.mu.Unlock()
+
+	ok := false
+	defer func() {
+		if !ok {
+			s.mu.Lock()
+			delete(s.containers, id)
+			s.mu.Unlock()
+		}
+	}()
+	diskCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	lower, err := s.storage.acquire(diskCtx, req.Rootfs.Source, req.Rootfs.Fstype, req.Rootfs.Options)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	rootfs, err := overlayRootfs(id, lower)
+	if err != nil {
+		_ = s.storage.release(req.Rootfs.Source)
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	cleanupFS := func() {
+		_ = removeContainerDir(id)
+		_ = s.storage.release(req.Rootfs.Source)
+	}
+	pr, err := startProcess("", spec.Process.Terminal, func(stdio runner.Stdio) (*runner.Process, error) {
+		rc, err := s.runner.Create(ctx, id, spec, rootfs, stdio)
+		if err != nil {
+			return nil, err
+		}
+		c.c = rc
+		return rc.Init, nil
+	})
+	if err != nil {
+		cleanupFS()
+		return nil, stageError(err)
+	}
+	s.mu.Lock()
+	c.procs[""] = pr
+	s.mu.Unlock()
+	ok = true
+	s.log.Info("container created", "id", id, "pid", pr.p.Pid, "args", spec.Process.Args)
+	return &api.CreateContainerResponse{Pid: uint32(pr.p.Pid)}, nil
+}
+
+func (s *Server) StartContainer(ctx context.Context, req *api.StartContainerRequest) (*api.Empty, error) {
+	c, p, err := s.getProcess(req.ContainerId, "")
+	if err != nil {
+		return nil, err
+	}
+	if err := c.c.Start(ctx); err != nil {
+		return nil, stageError(err)
+	}
+	s.mu.Lock()
+	c.started = true
+	p.started = time.Now()
+	s.mu.Unlock()
+	s.log.Info("container started", "id", c.id)
+	return &api.Empty{}, nil
+}
+
+func (s *Server) RemoveContainer(ctx context.Context, req *api.RemoveContainerRequest) (*api.Empty, error) {
+	c, err := s.getContainer(req.ContainerId)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if c.removing {
+		s.mu.Unlock()
+		return nil, status.Errorf(codes.FailedPrecondition, "container %q is already being removed", c.id)
+	}
+	init := c.procs[""]
+	running := init != nil && c.started
+	if running {
+		select {
+		case <-init.p.Done():
+			running = false
+		default:
+		}
+	}
+	if running && !req.Force {
+		s.mu.Unlock()
+		return nil, status.Errorf(codes.FailedPrecondition, "container %q is running: stop it first or remove with force", c.id)
+	}
+	c.removing = true
+	procs := make([]*process, 0, len(c.procs))
+	for _, p := range c.procs {
+		procs = append(procs, p)
+	}
+	s.mu.Unlock()
+
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var errs []error
+	if c.c != nil {
+		if err := c.c.Destroy(dctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, p := range procs {
+		if p.stdin != nil {
+			p.stdin.Close()
+		}
+	}
+	if err := removeContainerDir(c.id); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.storage.release(c.serial); err != nil {
+		errs = append(errs, err)
+	}
+	s.mu.Lock()
+	delete(s.containers, c.id)
+	s.mu.Unlock()
+	if err := errors.Join(errs...); err != nil {
+		return nil, status.Errorf(codes.Internal, "remove container %q: %v", c.id, err)
+	}
+	s.log.Info("container removed", "id", c.id)
+	return &api.Empty{}, nil
+}
+
+func (s *Server) StatsContainer(ctx context.Context, req *api.StatsContainerRequest) (*api.StatsContainerResponse, error) {
+	c, err := s.getContainer(req.ContainerId)
+	if err != nil {
+		return nil, err
+	}
+	if c.c == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "container %q is not created yet", c.id)
+	}
+	st, err := c.c.Cgroup.Stats()
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &api.StatsContainerResponse{Cgroup: &api.CgroupStats{
+		CpuUsageUsec: st.CPUUsageUsec, CpuUserUsec: st.CPUUserUsec, CpuSystemUsec: st.CPUSystemUsec,
+		CpuNrThrottled: st.CPUNrThrottled, CpuThrottledUsec: st.CPUThrottledUsec,
+		MemoryCurrent: st.MemoryCurrent, MemoryMax: st.MemoryMax, MemoryPeak: st.MemoryPeak,
+		MemoryOom: st.MemoryOOM, MemoryOomKill: st.MemoryOOMKill,
+		PidsCurrent: st.PidsCurrent, PidsMax: st.PidsMax, MemoryStat: st.MemoryStat,
+	}}, nil
+}
+
+func (s *Server) ListContainers(ctx context.Context, _ *api.ListContainersRequest) (*api.ListContainersResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := &api.ListContainersResponse{}
+	for id, c := range s.containers {
+		info := &api.ContainerInfo{ContainerId: id, Status: "created"}
+		if p := c.procs[""]; p != nil {
+			info.Pid = uint32(p.p.Pid)
+			if c.started {
+				info.Status = "running"
+			}
+			select {
+			case <-p.p.Done():
+				info.Status = "stopped"
+				info.ExitStatus = int32(p.p.ExitStatus().Status)
+			default:
+			}
+		}
+		out.Containers = append(out.Containers, info)
+	}
+	sort.Slice(out.Containers, func(i, j int) bool { return out.Containers[i].ContainerId < out.Containers[j].ContainerId })
+	return out, nil
+}
+
+func (s *Server) ExecProcess(ctx context.Context, req *api.ExecProcessRequest) (*api.ExecProcessResponse, error) {
+	if err := checkID("exec id", req.ExecId); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if len(req.Process) == 0 || len(req.Process) > maxSpecBytes {
+		return nil, status.Errorf(codes.InvalidArgument, "process must be 1 byte to %d bytes", maxSpecBytes)
+	}
+	var proc specs.Process
+	if err := json.Unmarshal(req.Process, &proc); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "decode OCI process: %v", err)
+	}
+	c, err := s.getContainer(req.ContainerId)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	init := c.procs[""]
+	_, dup := c.procs[req.ExecId]
+	if dup {
+		s.mu.Unlock()
+		return nil, status.Errorf(codes.AlreadyExists, "exec %q already exists in container %q", req.ExecId, c.id)
+	}
+	if !c.started || init == nil || c.removing {
+		s.mu.Unlock()
+		return nil, status.Errorf(codes.FailedPrecondition, "container %q is not running", c.id)
+	}
+	c.procs[req.ExecId] = &process{execID: req.ExecId} // reserve
+	s.mu.Unlock()
+	select {
+	case <-init.p.Done():
+		s.dropProc(c, req.ExecId)
+		return nil, status.Errorf(codes.FailedPrecondition, "container %q is not running", c.id)
+	default:
+	}
+	pr, err := startProcess(req.ExecId, proc.Terminal, func(stdio runner.Stdio) (*runner.Process, error) {
+		return c.c.Exec(ctx, &proc, stdio)
+	})
+	if err != nil {
+		s.dropProc(c, req.ExecId)
+		return nil, stageError(err)
+	}
+	s.mu.Lock()
+	c.procs[req.ExecId] = pr
+	s.mu.Unlock()
+	s.log.Info("exec started", "id", c.id, "exec", req.ExecId, "pid", pr.p.Pid, "args", proc.Args)
+	return &api.ExecProcessResponse{Pid: uint32(pr.p.Pid)}, nil
+}
+
+func (s *Server) dropProc(c *container, execID string) {
+	s.mu.Lock()
+	delete(c.procs, execID)
+	s.mu.Unlock()
+}
+
+func (s *Server) WaitProcess(ctx context.Context, req *api.WaitProcessRequest) (*api.WaitProcessResponse, error) {
+	c, p, err := s.getProcess(req.ContainerId, req.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	if p.p == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "exec %q is still starting", req.ExecId)
+	}
+	select {
+	case <-p.p.Done():
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	e := p.p.ExitStatus()
+	resp := &api.WaitProcessResponse{
+		ExitStatus: int32(e.Status), Signal: int32(e.Signal),
+		StartedAtUnixNano: p.started.UnixNano(), ExitedAtUnixNano: e.At.UnixNano(),
+	}
+	if e.Signal == int(unix.SIGKILL) && c.c != nil && c.c.Cgroup.OOMKills() > 0 {
+		resp.OomKilled = true
+	}
+	return resp, nil
+}
+
+func (s *Server) SignalProcess(ctx context.Context, req *api.SignalProcessRequest) (*api.Empty, error) {
+	c, p, err := s.getProcess(req.ContainerId, req.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	if req.Signal == 0 || req.Signal > 64 {
+		return nil, status.Errorf(codes.InvalidArgument, "invalid signal %d", req.Signal)
+	}
+	sig := unix.Signal(req.Signal)
+	if req.ExecId == "" {
+		if c.c == nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "container %q is not created yet", c.id)
+		}
+		if err := c.c.Signal(sig, req.All); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		return &api.Empty{}, nil
+	}
+	if p.p == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "exec %q is still starting", req.ExecId)
+	}
+	select {
+	case <-p.p.Done():
+		return &api.Empty{}, nil
+	default:
+	}
+	if err := unix.Kill(p.p.Pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+		return nil, status.Errorf(codes.Internal, "signal exec %q: %v", req.ExecId, err)
+	}
+	return &api.Empty{}, nil
+}
+
+func (s *Server) WriteStdin(ctx context.Context, req *api.WriteStdinRequest) (*api.WriteStdinResponse, error) {
+	_, p, err := s.getProcess(req.ContainerId, req.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.stdin == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "stdin of %s/%s is closed", req.ContainerId, req.ExecId)
+	}
+	n, err := p.stdin.Write(req.Data)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "write stdin: %v", err)
+	}
+	return &api.WriteStdinResponse{Len: uint32(n)}, nil
+}
+
+func (s *Server) CloseStdin(ctx context.Context, req *api.CloseStdinRequest) (*api.Empty, error) {
+	_, p, err := s.getProcess(req.ContainerId, req.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.stdin == nil {
+		return &api.Empty{}, nil
+	}
+	p.closed = true
+	if p.p != nil && p.p.Console != nil {
+		// A terminal's master also carries output: send EOF (^D) instead.
+		_, _ = p.stdin.Write([]byte{4})
+		return &api.Empty{}, nil
+	}
+	_ = p.stdin.Close()
+	return &api.Empty{}, nil
+}
+
+func (s *Server) readStream(ctx context.Context, req *api.ReadStreamRequest, stderr bool) (*api.ReadStreamResponse, error) {
+	_, p, err := s.getProcess(req.ContainerId, req.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	st := p.stdout
+	if stderr {
+		st = p.stderr
+	}
+	if st == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "exec %q is still starting", req.ExecId)
+	}
+	data, eof, err := st.read(ctx, int(req.Len))
+	if err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	return &api.ReadStreamResponse{Data: data, Eof: eof}, nil
+}
+
+func (s *Server) ReadStdout(ctx context.Context, req *api.ReadStreamRequest) (*api.ReadStreamResponse, error) {
+	return s.readStream(ctx, req, false)
+}
+
+func (s *Server) ReadStderr(ctx context.Context, req *api.ReadStreamRequest) (*api.ReadStreamResponse, error) {
+	return s.readStream(ctx, req, true)
+}
+
+func (s *Server) TtyWinResize(ctx context.Context, req *api.TtyWinResizeRequest) (*api.Empty, error) {
+	_, p, err := s.getProcess(req.ContainerId, req.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	if p.p == nil || p.p.Console == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "%s/%s has no terminal", req.ContainerId, req.ExecId)
+	}
+	ws := &unix.Winsize{Row: uint16(req.Rows), Col: uint16(req.Columns)}
+	if err := unix.IoctlSetWinsize(int(p.p.Console.Fd()), unix.TIOCSWINSZ, ws); err != nil {
+		return nil, status.Errorf(codes.Internal, "resize terminal: %v", err)
+	}
+	return &api.Empty{}, nil
+}

@@ -1,0 +1,361 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coffer-project/coffer/internal/runner/nsenter"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// Runner creates containers below one cgroup parent.
+type Runner struct {
+	CgroupParent string
+	Reaper       *Reaper
+	Log          *slog.Logger
+	// Self is the binary to re-execute as the init stage
+	// (default /proc/self/exe).
+	Self string
+}
+
+// Stdio holds the child's ends of the stdio pipes of a non-terminal
+// process; nil members become /dev/null.
+type Stdio struct {
+	Stdin, Stdout, Stderr *os.File
+}
+
+// Process is a started container or exec process.
+type Process struct {
+	Pid int
+	// Console is the pty master of a terminal process (nil otherwise).
+	Console *os.File
+
+	done chan struct{}
+	exit Exit
+}
+
+func newProcess(pid int, exit <-chan Exit) *Process {
+	p := &Process{Pid: pid, done: make(chan struct{})}
+	go func() {
+		p.exit = <-exit
+		close(p.done)
+	}()
+	return p
+}
+
+// Done is closed when the process has exited and been reaped.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// ExitStatus is how the process ended; valid once Done is closed.
+func (p *Process) ExitStatus() Exit {
+	<-p.done
+	return p.exit
+}
+
+// Container is a container created in the guest.
+type Container struct {
+	ID     string
+	Spec   *specs.Spec
+	Rootfs string
+	Cgroup *Cgroup
+	Init   *Process
+
+	r    *Runner
+	mu   sync.Mutex
+	sync *syncConn // open between Create and Start
+}
+
+func (r *Runner) self() string {
+	if r.Self != "" {
+		return r.Self
+	}
+	return "/proc/self/exe"
+}
+
+func validateProcess(p *specs.Process) error {
+	if p == nil {
+		return errors.New("the spec has no process")
+	}
+	if len(p.Args) == 0 {
+		return errors.New("the process has no command (args are empty)")
+	}
+	if err := validateCaps(p.Capabilities); err != nil {
+		return err
+	}
+	return validateRlimits(p.Rlimits)
+}
+
+// Create starts the container's init stage with its namespaces, cgroup and
+// rootfs ready, stopped just before exec. Start runs it. On error nothing
+// is left behind (process, cgroup).
+func (r *Runner) Create(ctx context.Context, id string, spec *specs.Spec, rootfs string, stdio Stdio) (c *Container, err error) {
+	if err := validateProcess(spec.Process); err != nil {
+		return nil, fmt.Errorf("container %s: %w", id, err)
+	}
+	var res *specs.LinuxResources
+	if spec.Linux != nil {
+		res = spec.Linux.Resources
+	}
+	cg, err := NewCgroup(r.CgroupParent, id, res)
+	if err != nil {
+		return nil, err
+	}
+	c = &Container{ID: id, Spec: spec, Rootfs: rootfs, Cgroup: cg, r: r}
+	defer func() {
+		if err != nil {
+			c.destroy()
+		}
+	}()
+	flags := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWCGROUP)
+	if spec.Linux != nil {
+		for _, ns := range spec.Linux.Namespaces {
+			if ns.Type == specs.NetworkNamespace && ns.Path == "" {
+				flags |= unix.CLONE_NEWNET
+			}
+		}
+	}
+	proc, sc, err := r.spawn(ctx, cg, stdio, spec.Process.Terminal, flags, nil, &initConfig{Mode: "init", Spec: spec, Process: spec.Process, Rootfs: rootfs})
+	if err != nil {
+		return nil, err
+	}
+	c.Init = proc
+	c.sync = sc
+	return c, nil
+}
+
+// Start lets the init process exec the container command.
+func (c *Container) Start(ctx context.Context) error {
+	c.mu.Lock()
+	sc := c.sync
+	c.sync = nil
+	c.mu.Unlock()
+	if sc == nil {
+		return fmt.Errorf("container %s was already started", c.ID)
+	}
+	defer sc.Close()
+	if err := sc.send(syncMsg{Type: "start"}, -1); err != nil {
+		return fmt.Errorf("start container %s: the init process is gone: %w", c.ID, err)
+	}
+	return waitExec(ctx, sc, c.ID)
+}
+
+// waitExec waits for the stage to exec (its end of the socket closes) or to
+// report an error.
+func waitExec(ctx context.Context, sc *syncConn, id string) error {
+	var m syncMsg
+	_, err := sc.recv(ctx, &m)
+	switch {
+	case errors.Is(err, io.EOF):
+		return nil
+	case err != nil:
+		return fmt.Errorf("container %s: waiting for the process to start: %w", id, err)
+	case m.Type == "error":
+		return &errStage{msg: m.Error}
+	default:
+		return fmt.Errorf("container %s: unexpected %q from the init stage", id, m.Type)
+	}
+}
+
+// Exec starts a new process inside the running container.
+func (c *Container) Exec(ctx context.Context, p *specs.Process, stdio Stdio) (*Process, error) {
+	if err := validateProcess(p); err != nil {
+		return nil, fmt.Errorf("exec in container %s: %w", c.ID, err)
+	}
+	proc, sc, err := c.r.spawn(ctx, c.Cgroup, stdio, p.Terminal, 0, &c.Init.Pid, &initConfig{Mode: "exec", Process: p})
+	if err != nil {
+		return nil, err
+	}
+	defer sc.Close()
+	if err := waitExec(ctx, sc, c.ID); err != nil {
+		_ = unix.Kill(proc.Pid, unix.SIGKILL)
+		<-proc.Done()
+		if proc.Console != nil {
+			proc.Console.Close()
+		}
+		return nil, err
+	}
+	return proc, nil
+}
+
+// spawn forks the init/exec stage. With joinPid set, the child is born in
+// that process's pid namespace and the nsenter constructor joins the rest.
+func (r *Runner) spawn(ctx context.Context, cg *Cgroup, stdio Stdio, terminal bool, cloneflags uintptr, joinPid *int, cfg *initConfig) (*Process, *syncConn, error) {
+	sc, child, err := newSyncPair()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer child.Close()
+	cgfd, err := cg.Open()
+	if err != nil {
+		sc.Close()
+		return nil, nil, err
+	}
+	defer cgfd.Close()
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		sc.Close()
+		return nil, nil, err
+	}
+	defer devnull.Close()
+	orNull := func(f *os.File) *os.File {
+		if f == nil || terminal {
+			return devnull
+		}
+		return f
+	}
+	attr := &os.ProcAttr{
+		Dir:   "/",
+		Env:   []string{},
+		Files: []*os.File{orNull(stdio.Stdin), orNull(stdio.Stdout), orNull(stdio.Stderr), child},
+		Sys: &syscall.SysProcAttr{
+			Cloneflags:  cloneflags,
+			Setsid:      !terminal, // a terminal process gets its session from the stage
+			UseCgroupFD: true,
+			CgroupFD:    int(cgfd.Fd()),
+		},
+	}
+	var proc *os.Process
+	if joinPid != nil {
+		attr.Env = []string{nsenter.EnvPID + "=" + strconv.Itoa(*joinPid)}
+		proc, err = startInPidNS(*joinPid, r.self(), attr)
+	} else {
+		proc, err = os.StartProcess(r.self(), []string{"coffer-agent", InitArg, cfg.Mode}, attr)
+	}
+	if err != nil {
+		sc.Close()
+		return nil, nil, fmt.Errorf("start container %s stage: %w", cfg.Mode, err)
+	}
+	p := newProcess(proc.Pid, r.Reaper.Watch(proc.Pid))
+	_ = proc.Release()
+	fail := func(err error) (*Process, *syncConn, error) {
+		_ = unix.Kill(p.Pid, unix.SIGKILL)
+		select {
+		case <-p.Done():
+		case <-time.After(5 * time.Second):
+		}
+		if p.Console != nil {
+			p.Console.Close()
+		}
+		sc.Close()
+		return nil, nil, err
+	}
+	if err := sc.send(cfg, -1); err != nil {
+		return fail(fmt.Errorf("send config to the container %s stage: %w", cfg.Mode, err))
+	}
+	for {
+		var m syncMsg
+		fd, err := sc.recv(ctx, &m)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errors.New("the init stage exited before it was ready (see the agent log)")
+			}
+			return fail(fmt.Errorf("prepare container %s: %w", cfg.Mode, err))
+		}
+		switch m.Type {
+		case "console":
+			if fd == nil {
+				return fail(errors.New("the init stage sent no pty master"))
+			}
+			p.Console = fd
+		case "ready":
+			if terminal && p.Console == nil {
+				return fail(errors.New("the init stage sent no pty master"))
+			}
+			return p, sc, nil
+		case "error":
+			return fail(&errStage{msg: m.Error})
+		default:
+			return fail(fmt.Errorf("unexpected %q from the init stage", m.Type))
+		}
+	}
+}
+
+// startInPidNS forks on a dedicated OS thread that first joins the pid
+// namespace of pid; the thread is discarded afterwards (its namespace
+// state must not leak to other goroutines).
+func startInPidNS(pid int, self string, attr *os.ProcAttr) (*os.Process, error) {
+	type result struct {
+		p   *os.Process
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/ns/pid")
+		if err != nil {
+			ch <- result{err: fmt.Errorf("open pid namespace of %d: %w", pid, err)}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWPID); err != nil {
+			ch <- result{err: fmt.Errorf("join pid namespace of %d: %w", pid, err)}
+			return
+		}
+		p, err := os.StartProcess(self, []string{"coffer-agent", InitArg, "exec"}, attr)
+		ch <- result{p, err}
+	}()
+	res := <-ch
+	return res.p, res.err
+}
+
+// Signal sends sig to the init process, or with all to every process of
+// the container.
+func (c *Container) Signal(sig unix.Signal, all bool) error {
+	if !all {
+		if err := unix.Kill(c.Init.Pid, sig); err != nil && err != unix.ESRCH {
+			return fmt.Errorf("signal %v to container %s: %w", sig, c.ID, err)
+		}
+		return nil
+	}
+	if sig == unix.SIGKILL {
+		return c.Cgroup.Kill()
+	}
+	pids, err := c.Cgroup.Pids()
+	if err != nil {
+		return err
+	}
+	for _, p := range pids {
+		_ = unix.Kill(p, sig)
+	}
+	return nil
+}
+
+// Destroy kills everything in the container and removes its cgroup.
+func (c *Container) Destroy(ctx context.Context) error {
+	c.mu.Lock()
+	if c.sync != nil {
+		c.sync.Close()
+		c.sync = nil
+	}
+	c.mu.Unlock()
+	_ = c.Cgroup.Kill()
+	if c.Init != nil {
+		select {
+		case <-c.Init.Done():
+		case <-ctx.Done():
+		}
+		if c.Init.Console != nil {
+			c.Init.Console.Close()
+		}
+	}
+	return c.Cgroup.Remove(ctx)
+}
+
+// destroy is Destroy for a half-created container.
+func (c *Container) destroy() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Destroy(ctx); err != nil && c.r.Log != nil {
+		c.r.Log.Warn("clean up failed container", "id", c.ID, "err", err)
+	}
+}

@@ -1,0 +1,143 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// InitArg is the first argument that turns the agent binary into the
+// container init / exec stage.
+const InitArg = "coffer-init"
+
+// maxSyncMsg bounds one message on the sync socket (an OCI spec).
+const maxSyncMsg = 4 << 20
+
+// initConfig is what the agent sends to the init / exec stage.
+type initConfig struct {
+	// Mode is "init" (a new container) or "exec" (join a running one).
+	Mode    string          `json:"mode"`
+	Spec    *specs.Spec     `json:"spec,omitempty"`
+	Process *specs.Process  `json:"process"`
+	Rootfs  string          `json:"rootfs,omitempty"`
+}
+
+// syncMsg travels from the stage back to the agent, and "start" the other way.
+type syncMsg struct {
+	Type  string `json:"type"` // ready | error | console | start
+	Error string `json:"error,omitempty"`
+}
+
+// syncConn wraps one end of the SOCK_SEQPACKET pair.
+type syncConn struct {
+	c *net.UnixConn
+}
+
+// newSyncPair returns the agent's end and the child's end (as an *os.File
+// to hand over as fd 3).
+func newSyncPair() (*syncConn, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create sync socket pair: %w", err)
+	}
+	parent := os.NewFile(uintptr(fds[0]), "sync-parent")
+	child := os.NewFile(uintptr(fds[1]), "sync-child")
+	sc, err := fileSyncConn(parent)
+	if err != nil {
+		child.Close()
+		return nil, nil, err
+	}
+	return sc, child, nil
+}
+
+func fileSyncConn(f *os.File) (*syncConn, error) {
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("sync socket: %w", err)
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("sync socket is %T, not a unix socket", c)
+	}
+	return &syncConn{c: uc}, nil
+}
+
+func (s *syncConn) Close() error { return s.c.Close() }
+
+func (s *syncConn) send(v any, fd int) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	var oob []byte
+	if fd >= 0 {
+		oob = unix.UnixRights(fd)
+	}
+	_, _, err = s.c.WriteMsgUnix(b, oob, nil)
+	return err
+}
+
+// recv reads one message and, if one came with it, a passed fd. io.EOF
+// means the peer closed its end (for the stage: it exec'd successfully).
+func (s *syncConn) recv(ctx context.Context, v any) (*os.File, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = s.c.SetReadDeadline(dl)
+	} else {
+		_ = s.c.SetReadDeadline(time.Time{})
+	}
+	stop := context.AfterFunc(ctx, func() { _ = s.c.SetReadDeadline(time.Now()) })
+	defer stop()
+	buf := make([]byte, maxSyncMsg)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := s.c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	if n == 0 {
+		return nil, io.EOF
+	}
+	var f *os.File
+	if oobn > 0 {
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err == nil && len(msgs) > 0 {
+			if fds, err := unix.ParseUnixRights(&msgs[0]); err == nil && len(fds) > 0 {
+				f = os.NewFile(uintptr(fds[0]), "console")
+				for _, extra := range fds[1:] {
+					unix.Close(extra)
+				}
+			}
+		}
+	}
+	if err := json.Unmarshal(buf[:n], v); err != nil {
+		if f != nil {
+			f.Close()
+		}
+		return nil, fmt.Errorf("bad sync message: %w", err)
+	}
+	return f, nil
+}
+
+// errStage is an error reported by the init / exec stage itself.
+type errStage struct{ msg string }
+
+func (e *errStage) Error() string { return e.msg }
+
+// IsStageError reports whether err came from inside the container setup
+// (bad command, bad mount, ...) rather than from the agent.
+func IsStageError(err error) bool {
+	var e *errStage
+	return errors.As(err, &e)
+}
