@@ -6,13 +6,17 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
 
 	api "github.com/coffer-project/coffer/api/agent"
 	"github.com/coffer-project/coffer/internal/runner"
+	"github.com/coffer-project/coffer/internal/version"
 	"github.com/containerd/ttrpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Port names of the virtio-serial channels; the host configures the same.
@@ -77,7 +81,7 @@ func Main() error {
 		}
 	}
 	cancel()
-	log.Info("coffer-agent starting", "version", Version, "kernel", kernelRelease(), "uptime", strconv.FormatFloat(uptimeSeconds(), 'f', 3, 64), "modules", time.Since(start).String())
+	log.Info("coffer-agent starting", "version", version.Version, "kernel", kernelRelease(), "uptime", strconv.FormatFloat(uptimeSeconds(), 'f', 3, 64), "modules", time.Since(start).String())
 
 	reaper := runner.NewReaper()
 	go reaper.Run(ctx)
@@ -101,7 +105,7 @@ func Main() error {
 	if err != nil {
 		return err
 	}
-	ts, err := ttrpc.NewServer()
+	ts, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(recoverInterceptor(log)))
 	if err != nil {
 		return fmt.Errorf("create ttrpc server: %w", err)
 	}
@@ -122,4 +126,19 @@ func Fatal(err error) {
 		_ = powerOff()
 	}
 	os.Exit(1)
+}
+
+// recoverInterceptor turns a panic in a request handler into an error for
+// that request: as PID 1 the agent must not die (the kernel would panic
+// and take every container with it).
+func recoverInterceptor(log *slog.Logger) ttrpc.UnaryServerInterceptor {
+	return func(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (resp interface{}, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				log.Error("agent request panicked", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+				err = status.Errorf(codes.Internal, "agent bug in %s: %v", info.FullMethod, r)
+			}
+		}()
+		return method(ctx, unmarshal)
+	}
 }

@@ -15,14 +15,12 @@ import (
 
 	api "github.com/coffer-project/coffer/api/agent"
 	"github.com/coffer-project/coffer/internal/runner"
+	"github.com/coffer-project/coffer/internal/version"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
-
-// Version is the agent version reported by Check; set at build time.
-var Version = "dev"
 
 // maxSpecBytes bounds an OCI spec or process from the host.
 const maxSpecBytes = 1 << 20
@@ -68,7 +66,7 @@ func NewServer(log *slog.Logger, r *runner.Runner, powerOff func()) *Server {
 var _ api.AgentService = (*Server)(nil)
 
 func (s *Server) Check(ctx context.Context, _ *api.CheckRequest) (*api.CheckResponse, error) {
-	return &api.CheckResponse{AgentVersion: Version, KernelRelease: kernelRelease(), UptimeSeconds: uptimeSeconds()}, nil
+	return &api.CheckResponse{AgentVersion: version.Version, KernelRelease: kernelRelease(), UptimeSeconds: uptimeSeconds()}, nil
 }
 
 func (s *Server) CreateSandbox(ctx context.Context, req *api.CreateSandboxRequest) (*api.Empty, error) {

@@ -98,7 +98,7 @@ func validateProcess(p *specs.Process) error {
 // Create starts the container's init stage with its namespaces, cgroup and
 // rootfs ready, stopped just before exec. Start runs it. On error nothing
 // is left behind (process, cgroup).
-func (r *Runner) Create(ctx context.Context, id string, spec *specs.Spec, rootfs string, stdio Stdio) (c *Container, err error) {
+func (r *Runner) Create(ctx context.Context, id string, spec *specs.Spec, rootfs string, stdio Stdio) (_ *Container, err error) {
 	if err := validateProcess(spec.Process); err != nil {
 		return nil, fmt.Errorf("container %s: %w", id, err)
 	}
@@ -110,7 +110,7 @@ func (r *Runner) Create(ctx context.Context, id string, spec *specs.Spec, rootfs
 	if err != nil {
 		return nil, err
 	}
-	c = &Container{ID: id, Spec: spec, Rootfs: rootfs, Cgroup: cg, r: r}
+	c := &Container{ID: id, Spec: spec, Rootfs: rootfs, Cgroup: cg, r: r}
 	defer func() {
 		if err != nil {
 			c.destroy()

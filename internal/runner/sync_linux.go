@@ -24,10 +24,10 @@ const maxSyncMsg = 4 << 20
 // initConfig is what the agent sends to the init / exec stage.
 type initConfig struct {
 	// Mode is "init" (a new container) or "exec" (join a running one).
-	Mode    string          `json:"mode"`
-	Spec    *specs.Spec     `json:"spec,omitempty"`
-	Process *specs.Process  `json:"process"`
-	Rootfs  string          `json:"rootfs,omitempty"`
+	Mode    string         `json:"mode"`
+	Spec    *specs.Spec    `json:"spec,omitempty"`
+	Process *specs.Process `json:"process"`
+	Rootfs  string         `json:"rootfs,omitempty"`
 }
 
 // syncMsg travels from the stage back to the agent, and "start" the other way.

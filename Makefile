@@ -1,0 +1,54 @@
+# Coffer build, test and demo. `make demo` and `make test` do all set-up.
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/coffer-project/coffer/internal/version.Version=$(VERSION)
+# The agent is PID 1 of an initrd with no C library: link it statically.
+# cgo is needed for the nsenter constructor (see internal/runner/nsenter).
+AGENT_LDFLAGS := -s -w $(LDFLAGS) -linkmode external -extldflags -static
+export PATH := $(PATH):$(shell $(GO) env GOPATH)/bin
+
+.PHONY: all build setup guest demo test unit integration lint proto bench clean
+
+all: build
+
+setup:
+	./scripts/setup.sh
+
+build:
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/coffer ./cmd/coffer
+	CGO_ENABLED=1 $(GO) build -trimpath -tags netgo,osusergo -ldflags '$(AGENT_LDFLAGS)' -o $(BIN)/coffer-agent ./cmd/coffer-agent
+
+guest: build
+	$(BIN)/coffer guest build --agent $(BIN)/coffer-agent
+
+demo: setup guest
+	./scripts/demo.sh
+
+proto:
+	protoc -I api/agent --go_out=paths=source_relative:api/agent \
+		--go-ttrpc_out=paths=source_relative:api/agent api/agent/agent.proto
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	staticcheck ./...
+
+unit:
+	$(GO) test -count=1 ./...
+
+# Integration tests boot real VMs (TCG here); they need root.
+integration: guest
+	COFFER_BIN=$(BIN)/coffer $(GO) test -count=1 -timeout 25m -v ./test/...
+
+test: setup guest lint
+	$(GO) test -count=1 -timeout 10m ./...
+	COFFER_BIN=$(BIN)/coffer $(GO) test -count=1 -timeout 25m -tags integration ./test/...
+
+bench: guest
+	./bench/sandbox/run.sh
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,82 @@
+// Command coffer is the Coffer user CLI: run containers in pod VMs, manage
+// detached pods, build the guest image.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/coffer-project/coffer/internal/version"
+	"github.com/spf13/cobra"
+)
+
+// exitError carries a process exit code through cobra.
+type exitError struct {
+	code int
+	err  error // printed when non-nil
+}
+
+func (e *exitError) Error() string {
+	if e.err != nil {
+		return e.err.Error()
+	}
+	return fmt.Sprintf("exit status %d", e.code)
+}
+
+// Exit codes for coffer's own failures, as Docker uses them.
+const (
+	exitCofferError  = 125
+	exitCannotInvoke = 126
+	exitNotFound     = 127
+)
+
+type globalOpts struct {
+	debug    bool
+	logLevel string
+}
+
+func (g *globalOpts) logger() *slog.Logger {
+	level := slog.LevelError
+	if g.logLevel != "" {
+		_ = level.UnmarshalText([]byte(g.logLevel))
+	}
+	if g.debug {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+func newRootCmd() *cobra.Command {
+	g := &globalOpts{}
+	root := &cobra.Command{
+		Use:           "coffer",
+		Short:         "Run containers in lightweight VMs (sandboxed) or TEEs (confidential)",
+		Version:       version.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().BoolVar(&g.debug, "debug", false, "debug logging (host and guest agent)")
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (default error)")
+	root.AddCommand(newRunCmd(g), newPsCmd(g), newExecCmd(g), newKillCmd(g), newRmCmd(g), newGuestCmd(), newPodOwnerCmd(g))
+	return root
+}
+
+func main() {
+	root := newRootCmd()
+	err := root.ExecuteContext(context.Background())
+	if err == nil {
+		return
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintf(os.Stderr, "coffer: %v\n", ee.err)
+		}
+		os.Exit(ee.code)
+	}
+	fmt.Fprintf(os.Stderr, "coffer: %v\n", err)
+	os.Exit(exitCofferError)
+}

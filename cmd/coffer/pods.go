@@ -1,0 +1,444 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	api "github.com/coffer-project/coffer/api/agent"
+	"github.com/coffer-project/coffer/internal/sandbox"
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+	"golang.org/x/term"
+)
+
+// runDetached hands the pod to a background owner process and returns
+// once the container runs.
+func runDetached(ctx context.Context, dir string, req *sandbox.PodRequest) error {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	st := &sandbox.State{Name: req.Name, ID: req.Name, Status: sandbox.StatusStarting, Created: time.Now().UTC(),
+		Command: req.Spec.Process.Args, Rootfs: req.Rootfs, Detached: true, Request: b}
+	if err := sandbox.WriteState(dir, st); err != nil {
+		_ = os.RemoveAll(dir)
+		return &exitError{code: exitCofferError, err: err}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(filepath.Join(dir, "owner.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return &exitError{code: exitCofferError, err: err}
+	}
+	defer logf.Close()
+	args := []string{"__pod-owner", dir}
+	cmd := exec.Command(self, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		_ = os.RemoveAll(dir)
+		return &exitError{code: exitCofferError, err: fmt.Errorf("start the pod owner: %w", err)}
+	}
+	owner := cmd.Process.Pid
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	deadline := time.After(req.BootTimeout + 30*time.Second)
+	for {
+		st, err := sandbox.ReadState(dir)
+		if err == nil {
+			switch {
+			case st.Status == sandbox.StatusRunning:
+				fmt.Println(req.Name)
+				return nil
+			case st.Error != "":
+				_ = sandbox.RemovePodDir(dir)
+				return startError(errors.New(st.Error))
+			}
+		}
+		select {
+		case <-done:
+			if st, err := sandbox.ReadState(dir); err == nil && st.Status == sandbox.StatusRunning || err == nil && st.Status == sandbox.StatusExited {
+				fmt.Println(req.Name)
+				return nil
+			}
+			logb, _ := os.ReadFile(filepath.Join(dir, "owner.log"))
+			_ = sandbox.RemovePodDir(dir)
+			return &exitError{code: exitCofferError, err: fmt.Errorf("the pod owner exited during start: %s", strings.TrimSpace(string(logb)))}
+		case <-deadline:
+			_ = unix.Kill(owner, unix.SIGKILL)
+			_ = sandbox.RemovePodDir(dir)
+			return &exitError{code: exitCofferError, err: errors.New("the pod did not start in time")}
+		case <-ctx.Done():
+			_ = unix.Kill(owner, unix.SIGKILL)
+			_ = sandbox.RemovePodDir(dir)
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// newPodOwnerCmd is the hidden background process that owns a detached
+// pod's VM for its whole life.
+func newPodOwnerCmd(g *globalOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:    "__pod-owner DIR",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return podOwner(cmd.Context(), g, args[0])
+		},
+	}
+}
+
+func podOwner(ctx context.Context, g *globalOpts, dir string) error {
+	log := g.logger()
+	signal.Ignore(unix.SIGHUP, unix.SIGPIPE)
+	st, err := sandbox.ReadState(dir)
+	if err != nil {
+		return err
+	}
+	var req sandbox.PodRequest
+	if err := json.Unmarshal(st.Request, &req); err != nil {
+		return fmt.Errorf("bad pod request: %w", err)
+	}
+	fail := func(err error) error {
+		st.Error = err.Error()
+		_ = sandbox.WriteState(dir, st)
+		return err
+	}
+	pod, err := sandbox.StartPod(ctx, dir, &req, true, log)
+	if err != nil {
+		if _, statErr := os.Stat(dir); statErr == nil || errors.Is(err, context.Canceled) {
+			return fail(err)
+		}
+		// StartPod removed the directory: recreate just enough to report.
+		if mkErr := os.MkdirAll(dir, 0o700); mkErr == nil {
+			return fail(err)
+		}
+		return err
+	}
+	outf, err := os.OpenFile(filepath.Join(dir, "stdout.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		pod.Close(nil, false)
+		return fail(err)
+	}
+	defer outf.Close()
+	errf, err := os.OpenFile(filepath.Join(dir, "stderr.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		pod.Close(nil, false)
+		return fail(err)
+	}
+	defer errf.Close()
+	agent := pod.Sandbox.Agent
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = sandbox.CopyOutput(ctx, agent, sandbox.ContainerID, "", false, outf) }()
+	go func() { defer wg.Done(); _ = sandbox.CopyOutput(ctx, agent, sandbox.ContainerID, "", true, errf) }()
+	if err := pod.Start(ctx); err != nil {
+		pod.Close(nil, false)
+		if mkErr := os.MkdirAll(dir, 0o700); mkErr == nil {
+			return fail(err)
+		}
+		return err
+	}
+	_, _ = agent.CloseStdin(ctx, &api.CloseStdinRequest{ContainerId: sandbox.ContainerID})
+	// SIGTERM to the owner (coffer rm -f) kills the container, which
+	// ends the pod.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
+	go func() {
+		for range sigs {
+			_, _ = agent.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: sandbox.ContainerID, Signal: uint32(unix.SIGKILL), All: true})
+		}
+	}()
+	res, err := pod.Wait(ctx)
+	code := -1
+	if err == nil {
+		code = int(res.ExitStatus)
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+	} else {
+		st.Error = err.Error()
+		log.Error("pod ended abnormally", "err", err)
+	}
+	pod.Close(&code, true)
+	return nil
+}
+
+func newPsCmd(g *globalOpts) *cobra.Command {
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:   "ps",
+		Short: "List pods",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pods, err := sandbox.ListPods(sandbox.RuntimeDir())
+			if err != nil {
+				return err
+			}
+			if quiet {
+				for _, p := range pods {
+					fmt.Println(p.Name)
+				}
+				return nil
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tSTATUS\tCREATED\tACCEL\tQEMU PID\tCOMMAND")
+			for _, p := range pods {
+				status := p.EffectiveStatus()
+				if status == sandbox.StatusExited && p.ExitStatus != nil {
+					status = fmt.Sprintf("exited (%d)", *p.ExitStatus)
+				}
+				qpid := "-"
+				if p.QEMUPID > 0 && status == sandbox.StatusRunning {
+					qpid = strconv.Itoa(p.QEMUPID)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, status, ago(p.Created), orDash(p.Accel), qpid, truncate(strings.Join(p.Command, " "), 40))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print names only")
+	return cmd
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return time.Since(t).Round(time.Second).String() + " ago"
+}
+
+// openPod finds a running pod and connects to its agent proxy.
+func openPod(ctx context.Context, name string) (api.AgentService, func() error, *sandbox.State, error) {
+	if err := sandbox.CheckName(name); err != nil {
+		return nil, nil, nil, err
+	}
+	dir := sandbox.PodDir(sandbox.RuntimeDir(), name)
+	st, err := sandbox.ReadState(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil, nil, fmt.Errorf("no pod named %q (see `coffer ps`)", name)
+		}
+		return nil, nil, nil, err
+	}
+	if s := st.EffectiveStatus(); s != sandbox.StatusRunning {
+		return nil, nil, st, fmt.Errorf("pod %q is not running (status %s)", name, s)
+	}
+	agent, closer, err := sandbox.DialProxy(ctx, dir)
+	if err != nil {
+		return nil, nil, st, err
+	}
+	return agent, closer, st, nil
+}
+
+func newExecCmd(g *globalOpts) *cobra.Command {
+	var interactive, tty bool
+	var env []string
+	var workdir, user string
+	cmd := &cobra.Command{
+		Use:   "exec [flags] NAME -- CMD [ARGS...]",
+		Short: "Run a command in a running pod's container",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			log := g.logger()
+			agent, closer, _, err := openPod(ctx, args[0])
+			if err != nil {
+				return &exitError{code: exitCofferError, err: err}
+			}
+			defer closer()
+			so := sandbox.SpecOptions{Args: args[1:], Env: env, Cwd: workdir, Terminal: tty}
+			if user != "" {
+				if so.UID, so.GID, err = sandbox.ParseUser(user); err != nil {
+					return &exitError{code: exitCofferError, err: err}
+				}
+			}
+			spec, err := sandbox.BuildSpec(so)
+			if err != nil {
+				return &exitError{code: exitCofferError, err: err}
+			}
+			proc, _ := json.Marshal(spec.Process)
+			b := make([]byte, 6)
+			_, _ = rand.Read(b)
+			execID := "exec-" + hex.EncodeToString(b)
+			cid := sandbox.ContainerID
+			sigs := make(chan os.Signal, 16)
+			signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGWINCH)
+			defer signal.Stop(sigs)
+			if _, err := agent.ExecProcess(ctx, &api.ExecProcessRequest{ContainerId: cid, ExecId: execID, Process: proc}); err != nil {
+				return startError(sandbox.AgentError(err))
+			}
+			restore := func() {}
+			if tty && term.IsTerminal(int(os.Stdin.Fd())) {
+				if st, err := term.MakeRaw(int(os.Stdin.Fd())); err == nil {
+					restore = func() { _ = term.Restore(int(os.Stdin.Fd()), st) }
+				}
+				resizeTTY(ctx, agent, cid, execID)
+			}
+			defer restore()
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() { defer wg.Done(); _ = sandbox.CopyOutput(ctx, agent, cid, execID, false, os.Stdout) }()
+			go func() { defer wg.Done(); _ = sandbox.CopyOutput(ctx, agent, cid, execID, true, os.Stderr) }()
+			if interactive {
+				go func() { _ = sandbox.CopyInput(ctx, agent, cid, execID, os.Stdin) }()
+			} else if !tty {
+				_, _ = agent.CloseStdin(ctx, &api.CloseStdinRequest{ContainerId: cid, ExecId: execID})
+			}
+			wctx, stop := context.WithCancel(ctx)
+			go forwardSignals(wctx, log, agent, cid, execID, sigs, tty)
+			res, err := agent.WaitProcess(ctx, &api.WaitProcessRequest{ContainerId: cid, ExecId: execID})
+			stop()
+			if err != nil {
+				return &exitError{code: exitCofferError, err: fmt.Errorf("wait for the exec: %w", sandbox.AgentError(err))}
+			}
+			done := make(chan struct{})
+			go func() { wg.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(2 * time.Second):
+			}
+			restore()
+			if res.ExitStatus != 0 {
+				return &exitError{code: int(res.ExitStatus)}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.SetInterspersed(false)
+	f.BoolVarP(&interactive, "interactive", "i", false, "keep stdin open")
+	f.BoolVarP(&tty, "tty", "t", false, "allocate a terminal")
+	f.StringArrayVarP(&env, "env", "e", nil, "set an environment variable (KEY=VALUE)")
+	f.StringVarP(&workdir, "workdir", "w", "", "working directory")
+	f.StringVarP(&user, "user", "u", "", "UID[:GID] to run as")
+	return cmd
+}
+
+func parseSignal(s string) (unix.Signal, error) {
+	if n, err := strconv.Atoi(s); err == nil && n > 0 && n < 65 {
+		return unix.Signal(n), nil
+	}
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(name); sig != 0 {
+		return sig, nil
+	}
+	return 0, fmt.Errorf("unknown signal %q (use a name like TERM or a number)", s)
+}
+
+func newKillCmd(g *globalOpts) *cobra.Command {
+	var sigName string
+	cmd := &cobra.Command{
+		Use:   "kill [-s SIGNAL] NAME",
+		Short: "Send a signal (default KILL) to a running pod's container",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sig, err := parseSignal(sigName)
+			if err != nil {
+				return &exitError{code: exitCofferError, err: err}
+			}
+			agent, closer, _, err := openPod(cmd.Context(), args[0])
+			if err != nil {
+				return &exitError{code: exitCofferError, err: err}
+			}
+			defer closer()
+			_, err = agent.SignalProcess(cmd.Context(), &api.SignalProcessRequest{ContainerId: sandbox.ContainerID, Signal: uint32(sig), All: sig == unix.SIGKILL})
+			if err != nil {
+				return &exitError{code: exitCofferError, err: sandbox.AgentError(err)}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&sigName, "signal", "s", "KILL", "signal to send")
+	return cmd
+}
+
+func newRmCmd(g *globalOpts) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "rm [-f] NAME...",
+		Short: "Remove stopped pods (-f: stop running ones first)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var errs []error
+			for _, name := range args {
+				if err := removePod(cmd.Context(), name, force); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			if len(errs) > 0 {
+				return &exitError{code: 1, err: errors.Join(errs...)}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill a running pod before removing it")
+	return cmd
+}
+
+func removePod(ctx context.Context, name string, force bool) error {
+	if err := sandbox.CheckName(name); err != nil {
+		return err
+	}
+	dir := sandbox.PodDir(sandbox.RuntimeDir(), name)
+	st, err := sandbox.ReadState(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		if _, serr := os.Stat(dir); serr != nil {
+			return fmt.Errorf("no pod named %q", name)
+		}
+		return sandbox.RemovePodDir(dir)
+	}
+	if err == nil && st.OwnerAlive() {
+		if !force {
+			return fmt.Errorf("pod %q is %s: stop it first (`coffer kill %s`) or use `coffer rm -f`", name, st.Status, name)
+		}
+		_ = unix.Kill(st.OwnerPID, unix.SIGTERM)
+		deadline := time.Now().Add(20 * time.Second)
+		for st.OwnerAlive() && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if st.OwnerAlive() {
+			_ = unix.Kill(st.OwnerPID, unix.SIGKILL)
+		}
+	}
+	return sandbox.RemovePodDir(dir)
+}

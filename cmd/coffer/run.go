@@ -1,0 +1,365 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	api "github.com/coffer-project/coffer/api/agent"
+	"github.com/coffer-project/coffer/internal/guest"
+	"github.com/coffer-project/coffer/internal/hypervisor"
+	"github.com/coffer-project/coffer/internal/sandbox"
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+	"golang.org/x/term"
+)
+
+type runOpts struct {
+	rm, detach, interactive, tty bool
+	env                          []string
+	workdir, user                string
+	memory                       string
+	cpus                         float64
+	pids                         int64
+	name, hostname               string
+	sysctls                      []string
+	rootfs, rootfsType           string
+	privileged, readOnly         bool
+	vmMemory                     string
+	vcpus                        int
+	accel                        string
+	guestDir                     string
+	bootTimeout                  time.Duration
+}
+
+func newRunCmd(g *globalOpts) *cobra.Command {
+	o := &runOpts{}
+	cmd := &cobra.Command{
+		Use:   "run [flags] --rootfs DIR -- CMD [ARGS...]",
+		Short: "Run a command in a new container inside its own VM",
+		Long: `Run a command in a new container inside its own lightweight VM, with its own
+guest kernel. The host directory given by --rootfs becomes the container's
+root filesystem; the container writes to a copy-on-write layer in the guest
+and never to the host directory.
+
+The exit code is the container's: 128+N when killed by signal N, 137 for an
+out-of-memory kill. Coffer's own failures exit 125; 126 means the command
+could not be executed and 127 that it was not found.`,
+		Example: `  coffer run --rm --rootfs ./busybox -- uname -a
+  coffer run --rm -it --rootfs ./busybox -- sh
+  coffer run -d --name web --memory 128m --rootfs ./rootfs -- httpd -f`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runRun(cmd.Context(), g, o, args)
+		},
+	}
+	f := cmd.Flags()
+	f.SetInterspersed(false)
+	f.BoolVar(&o.rm, "rm", false, "remove the pod's record when it exits")
+	f.BoolVarP(&o.detach, "detach", "d", false, "run in the background and print the pod name")
+	f.BoolVarP(&o.interactive, "interactive", "i", false, "keep stdin open and send it to the container")
+	f.BoolVarP(&o.tty, "tty", "t", false, "allocate a terminal for the container")
+	f.StringArrayVarP(&o.env, "env", "e", nil, "set an environment variable (KEY=VALUE)")
+	f.StringVarP(&o.workdir, "workdir", "w", "", "working directory inside the container")
+	f.StringVarP(&o.user, "user", "u", "", "UID[:GID] to run as")
+	f.StringVar(&o.memory, "memory", "", "memory limit of the container (e.g. 256m)")
+	f.Float64Var(&o.cpus, "cpus", 0, "CPU limit of the container (e.g. 1.5)")
+	f.Int64Var(&o.pids, "pids-limit", 0, "maximum number of processes in the container")
+	f.StringVar(&o.name, "name", "", "pod name (default: generated)")
+	f.StringVar(&o.hostname, "hostname", "", "container hostname (default: the pod name)")
+	f.StringArrayVar(&o.sysctls, "sysctl", nil, "set a sysctl inside the guest (name=value); the host is never touched")
+	f.StringVar(&o.rootfs, "rootfs", "", "host directory to use as the container's root filesystem (required)")
+	f.StringVar(&o.rootfsType, "rootfs-type", sandbox.FSErofs, "filesystem of the read-only rootfs disk: erofs or ext4")
+	f.BoolVar(&o.privileged, "privileged", false, "give the container every capability and a writable /sys (inside the VM only)")
+	f.BoolVar(&o.readOnly, "read-only", false, "mount the container's root filesystem read-only")
+	f.StringVar(&o.vmMemory, "vm-memory", "", "guest RAM (default: 256m, or the memory limit plus 128m)")
+	f.IntVar(&o.vcpus, "vcpus", 0, "guest vCPUs (default: the CPU limit rounded up, at least 1)")
+	f.StringVar(&o.accel, "accel", "", "accelerator: kvm, tcg or auto (default auto, or $COFFER_ACCEL)")
+	f.StringVar(&o.guestDir, "guest-dir", "", "directory of the guest image built by `coffer guest build` (default: the cache dir)")
+	f.DurationVar(&o.bootTimeout, "boot-timeout", sandbox.DefaultBootTimeout, "how long to wait for the VM to boot")
+	return cmd
+}
+
+func randomName() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return "coffer-" + hex.EncodeToString(b)
+}
+
+// buildRequest validates every flag and turns them into a pod request.
+func buildRequest(g *globalOpts, o *runOpts, args []string) (*sandbox.PodRequest, error) {
+	if o.name == "" {
+		o.name = randomName()
+	}
+	if err := sandbox.CheckName(o.name); err != nil {
+		return nil, err
+	}
+	if err := sandbox.CheckRootfsDir(o.rootfs); err != nil {
+		return nil, err
+	}
+	rootfs, err := filepath.Abs(o.rootfs)
+	if err != nil {
+		return nil, err
+	}
+	if o.rootfsType != sandbox.FSErofs && o.rootfsType != sandbox.FSExt4 {
+		return nil, fmt.Errorf("bad --rootfs-type %q: use erofs or ext4", o.rootfsType)
+	}
+	so := sandbox.SpecOptions{
+		Args: args, Env: o.env, Cwd: o.workdir, Terminal: o.tty, Hostname: o.hostname,
+		Privileged: o.privileged, ReadOnly: o.readOnly, PidsMax: o.pids,
+	}
+	if so.Hostname == "" {
+		so.Hostname = o.name
+	}
+	if o.user != "" {
+		if so.UID, so.GID, err = sandbox.ParseUser(o.user); err != nil {
+			return nil, err
+		}
+	}
+	if o.memory != "" {
+		if so.MemoryMax, err = sandbox.ParseMemory(o.memory); err != nil {
+			return nil, fmt.Errorf("--memory: %w", err)
+		}
+		if so.MemoryMax < 4<<20 {
+			return nil, fmt.Errorf("--memory %s is too small: use at least 4m", o.memory)
+		}
+	}
+	if o.cpus < 0 || math.IsNaN(o.cpus) || o.cpus > 256 {
+		return nil, fmt.Errorf("bad --cpus %v: use a positive number of CPUs", o.cpus)
+	}
+	so.CPUs = o.cpus
+	if o.pids < 0 {
+		return nil, fmt.Errorf("bad --pids-limit %d: use a positive number", o.pids)
+	}
+	if so.Sysctls, err = sandbox.ParseSysctls(o.sysctls); err != nil {
+		return nil, err
+	}
+	spec, err := sandbox.BuildSpec(so)
+	if err != nil {
+		return nil, err
+	}
+	accel, err := hypervisor.ParseAccel(o.accel)
+	if err != nil {
+		return nil, err
+	}
+	vmMiB := 256
+	if so.MemoryMax > 0 {
+		vmMiB = max(vmMiB, int(so.MemoryMax>>20)+128)
+	}
+	if o.vmMemory != "" {
+		b, err := sandbox.ParseMemory(o.vmMemory)
+		if err != nil {
+			return nil, fmt.Errorf("--vm-memory: %w", err)
+		}
+		if b < 128<<20 {
+			return nil, fmt.Errorf("--vm-memory %s is too small: the guest needs at least 128m", o.vmMemory)
+		}
+		vmMiB = int(b >> 20)
+	}
+	vcpus := o.vcpus
+	if vcpus == 0 {
+		vcpus = max(1, int(math.Ceil(o.cpus)))
+	}
+	if vcpus < 1 || vcpus > 64 {
+		return nil, fmt.Errorf("bad --vcpus %d: use 1 to 64", vcpus)
+	}
+	dir := o.guestDir
+	if dir == "" {
+		dir = guest.DefaultCacheDir()
+	}
+	m, err := guest.Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &sandbox.PodRequest{
+		Name: o.name, Rootfs: rootfs, RootfsType: o.rootfsType, Spec: spec,
+		Kernel: m.KernelPath(), Initrd: m.InitrdPath(), Cmdline: m.Cmdline,
+		MemoryMiB: vmMiB, VCPUs: vcpus, Accel: accel, AgentDebug: g.debug, BootTimeout: o.bootTimeout,
+	}, nil
+}
+
+// startError turns a pod start failure into the right exit code.
+func startError(err error) error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "not found in $PATH"), strings.Contains(msg, "no such file or directory") && strings.Contains(msg, "executable"):
+		return &exitError{code: exitNotFound, err: err}
+	case strings.Contains(msg, "permission denied"), strings.Contains(msg, "is a directory"):
+		return &exitError{code: exitCannotInvoke, err: err}
+	}
+	return &exitError{code: exitCofferError, err: err}
+}
+
+func runRun(ctx context.Context, g *globalOpts, o *runOpts, args []string) error {
+	log := g.logger()
+	if o.detach && (o.interactive || o.tty) {
+		return &exitError{code: exitCofferError, err: errors.New("-d cannot be combined with -i or -t: attach with `coffer exec -it NAME sh` instead")}
+	}
+	req, err := buildRequest(g, o, args)
+	if err != nil {
+		return &exitError{code: exitCofferError, err: err}
+	}
+	rt := sandbox.RuntimeDir()
+	sweepStale(rt, log)
+	dir, err := sandbox.CreatePodDir(rt, req.Name)
+	if err != nil {
+		return &exitError{code: exitCofferError, err: err}
+	}
+	if o.detach {
+		return runDetached(ctx, dir, req)
+	}
+	return runForeground(ctx, log, o, dir, req)
+}
+
+// sweepStale removes records of foreground pods whose coffer process died
+// (crash, kill -9): their VM died with them (parent-death signal).
+func sweepStale(rt string, log *slog.Logger) {
+	pods, err := sandbox.ListPods(rt)
+	if err != nil {
+		return
+	}
+	for _, st := range pods {
+		if st.EffectiveStatus() == sandbox.StatusDead && !st.Detached && st.OwnerPID != 0 {
+			log.Info("removing stale pod", "name", st.Name)
+			_ = sandbox.RemovePodDir(sandbox.PodDir(rt, st.Name))
+		}
+	}
+}
+
+func runForeground(ctx context.Context, log *slog.Logger, o *runOpts, dir string, req *sandbox.PodRequest) error {
+	// Signals that arrive while the VM boots must not leave it behind.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGWINCH)
+	defer signal.Stop(sigs)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-sigs:
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	pod, err := sandbox.StartPod(sctx, dir, req, false, log)
+	if err != nil {
+		if sctx.Err() != nil && ctx.Err() == nil {
+			return &exitError{code: 130, err: errors.New("interrupted while starting the pod")}
+		}
+		return startError(err)
+	}
+	cancel()
+	code, err := attachAndWait(ctx, log, pod, o, sigs)
+	pod.Close(&code, !o.rm)
+	if err != nil {
+		return &exitError{code: exitCofferError, err: err}
+	}
+	if code != 0 {
+		return &exitError{code: code}
+	}
+	return nil
+}
+
+// attachAndWait connects the terminal or stdio to the container, starts
+// it, forwards signals and returns its exit code.
+func attachAndWait(ctx context.Context, log *slog.Logger, pod *sandbox.Pod, o *runOpts, sigs chan os.Signal) (int, error) {
+	agent := pod.Sandbox.Agent
+	cid := sandbox.ContainerID
+	restore := func() {}
+	if o.tty && term.IsTerminal(int(os.Stdin.Fd())) {
+		st, err := term.MakeRaw(int(os.Stdin.Fd()))
+		if err == nil {
+			restore = func() { _ = term.Restore(int(os.Stdin.Fd()), st) }
+		}
+		resizeTTY(ctx, agent, cid, "")
+	}
+	defer restore()
+	var outputs sync.WaitGroup
+	stdout := io.Writer(os.Stdout)
+	outputs.Add(2)
+	go func() {
+		defer outputs.Done()
+		if err := sandbox.CopyOutput(ctx, agent, cid, "", false, stdout); err != nil {
+			log.Debug("stdout copy ended", "err", err)
+		}
+	}()
+	go func() {
+		defer outputs.Done()
+		if err := sandbox.CopyOutput(ctx, agent, cid, "", true, os.Stderr); err != nil {
+			log.Debug("stderr copy ended", "err", err)
+		}
+	}()
+	if err := pod.Start(ctx); err != nil {
+		return exitCofferError, err
+	}
+	if o.interactive {
+		go func() {
+			if err := sandbox.CopyInput(ctx, agent, cid, "", os.Stdin); err != nil {
+				log.Debug("stdin copy ended", "err", err)
+			}
+		}()
+	} else if !o.tty {
+		_, _ = agent.CloseStdin(ctx, &api.CloseStdinRequest{ContainerId: cid})
+	}
+	wctx, stopSignals := context.WithCancel(ctx)
+	defer stopSignals()
+	go forwardSignals(wctx, log, agent, cid, "", sigs, o.tty)
+	res, err := pod.Wait(ctx)
+	stopSignals()
+	if err != nil {
+		restore()
+		return exitCofferError, err
+	}
+	drained := make(chan struct{})
+	go func() { outputs.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(5 * time.Second):
+		log.Warn("container output did not end in time")
+	}
+	restore()
+	if res.OomKilled {
+		fmt.Fprintf(os.Stderr, "coffer: container %s was killed: out of memory (limit %s)\n", pod.State.Name, o.memory)
+	}
+	return int(res.ExitStatus), nil
+}
+
+// forwardSignals sends the signals coffer receives to the container
+// process. SIGWINCH resizes the container's terminal instead.
+func forwardSignals(ctx context.Context, log *slog.Logger, agent api.AgentService, cid, execID string, sigs chan os.Signal, tty bool) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case s := <-sigs:
+			sig := s.(unix.Signal)
+			if sig == unix.SIGWINCH {
+				if tty {
+					resizeTTY(ctx, agent, cid, execID)
+				}
+				continue
+			}
+			if _, err := agent.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: cid, ExecId: execID, Signal: uint32(sig)}); err != nil {
+				log.Debug("forward signal", "signal", sig, "err", err)
+			}
+		}
+	}
+}
+
+func resizeTTY(ctx context.Context, agent api.AgentService, cid, execID string) {
+	w, h, err := term.GetSize(int(os.Stdin.Fd()))
+	if err != nil {
+		return
+	}
+	_, _ = agent.TtyWinResize(ctx, &api.TtyWinResizeRequest{ContainerId: cid, ExecId: execID, Rows: uint32(h), Columns: uint32(w)})
+}

@@ -1,0 +1,155 @@
+package qemu
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/coffer-project/coffer/internal/hypervisor"
+)
+
+// Fixed file names inside Config.StateDir.
+const (
+	qmpSocketName = "qmp.sock"
+	qemuLogName   = "qemu.log"
+)
+
+// maxSocketPath is the usable length of sun_path (108 bytes with the NUL).
+const maxSocketPath = 107
+
+// layout is where one VM's files live.
+type layout struct {
+	qmp     string
+	qemuLog string
+	console string
+	// ports[i] is the host path of cfg.Ports[i].
+	ports []string
+}
+
+func newLayout(cfg hypervisor.Config) (layout, error) {
+	l := layout{
+		qmp:     filepath.Join(cfg.StateDir, qmpSocketName),
+		qemuLog: filepath.Join(cfg.StateDir, qemuLogName),
+		console: cfg.ConsoleLog,
+	}
+	sockets := []string{l.qmp}
+	for _, p := range cfg.Ports {
+		path := p.Path
+		if path == "" {
+			ext := ".log"
+			if p.Kind == hypervisor.PortSocket {
+				ext = ".sock"
+			}
+			path = filepath.Join(cfg.StateDir, "port-"+p.Name+ext)
+		}
+		l.ports = append(l.ports, path)
+		if p.Kind == hypervisor.PortSocket {
+			sockets = append(sockets, path)
+		}
+	}
+	for _, s := range sockets {
+		if len(s) > maxSocketPath {
+			return layout{}, fmt.Errorf("vm %s: unix socket path %s is %d bytes, over the %d-byte limit: use a shorter StateDir (or port Path)", cfg.ID, s, len(s), maxSocketPath)
+		}
+	}
+	return l, nil
+}
+
+// machineName is the machine type without its options ("microvm" for
+// "microvm,acpi=off").
+func machineName(machineType string) string {
+	name, _, _ := strings.Cut(machineType, ",")
+	return name
+}
+
+// virtioSuffix is the virtio transport for the machine: microvm has no PCI
+// bus by default, so its devices sit on virtio-mmio ("-device").
+func virtioSuffix(machineType string) string {
+	if machineName(machineType) == "microvm" {
+		return "-device"
+	}
+	return "-pci"
+}
+
+// opt escapes a value for QEMU's key=value option syntax, where a comma is
+// written as two commas.
+func opt(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// buildArgs returns QEMU's arguments (without argv[0]) for cfg, which must
+// have its defaults applied; accel must be kvm or tcg.
+func buildArgs(cfg hypervisor.Config, accel hypervisor.Accel, l layout) []string {
+	cpu := "max"
+	if accel == hypervisor.AccelKVM {
+		cpu = "host"
+	}
+	args := []string{
+		"-name", "guest=" + opt(cfg.ID),
+		"-nodefaults", "-no-user-config",
+		"-display", "none",
+		"-no-reboot",
+		"-machine", cfg.MachineType + ",accel=" + string(accel),
+		"-cpu", cpu,
+		"-m", strconv.Itoa(cfg.MemoryMiB),
+		"-smp", strconv.Itoa(cfg.VCPUs),
+		"-kernel", cfg.Kernel,
+	}
+	if cfg.Initrd != "" {
+		args = append(args, "-initrd", cfg.Initrd)
+	}
+	if cfg.Cmdline != "" {
+		args = append(args, "-append", cfg.Cmdline)
+	}
+	args = append(args,
+		"-chardev", "file,id=con,path="+opt(l.console)+",append=on",
+		"-serial", "chardev:con",
+		"-qmp", "unix:"+opt(l.qmp)+",server=on,wait=off",
+	)
+	suffix := virtioSuffix(cfg.MachineType)
+	if len(cfg.Ports) > 0 {
+		args = append(args, "-device", "virtio-serial"+suffix+",id=vser0")
+		for i, p := range cfg.Ports {
+			id := fmt.Sprintf("port%d", i)
+			switch p.Kind {
+			case hypervisor.PortSocket:
+				args = append(args, "-chardev", "socket,id="+id+",path="+opt(l.ports[i])+",server=on,wait=off")
+			case hypervisor.PortFile:
+				args = append(args, "-chardev", "file,id="+id+",path="+opt(l.ports[i])+",append=on")
+			}
+			args = append(args, "-device", "virtserialport,bus=vser0.0,chardev="+id+",id=v"+id+",name="+opt(p.Name))
+		}
+	}
+	for i, d := range cfg.Disks {
+		id := fmt.Sprintf("disk%d", i)
+		args = append(args,
+			"-drive", "if=none,id="+id+",file="+opt(d.Path)+",format="+opt(d.Format)+",readonly="+onOff(d.ReadOnly)+",cache="+opt(d.Cache),
+			"-device", "virtio-blk"+suffix+",drive="+id+",id=v"+id+",serial="+opt(d.Serial),
+		)
+	}
+	return append(args, cfg.ExtraArgs...)
+}
+
+// shellQuote renders argv so it can be pasted into a shell, for logs.
+func shellQuote(argv []string) string {
+	var b strings.Builder
+	for i, a := range argv {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		if a != "" && strings.IndexFunc(a, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,+@%", r))
+		}) < 0 {
+			b.WriteString(a)
+			continue
+		}
+		b.WriteString("'" + strings.ReplaceAll(a, "'", `'\''`) + "'")
+	}
+	return b.String()
+}

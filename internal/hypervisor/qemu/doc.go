@@ -1,0 +1,28 @@
+// Package qemu is the QEMU driver: it owns the life of one qemu-system-x86_64
+// process per pod VM.
+//
+// Start builds the command line from a hypervisor.Config (direct kernel
+// boot, -nodefaults, no display, -no-reboot so a guest poweroff or panic ends
+// the process, the serial console appended to a log file, a QMP socket, one
+// virtio-serial controller with a port per Config.Ports, virtio-blk disks),
+// runs QEMU with its output in <StateDir>/qemu.log, and returns once QMP
+// answers, so every socket exists. If QEMU dies during start-up the error
+// quotes QEMU's message and the last console lines, and nothing is left
+// behind.
+//
+// The returned VM talks QMP through a small built-in client (one connection;
+// responses matched by id; events such as SHUTDOWN recorded so ExitErr can
+// tell a clean poweroff from a guest reboot/panic or a kill). Stop asks QEMU
+// to quit and falls back to SIGKILL; Kill is immediate; Cleanup removes the
+// state directory.
+//
+// No orphans: QEMU runs in its own process group with Pdeathsig=SIGKILL. The
+// kernel delivers Pdeathsig when the *thread* that forked the child exits, so
+// the fork happens on a goroutine locked to its OS thread that then waits for
+// (reaps) the child; that thread lives exactly as long as QEMU. If the owning
+// Go process dies for any reason, QEMU is killed.
+//
+// Machine types: q35 (default) and pc use virtio-*-pci devices; microvm uses
+// virtio-*-device (virtio-mmio). MachineType may carry options
+// ("microvm,acpi=off"); they are passed through.
+package qemu

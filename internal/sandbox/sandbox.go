@@ -1,0 +1,225 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"time"
+
+	api "github.com/coffer-project/coffer/api/agent"
+	"github.com/coffer-project/coffer/internal/hypervisor"
+	"github.com/coffer-project/coffer/internal/hypervisor/qemu"
+	"github.com/containerd/ttrpc"
+)
+
+// Virtio-serial port names; the agent looks for the same names.
+const (
+	agentPort = "coffer.agent"
+	logPort   = "coffer.log"
+)
+
+// DefaultBootTimeout bounds the time from starting QEMU to the agent
+// answering. TCG boots take a few seconds; slow CI machines more.
+const DefaultBootTimeout = 60 * time.Second
+
+// Config describes the pod VM.
+type Config struct {
+	ID string
+	// StateDir is the pod's directory; the VM's sockets and logs live in
+	// StateDir/vm.
+	StateDir string
+	Kernel   string
+	Initrd   string
+	Cmdline  string
+	// MemoryMiB and VCPUs size the VM (defaults 256 MiB, 1).
+	MemoryMiB, VCPUs int
+	Accel            hypervisor.Accel
+	QEMUPath         string
+	MachineType      string
+	Disks            []hypervisor.Disk
+	BootTimeout      time.Duration
+	// AgentDebug turns on debug logging in the guest agent.
+	AgentDebug bool
+	Log        *slog.Logger
+}
+
+// Sandbox is a running pod VM with a connected agent.
+type Sandbox struct {
+	ID    string
+	Agent api.AgentService
+	// Info is what the agent reported when it came up.
+	Info *api.CheckResponse
+	// BootTime is from starting QEMU to the agent's first answer.
+	BootTime time.Duration
+
+	vm     *qemu.VM
+	client *ttrpc.Client
+	log    *slog.Logger
+}
+
+// VMDir is where the VM's sockets and logs live for a pod dir.
+func VMDir(stateDir string) string { return filepath.Join(stateDir, "vm") }
+
+// Start boots the VM and waits for the agent. On failure nothing is left
+// running and the VM directory is removed; the error quotes the guest
+// console.
+func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.BootTimeout <= 0 {
+		cfg.BootTimeout = DefaultBootTimeout
+	}
+	cmdline := cfg.Cmdline
+	if cfg.AgentDebug {
+		cmdline += " coffer.log=debug"
+	}
+	vmDir := VMDir(cfg.StateDir)
+	hv := hypervisor.Config{
+		ID:          cfg.ID,
+		StateDir:    vmDir,
+		QEMUPath:    cfg.QEMUPath,
+		Kernel:      cfg.Kernel,
+		Initrd:      cfg.Initrd,
+		Cmdline:     strings.TrimSpace(cmdline),
+		MemoryMiB:   cfg.MemoryMiB,
+		VCPUs:       cfg.VCPUs,
+		Accel:       cfg.Accel,
+		MachineType: cfg.MachineType,
+		Disks:       cfg.Disks,
+		Ports: []hypervisor.Port{
+			{Name: agentPort, Kind: hypervisor.PortSocket},
+			{Name: logPort, Kind: hypervisor.PortFile, Path: filepath.Join(vmDir, "agent.log")},
+		},
+	}
+	start := time.Now()
+	vm, err := qemu.Start(ctx, hv, log)
+	if err != nil {
+		return nil, fmt.Errorf("start the pod VM: %w", err)
+	}
+	s := &Sandbox{ID: cfg.ID, vm: vm, log: log}
+	fail := func(err error) (*Sandbox, error) {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = vm.Stop(sctx)
+		if s.client != nil {
+			s.client.Close()
+		}
+		return nil, err
+	}
+	conn, err := (&net.Dialer{}).DialContext(ctx, "unix", vm.PortPath(agentPort))
+	if err != nil {
+		return fail(fmt.Errorf("connect to the agent port: %w", err))
+	}
+	s.client = ttrpc.NewClient(conn)
+	s.Agent = api.NewAgentClient(s.client)
+	bctx, cancel := context.WithTimeout(ctx, cfg.BootTimeout)
+	defer cancel()
+	type checkRes struct {
+		r   *api.CheckResponse
+		err error
+	}
+	ch := make(chan checkRes, 1)
+	go func() {
+		r, err := s.Agent.Check(bctx, &api.CheckRequest{})
+		ch <- checkRes{r, err}
+	}()
+	select {
+	case res := <-ch:
+		if res.err != nil {
+			if bctx.Err() != nil && ctx.Err() == nil {
+				return fail(fmt.Errorf("the guest agent did not answer within %s (accelerator %s); last console lines:\n%s",
+					cfg.BootTimeout, vm.Accel(), indent(vm.ConsoleTail(15))))
+			}
+			return fail(fmt.Errorf("wait for the guest agent: %w", res.err))
+		}
+		s.Info = res.r
+	case <-vm.Done():
+		return fail(s.vmError("the VM exited while booting"))
+	}
+	s.BootTime = time.Since(start)
+	log.Info("pod VM ready", "id", cfg.ID, "accel", vm.Accel(), "boot", s.BootTime.Round(time.Millisecond),
+		"guest_kernel", s.Info.KernelRelease, "agent", s.Info.AgentVersion, "qemu_pid", vm.PID())
+	return s, nil
+}
+
+func indent(s string) string {
+	if s == "" {
+		return "    (console is empty)"
+	}
+	return "    " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n    ")
+}
+
+// vmError describes why the VM is gone, with the guest console's last lines.
+func (s *Sandbox) vmError(what string) error {
+	cause := "qemu exited"
+	if err := s.vm.ExitErr(); err != nil {
+		cause = err.Error()
+	}
+	return fmt.Errorf("%s (%s); last console lines:\n%s", what, cause, indent(s.vm.ConsoleTail(10)))
+}
+
+// Explain returns a description of the VM's death if err happened because
+// the VM went away (the agent connection closes first, so wait a moment
+// for QEMU's exit), else err unchanged.
+func (s *Sandbox) Explain(err error) error {
+	if err == nil {
+		return nil
+	}
+	select {
+	case <-s.vm.Done():
+		return s.VMError()
+	case <-time.After(300 * time.Millisecond):
+		return err
+	}
+}
+
+// Done is closed when the VM has exited.
+func (s *Sandbox) Done() <-chan struct{} { return s.vm.Done() }
+
+// VMError explains an unexpected VM exit (call after Done is closed).
+func (s *Sandbox) VMError() error { return s.vmError("the pod VM exited unexpectedly") }
+
+// PID is the QEMU process id.
+func (s *Sandbox) PID() int { return s.vm.PID() }
+
+// Accel is the accelerator the VM runs with.
+func (s *Sandbox) Accel() hypervisor.Accel { return s.vm.Accel() }
+
+// Stop shuts the pod down: the agent removes every container and powers
+// the VM off; if that does not happen in time QEMU is told to quit and
+// finally killed. The VM directory is removed. Stop is idempotent.
+func (s *Sandbox) Stop(ctx context.Context) error {
+	select {
+	case <-s.vm.Done():
+	default:
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := s.Agent.DestroySandbox(actx, &api.DestroySandboxRequest{PowerOff: true})
+		cancel()
+		if err == nil {
+			select {
+			case <-s.vm.Done():
+			case <-time.After(5 * time.Second):
+				s.log.Warn("the VM did not power off in time; stopping it", "id", s.ID)
+			case <-ctx.Done():
+			}
+		}
+	}
+	s.client.Close()
+	if err := s.vm.Stop(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("stop the pod VM: %w", err)
+	}
+	return nil
+}
+
+// Kill ends the VM at once and cleans up.
+func (s *Sandbox) Kill() error {
+	s.client.Close()
+	_ = s.vm.Kill()
+	return s.vm.Cleanup()
+}

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs everything Coffer needs on a Debian 12 machine. Idempotent: it
+# only installs what is missing. The guest kernel is fetched later by
+# `coffer guest build` (apt-get download, unpacked into a cache dir, never
+# installed on the host).
+set -euo pipefail
+
+PKGS=(
+  qemu-system-x86   # the hypervisor
+  qemu-utils
+  busybox-static    # test/demo container rootfs
+  cpio              # initrd inspection in tests
+  e2fsprogs         # mkfs.ext4 (rootfs disks)
+  erofs-utils       # mkfs.erofs (rootfs disks, default)
+  kmod
+  runc              # baseline in benchmarks
+  swtpm swtpm-tools # vTPM for confidential mode
+  protobuf-compiler # make proto
+  gcc libc6-dev     # the agent links statically with cgo (nsenter)
+  procps psmisc util-linux
+)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# `coffer guest build` uses apt-get download: make sure package lists exist.
+if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock || true)" ]; then
+  $SUDO apt-get update -qq
+fi
+
+GOBIN="$(go env GOPATH)/bin"
+export PATH="$PATH:$GOBIN"
+need_go_tool() { # name module@version
+  command -v "$1" >/dev/null 2>&1 || { echo "setup: go install $2"; go install "$2"; }
+}
+need_go_tool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+need_go_tool protoc-gen-go-ttrpc github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc@v1.2.10
+need_go_tool staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2
+need_go_tool gotestsum gotest.tools/gotestsum@v1.13.0
+
+echo "setup: ok ($(qemu-system-x86_64 --version | head -1))"

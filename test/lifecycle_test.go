@@ -1,0 +1,176 @@
+//go:build integration
+
+package test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestSignalForwarding(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, cofferBin, "run", "--rm", "--rootfs", busybox, "--",
+		"sh", "-c", `trap 'echo got TERM; exit 42' TERM; echo ready; while :; do sleep 0.1; done`)
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 90*time.Second, func() bool { return strings.Contains(stdout.String(), "ready") })
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	}
+	if code != 42 || !strings.Contains(stdout.String(), "got TERM") {
+		t.Fatalf("SIGTERM not forwarded: exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
+	}
+}
+
+func TestQEMUKilledMidRun(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	name := "victim"
+	cmd := exec.CommandContext(ctx, cofferBin, "run", "--rm", "--name", name, "--rootfs", busybox, "--", "sh", "-c", "echo up; sleep 600")
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 90*time.Second, func() bool { return strings.Contains(stdout.String(), "up") })
+	var st struct {
+		QEMUPID int `json:"qemu_pid"`
+	}
+	b, err := os.ReadFile(filepath.Join(runtimeDir, "pods", name, "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil || st.QEMUPID == 0 {
+		t.Fatalf("no qemu pid in state: %s", b)
+	}
+	killed := time.Now()
+	if err := unix.Kill(st.QEMUPID, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	took := time.Since(killed)
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	}
+	if code == 0 {
+		t.Fatal("coffer exited 0 after its VM was killed")
+	}
+	if took > 5*time.Second {
+		t.Errorf("coffer took %s to notice the VM died", took)
+	}
+	if !strings.Contains(stderr.String(), "VM exited unexpectedly") || !strings.Contains(stderr.String(), "signal: killed") {
+		t.Errorf("unclear message: %q", stderr.String())
+	}
+}
+
+func TestDetachedExecKillRm(t *testing.T) {
+	t.Parallel()
+	name := "detached"
+	r := coffer(t, "", "run", "-d", "--name", name, "--rootfs", busybox, "--", "sh", "-c", "echo started; exec sleep 600")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != name {
+		t.Fatalf("run -d: %+v", r)
+	}
+	r = coffer(t, "", "ps")
+	if !strings.Contains(r.stdout, name) || !strings.Contains(r.stdout, "running") {
+		t.Fatalf("ps does not show the running pod: %q", r.stdout)
+	}
+	// A second pod with the same name is refused.
+	if r := coffer(t, "", "run", "-d", "--name", name, "--rootfs", busybox, "--", "true"); r.code != 125 || !strings.Contains(r.stderr, "already exists") {
+		t.Fatalf("duplicate name: %+v", r)
+	}
+	r = coffer(t, "", "exec", name, "--", "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; exit 7")
+	if r.code != 7 || !strings.Contains(r.stdout, "sleep 600") {
+		t.Fatalf("exec: %+v", r)
+	}
+	r = coffer(t, "hello exec\n", "exec", "-i", name, "--", "cat")
+	if r.code != 0 || r.stdout != "hello exec\n" {
+		t.Fatalf("exec -i: %+v", r)
+	}
+	if r := coffer(t, "", "exec", name, "--", "no-such-cmd"); r.code != 127 || !strings.Contains(r.stderr, "not found") {
+		t.Fatalf("exec of a missing command: %+v", r)
+	}
+	if r := coffer(t, "", "rm", name); r.code == 0 || !strings.Contains(r.stderr, "running") {
+		t.Fatalf("rm of a running pod without -f must fail: %+v", r)
+	}
+	if r := coffer(t, "", "kill", name); r.code != 0 {
+		t.Fatalf("kill: %+v", r)
+	}
+	waitFor(t, 30*time.Second, func() bool {
+		return strings.Contains(coffer(t, "", "ps").stdout, "exited (137)")
+	})
+	if b, err := os.ReadFile(filepath.Join(runtimeDir, "pods", name, "stdout.log")); err != nil || string(b) != "started\n" {
+		t.Errorf("detached output log: %q, %v", b, err)
+	}
+	if r := coffer(t, "", "rm", name); r.code != 0 {
+		t.Fatalf("rm: %+v", r)
+	}
+	if r := coffer(t, "", "ps", "-q"); strings.Contains(r.stdout, name) {
+		t.Fatalf("pod still listed after rm: %q", r.stdout)
+	}
+}
+
+func TestRmForceRunningPod(t *testing.T) {
+	t.Parallel()
+	name := "forced"
+	if r := coffer(t, "", "run", "-d", "--name", name, "--rootfs", busybox, "--", "sleep", "600"); r.code != 0 {
+		t.Fatalf("run -d: %+v", r)
+	}
+	if r := coffer(t, "", "rm", "-f", name); r.code != 0 {
+		t.Fatalf("rm -f: %+v", r)
+	}
+	if _, err := os.Stat(filepath.Join(runtimeDir, "pods", name)); err == nil {
+		t.Fatal("pod dir left after rm -f")
+	}
+}
+
+func waitFor(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s", d)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a concurrent reader.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,198 @@
+//go:build integration
+
+// Package test holds Coffer's integration tests: they boot real VMs (KVM
+// where the host can, TCG otherwise), run the real coffer binary and check
+// behaviour from the outside: exit codes, bytes, errors, and that nothing
+// (qemu processes, mounts, pod state) is left behind.
+package test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var (
+	cofferBin  string
+	busybox    string // rootfs dir with a static busybox
+	runtimeDir string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "integration tests need root (VMs, mounts, cgroups): run `sudo make test`")
+		return 1
+	}
+	cofferBin = os.Getenv("COFFER_BIN")
+	if cofferBin == "" {
+		cofferBin, _ = filepath.Abs("../bin/coffer")
+	}
+	if _, err := os.Stat(cofferBin); err != nil {
+		fmt.Fprintf(os.Stderr, "coffer binary not found at %s: run `make build` (or set COFFER_BIN)\n", cofferBin)
+		return 1
+	}
+	tmp, err := os.MkdirTemp("", "coffer-it-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	runtimeDir = filepath.Join(tmp, "run")
+	os.Setenv("COFFER_RUNTIME_DIR", runtimeDir)
+	busybox = filepath.Join(tmp, "busybox")
+	if err := makeBusyboxRootfs(busybox); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	mountsBefore := mounts()
+	code := m.Run()
+	if code == 0 {
+		if err := checkNoLeaks(mountsBefore); err != nil {
+			fmt.Fprintln(os.Stderr, "LEAK:", err)
+			return 1
+		}
+	}
+	return code
+}
+
+// makeBusyboxRootfs builds a minimal rootfs: static busybox and its applets.
+func makeBusyboxRootfs(dir string) error {
+	for _, d := range []string{"bin", "etc", "proc", "sys", "dev", "tmp", "root", "mnt"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	if err := os.Chmod(filepath.Join(dir, "tmp"), 0o1777); err != nil {
+		return err
+	}
+	src := "/bin/busybox"
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return fmt.Errorf("busybox-static is needed (scripts/setup.sh installs it): %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "busybox"), b, 0o755); err != nil {
+		return err
+	}
+	out, err := exec.Command(src, "--list").Output()
+	if err != nil {
+		return err
+	}
+	for _, app := range strings.Fields(string(out)) {
+		if app == "busybox" {
+			continue
+		}
+		_ = os.Symlink("busybox", filepath.Join(dir, "bin", app))
+	}
+	if err := os.WriteFile(filepath.Join(dir, "etc", "passwd"), []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "etc", "group"), []byte("root:x:0:\nnogroup:x:65534:\n"), 0o644)
+}
+
+func mounts() string {
+	b, _ := os.ReadFile("/proc/self/mounts")
+	return string(b)
+}
+
+// checkNoLeaks fails if a qemu of ours still runs, a pod dir remains or
+// the host's mount table changed.
+func checkNoLeaks(mountsBefore string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var problems []string
+		if p := ourQEMUs(); len(p) > 0 {
+			problems = append(problems, fmt.Sprintf("qemu processes still running: %v", p))
+		}
+		if entries, _ := os.ReadDir(filepath.Join(runtimeDir, "pods")); len(entries) > 0 {
+			var names []string
+			for _, e := range entries {
+				names = append(names, e.Name())
+			}
+			problems = append(problems, fmt.Sprintf("pod dirs left: %v", names))
+		}
+		if m := mounts(); m != mountsBefore {
+			problems = append(problems, "host mount table changed")
+		}
+		if len(problems) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s", strings.Join(problems, "; "))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// ourQEMUs lists qemu processes whose command line names our runtime dir.
+func ourQEMUs() []string {
+	var out []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		s := strings.ReplaceAll(string(cmd), "\x00", " ")
+		if strings.Contains(s, "qemu-system") && strings.Contains(s, runtimeDir) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// result of one coffer invocation.
+type result struct {
+	stdout, stderr string
+	code           int
+	took           time.Duration
+}
+
+// coffer runs the coffer binary with args and optional stdin.
+func coffer(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, cofferBin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	start := time.Now()
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String(), took: time.Since(start)}
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("coffer %v: %v", args, err)
+		}
+		r.code = ee.ExitCode()
+	}
+	t.Logf("coffer %s -> exit %d in %s\nstdout: %q\nstderr: %q", strings.Join(args, " "), r.code, r.took.Round(time.Millisecond), clip(r.stdout), clip(r.stderr))
+	return r
+}
+
+// runIn runs CMD in a fresh pod with the busybox rootfs.
+func runIn(t *testing.T, flags []string, cmd ...string) result {
+	t.Helper()
+	args := append([]string{"run", "--rm", "--rootfs", busybox}, flags...)
+	args = append(args, "--")
+	return coffer(t, "", append(args, cmd...)...)
+}
+
+func clip(s string) string {
+	if len(s) > 300 {
+		return s[:300] + "..."
+	}
+	return s
+}
