@@ -8,6 +8,11 @@ LDFLAGS := -X github.com/coffer-project/coffer/internal/version.Version=$(VERSIO
 # cgo is needed for the nsenter constructor (see internal/runner/nsenter).
 AGENT_LDFLAGS := -s -w $(LDFLAGS) -linkmode external -extldflags -static
 export PATH := $(PATH):$(shell $(GO) env GOPATH)/bin
+# Where `coffer guest build` puts the guest image (root's default).
+GUEST_DIR ?= /var/lib/coffer/guest
+# Tests that boot VMs or read the kernel package use the guest cache.
+TEST_ENV := COFFER_TEST_KERNEL=$(GUEST_DIR)/vmlinuz \
+	COFFER_TEST_KERNEL_DIR=$$(ls -d $(GUEST_DIR)/kernel/*/ 2>/dev/null | head -1)
 
 .PHONY: all build setup guest demo test unit integration lint proto bench clean
 
@@ -22,7 +27,7 @@ build:
 	CGO_ENABLED=1 $(GO) build -trimpath -tags netgo,osusergo -ldflags '$(AGENT_LDFLAGS)' -o $(BIN)/coffer-agent ./cmd/coffer-agent
 
 guest: build
-	$(BIN)/coffer guest build --agent $(BIN)/coffer-agent
+	$(BIN)/coffer guest build --cache-dir $(GUEST_DIR) --agent $(BIN)/coffer-agent
 
 demo: setup guest
 	./scripts/demo.sh
@@ -36,15 +41,16 @@ lint:
 	$(GO) vet ./...
 	staticcheck ./...
 
+# Fast tests: no VM boots (-short), no root needed.
 unit:
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -short ./...
 
 # Integration tests boot real VMs (TCG here); they need root.
 integration: guest
-	COFFER_BIN=$(BIN)/coffer $(GO) test -count=1 -timeout 25m -v ./test/...
+	COFFER_BIN=$(BIN)/coffer $(GO) test -count=1 -timeout 25m -tags integration -v ./test/...
 
 test: setup guest lint
-	$(GO) test -count=1 -timeout 10m ./...
+	$(TEST_ENV) $(GO) test -count=1 -timeout 10m ./...
 	COFFER_BIN=$(BIN)/coffer $(GO) test -count=1 -timeout 25m -tags integration ./test/...
 
 bench: guest

@@ -81,7 +81,7 @@ func TestQEMUKilledMidRun(t *testing.T) {
 	if took > 5*time.Second {
 		t.Errorf("coffer took %s to notice the VM died", took)
 	}
-	if !strings.Contains(stderr.String(), "VM exited unexpectedly") || !strings.Contains(stderr.String(), "signal: killed") {
+	if !strings.Contains(stderr.String(), "VM exited unexpectedly") || !strings.Contains(stderr.String(), "killed by signal") {
 		t.Errorf("unclear message: %q", stderr.String())
 	}
 }
@@ -89,6 +89,7 @@ func TestQEMUKilledMidRun(t *testing.T) {
 func TestDetachedExecKillRm(t *testing.T) {
 	t.Parallel()
 	name := "detached"
+	t.Cleanup(func() { coffer(t, "", "rm", "-f", name) })
 	r := coffer(t, "", "run", "-d", "--name", name, "--rootfs", busybox, "--", "sh", "-c", "echo started; exec sleep 600")
 	if r.code != 0 || strings.TrimSpace(r.stdout) != name {
 		t.Fatalf("run -d: %+v", r)
@@ -135,6 +136,7 @@ func TestDetachedExecKillRm(t *testing.T) {
 func TestRmForceRunningPod(t *testing.T) {
 	t.Parallel()
 	name := "forced"
+	t.Cleanup(func() { coffer(t, "", "rm", "-f", name) })
 	if r := coffer(t, "", "run", "-d", "--name", name, "--rootfs", busybox, "--", "sleep", "600"); r.code != 0 {
 		t.Fatalf("run -d: %+v", r)
 	}
@@ -173,4 +175,42 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// A coffer process killed outright takes its VM with it (parent-death
+// signal), and the stale pod record is cleaned up by the next run.
+func TestCrashedOwnerCleanedUp(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	name := "crashy"
+	cmd := exec.CommandContext(ctx, cofferBin, "run", "--name", name, "--rootfs", busybox, "--", "sh", "-c", "echo up; sleep 600")
+	var stdout syncBuffer
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 90*time.Second, func() bool { return strings.Contains(stdout.String(), "up") })
+	b, err := os.ReadFile(filepath.Join(runtimeDir, "pods", name, "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		QEMUPID int `json:"qemu_pid"`
+	}
+	_ = json.Unmarshal(b, &st)
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	waitFor(t, 5*time.Second, func() bool { return unix.Kill(st.QEMUPID, 0) != nil })
+	// (A run in a parallel test may already have swept it.)
+	if r := coffer(t, "", "ps"); strings.Contains(r.stdout, name) && !strings.Contains(r.stdout, "dead") {
+		t.Fatalf("ps should show the crashed pod as dead: %q", r.stdout)
+	}
+	// Any later run sweeps it.
+	if r := runIn(t, nil, "true"); r.code != 0 {
+		t.Fatalf("run: %+v", r)
+	}
+	if _, err := os.Stat(filepath.Join(runtimeDir, "pods", name)); err == nil {
+		t.Fatal("stale pod dir not cleaned up")
+	}
 }

@@ -55,9 +55,10 @@ func run(m *testing.M) int {
 		return 1
 	}
 	mountsBefore := mounts()
+	tmpBefore := tmpEntries()
 	code := m.Run()
 	if code == 0 {
-		if err := checkNoLeaks(mountsBefore); err != nil {
+		if err := checkNoLeaks(mountsBefore, tmpBefore); err != nil {
 			fmt.Fprintln(os.Stderr, "LEAK:", err)
 			return 1
 		}
@@ -106,7 +107,7 @@ func mounts() string {
 
 // checkNoLeaks fails if a qemu of ours still runs, a pod dir remains or
 // the host's mount table changed.
-func checkNoLeaks(mountsBefore string) error {
+func checkNoLeaks(mountsBefore string, tmpBefore map[string]bool) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var problems []string
@@ -122,6 +123,11 @@ func checkNoLeaks(mountsBefore string) error {
 		}
 		if m := mounts(); m != mountsBefore {
 			problems = append(problems, "host mount table changed")
+		}
+		for e := range tmpEntries() {
+			if !tmpBefore[e] && strings.Contains(e, "coffer") {
+				problems = append(problems, "temp dir left: "+e)
+			}
 		}
 		if len(problems) == 0 {
 			return nil
@@ -195,4 +201,13 @@ func clip(s string) string {
 		return s[:300] + "..."
 	}
 	return s
+}
+
+func tmpEntries() map[string]bool {
+	out := map[string]bool{}
+	entries, _ := os.ReadDir(os.TempDir())
+	for _, e := range entries {
+		out[e.Name()] = true
+	}
+	return out
 }

@@ -283,7 +283,11 @@ func newExecCmd(g *globalOpts) *cobra.Command {
 				return &exitError{code: exitCofferError, err: err}
 			}
 			defer closer()
-			so := sandbox.SpecOptions{Args: args[1:], Env: env, Cwd: workdir, Terminal: tty}
+			cmdArgs := args[1:]
+			if len(cmdArgs) > 0 && cmdArgs[0] == "--" {
+				cmdArgs = cmdArgs[1:]
+			}
+			so := sandbox.SpecOptions{Args: cmdArgs, Env: env, Cwd: workdir, Terminal: tty}
 			if user != "" {
 				if so.UID, so.GID, err = sandbox.ParseUser(user); err != nil {
 					return &exitError{code: exitCofferError, err: err}
@@ -426,6 +430,12 @@ func removePod(ctx context.Context, name string, force bool) error {
 			return fmt.Errorf("no pod named %q", name)
 		}
 		return sandbox.RemovePodDir(dir)
+	}
+	if err == nil && st.Status == sandbox.StatusExited {
+		// The owner records the exit, then tears down and leaves.
+		for i := 0; i < 100 && st.OwnerAlive(); i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 	if err == nil && st.OwnerAlive() {
 		if !force {

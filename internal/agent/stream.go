@@ -104,20 +104,3 @@ func (s *outStream) read(ctx context.Context, max int) ([]byte, bool, error) {
 		}
 	}
 }
-
-// waitEOF blocks until the stream has ended or ctx is done.
-func (s *outStream) waitEOF(ctx context.Context) {
-	for {
-		s.mu.Lock()
-		eof, wait := s.eof, s.changed
-		s.mu.Unlock()
-		if eof {
-			return
-		}
-		select {
-		case <-wait:
-		case <-ctx.Done():
-			return
-		}
-	}
-}

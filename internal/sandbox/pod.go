@@ -3,7 +3,6 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -125,9 +124,6 @@ func (p *Pod) Start(ctx context.Context) error {
 	return WriteState(p.Dir, p.State)
 }
 
-// ErrVMDied is wrapped by Wait when the VM went away under the container.
-var ErrVMDied = errors.New("the pod VM died")
-
 // Wait waits for the container to exit, or for the VM to die.
 func (p *Pod) Wait(ctx context.Context) (*api.WaitProcessResponse, error) {
 	type res struct {
@@ -144,14 +140,14 @@ func (p *Pod) Wait(ctx context.Context) (*api.WaitProcessResponse, error) {
 		if r.err != nil {
 			select {
 			case <-p.Sandbox.Done():
-				return nil, fmt.Errorf("%w: %w", ErrVMDied, p.Sandbox.VMError())
+				return nil, p.Sandbox.VMError()
 			case <-time.After(200 * time.Millisecond):
 			}
 			return nil, fmt.Errorf("wait for the container: %w", r.err)
 		}
 		return r.r, nil
 	case <-p.Sandbox.Done():
-		return nil, fmt.Errorf("%w: %w", ErrVMDied, p.Sandbox.VMError())
+		return nil, p.Sandbox.VMError()
 	}
 }
 

@@ -2,10 +2,10 @@ package sandbox
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	api "github.com/coffer-project/coffer/api/agent"
@@ -26,25 +26,41 @@ func ServeProxy(ctx context.Context, path string, agent api.AgentService) error 
 		l.Close()
 		return err
 	}
-	s, err := ttrpc.NewServer()
+	// Calls in flight are counted so that stopping waits for their replies:
+	// a `coffer kill` races the pod's exit, and ttrpc's own Shutdown can
+	// close a connection whose request is still being handled.
+	var inflight sync.WaitGroup
+	s, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(
+		func(ctx context.Context, u ttrpc.Unmarshaler, _ *ttrpc.UnaryServerInfo, m ttrpc.Method) (interface{}, error) {
+			inflight.Add(1)
+			defer inflight.Done()
+			return m(ctx, u)
+		}))
 	if err != nil {
 		l.Close()
 		return err
 	}
 	api.RegisterAgentService(s, agent)
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = s.Shutdown(sctx)
-		_ = s.Close()
-	}()
-	err = s.Serve(ctx, l)
-	_ = os.Remove(path)
-	if errors.Is(err, ttrpc.ErrServerClosed) {
-		return nil
+	served := make(chan error, 1)
+	// Not ctx: ttrpc ties every connection to the Serve context.
+	go func() { served <- s.Serve(context.Background(), l) }()
+	select {
+	case err := <-served:
+		_ = os.Remove(path)
+		return err
+	case <-ctx.Done():
 	}
-	return err
+	l.Close()
+	idle := make(chan struct{})
+	go func() { inflight.Wait(); close(idle) }()
+	select {
+	case <-idle:
+	case <-time.After(2 * time.Second):
+	}
+	_ = s.Close()
+	<-served
+	_ = os.Remove(path)
+	return nil
 }
 
 // DialProxy connects to a pod's agent proxy socket.

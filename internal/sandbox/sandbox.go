@@ -44,6 +44,9 @@ type Config struct {
 	BootTimeout      time.Duration
 	// AgentDebug turns on debug logging in the guest agent.
 	AgentDebug bool
+	// Transport is how the host reaches the agent: serial, vsock or
+	// auto (vsock when /dev/vhost-vsock is usable).
+	Transport string
 	Log        *slog.Logger
 }
 
@@ -79,6 +82,17 @@ func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
 	if cfg.AgentDebug {
 		cmdline += " coffer.log=debug"
 	}
+	transport, err := chooseTransport(cfg.Transport, vhostVsockUsable)
+	if err != nil {
+		return nil, err
+	}
+	var cid uint32
+	var extra []string
+	if transport == TransportVsock {
+		cid = newGuestCID()
+		extra = vsockArgs(cid)
+		cmdline += " coffer.transport=vsock"
+	}
 	vmDir := VMDir(cfg.StateDir)
 	hv := hypervisor.Config{
 		ID:          cfg.ID,
@@ -92,6 +106,7 @@ func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
 		Accel:       cfg.Accel,
 		MachineType: cfg.MachineType,
 		Disks:       cfg.Disks,
+		ExtraArgs:   extra,
 		Ports: []hypervisor.Port{
 			{Name: agentPort, Kind: hypervisor.PortSocket},
 			{Name: logPort, Kind: hypervisor.PortFile, Path: filepath.Join(vmDir, "agent.log")},
@@ -112,14 +127,19 @@ func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
 		}
 		return nil, err
 	}
-	conn, err := (&net.Dialer{}).DialContext(ctx, "unix", vm.PortPath(agentPort))
+	bctx, cancel := context.WithTimeout(ctx, cfg.BootTimeout)
+	defer cancel()
+	var conn net.Conn
+	if transport == TransportVsock {
+		conn, err = dialVsock(bctx, cid, vm.Done())
+	} else {
+		conn, err = (&net.Dialer{}).DialContext(ctx, "unix", vm.PortPath(agentPort))
+	}
 	if err != nil {
-		return fail(fmt.Errorf("connect to the agent port: %w", err))
+		return fail(fmt.Errorf("connect to the agent: %w", err))
 	}
 	s.client = ttrpc.NewClient(conn)
 	s.Agent = api.NewAgentClient(s.client)
-	bctx, cancel := context.WithTimeout(ctx, cfg.BootTimeout)
-	defer cancel()
 	type checkRes struct {
 		r   *api.CheckResponse
 		err error
@@ -143,7 +163,7 @@ func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
 		return fail(s.vmError("the VM exited while booting"))
 	}
 	s.BootTime = time.Since(start)
-	log.Info("pod VM ready", "id", cfg.ID, "accel", vm.Accel(), "boot", s.BootTime.Round(time.Millisecond),
+	log.Info("pod VM ready", "id", cfg.ID, "accel", vm.Accel(), "transport", transport, "boot", s.BootTime.Round(time.Millisecond),
 		"guest_kernel", s.Info.KernelRelease, "agent", s.Info.AgentVersion, "qemu_pid", vm.PID())
 	return s, nil
 }
@@ -161,7 +181,11 @@ func (s *Sandbox) vmError(what string) error {
 	if err := s.vm.ExitErr(); err != nil {
 		cause = err.Error()
 	}
-	return fmt.Errorf("%s (%s); last console lines:\n%s", what, cause, indent(s.vm.ConsoleTail(10)))
+	tail := strings.TrimSpace(s.vm.ConsoleTail(10))
+	if tail == "" {
+		return fmt.Errorf("%s: %s (the guest console is empty)", what, cause)
+	}
+	return fmt.Errorf("%s: %s; last console lines:\n%s", what, cause, indent(tail))
 }
 
 // Explain returns a description of the VM's death if err happened because
