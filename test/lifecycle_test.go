@@ -122,8 +122,8 @@ func TestDetachedExecKillRm(t *testing.T) {
 	waitFor(t, 30*time.Second, func() bool {
 		return strings.Contains(coffer(t, "", "ps").stdout, "exited (137)")
 	})
-	if b, err := os.ReadFile(filepath.Join(runtimeDir, "pods", name, "stdout.log")); err != nil || string(b) != "started\n" {
-		t.Errorf("detached output log: %q, %v", b, err)
+	if r := coffer(t, "", "logs", name); r.code != 0 || r.stdout != "started\n" {
+		t.Errorf("coffer logs: %+v", r)
 	}
 	if r := coffer(t, "", "rm", name); r.code != 0 {
 		t.Fatalf("rm: %+v", r)

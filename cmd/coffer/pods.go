@@ -186,6 +186,34 @@ func podOwner(ctx context.Context, g *globalOpts, dir string) error {
 	return nil
 }
 
+func newLogsCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "logs NAME",
+		Short: "Print the output of a detached pod",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := sandbox.CheckName(args[0]); err != nil {
+				return &exitError{code: exitCofferError, err: err}
+			}
+			dir := sandbox.PodDir(sandbox.RuntimeDir(), args[0])
+			if _, err := sandbox.ReadState(dir); err != nil {
+				return &exitError{code: exitCofferError, err: fmt.Errorf("no pod named %q (see `coffer ps`)", args[0])}
+			}
+			for _, f := range []struct {
+				name string
+				w    *os.File
+			}{{"stdout.log", os.Stdout}, {"stderr.log", os.Stderr}} {
+				b, err := os.ReadFile(filepath.Join(dir, f.name))
+				if err != nil && !errors.Is(err, os.ErrNotExist) {
+					return err
+				}
+				_, _ = f.w.Write(b)
+			}
+			return nil
+		},
+	}
+}
+
 func newPsCmd(g *globalOpts) *cobra.Command {
 	var quiet bool
 	cmd := &cobra.Command{

@@ -55,7 +55,25 @@ type process struct {
 	started time.Time
 	mu      sync.Mutex
 	closed  bool // stdin closed
+	waited  bool // an exit was reported to the host (guarded by Server.mu)
+	// oomBase is the cgroup's oom_kill count when the process started: an
+	// OOM kill is reported only if the count grew during its life.
+	oomBase uint64
 }
+
+// discard drops the process's unread output.
+func (p *process) discard() {
+	if p.stdout != nil {
+		p.stdout.discard()
+	}
+	if p.stderr != nil {
+		p.stderr.discard()
+	}
+}
+
+// maxExecs bounds the exec processes one container remembers; finished
+// execs whose exit was already reported are forgotten first.
+const maxExecs = 256
 
 // NewServer returns an agent API server. powerOff is called (in its own
 // goroutine) after DestroySandbox asks for it.
@@ -120,7 +138,10 @@ func (s *Server) DestroySandbox(ctx context.Context, req *api.DestroySandboxRequ
 			s.log.Warn("remove container during sandbox destroy", "id", id, "err", err)
 		}
 	}
-	s.log.Info("sandbox destroyed", "id", s.sandboxID, "power_off", req.PowerOff)
+	s.mu.Lock()
+	id := s.sandboxID
+	s.mu.Unlock()
+	s.log.Info("sandbox destroyed", "id", id, "power_off", req.PowerOff)
 	if req.PowerOff && s.powerOff != nil {
 		// Let the reply reach the host first.
 		time.AfterFunc(50*time.Millisecond, s.powerOff)
@@ -355,6 +376,7 @@ func (s *Server) RemoveContainer(ctx context.Context, req *api.RemoveContainerRe
 		if p.stdin != nil {
 			p.stdin.Close()
 		}
+		p.discard()
 	}
 	if err := removeContainerDir(c.id); err != nil {
 		errs = append(errs, err)
@@ -443,6 +465,18 @@ func (s *Server) ExecProcess(ctx context.Context, req *api.ExecProcessRequest) (
 		s.mu.Unlock()
 		return nil, status.Errorf(codes.FailedPrecondition, "container %q is not running", c.id)
 	}
+	if len(c.procs) >= maxExecs {
+		for id, p := range c.procs {
+			if id != "" && p.waited {
+				p.discard()
+				delete(c.procs, id)
+			}
+		}
+		if len(c.procs) >= maxExecs {
+			s.mu.Unlock()
+			return nil, status.Errorf(codes.ResourceExhausted, "container %q already has %d exec processes", c.id, maxExecs)
+		}
+	}
 	c.procs[req.ExecId] = &process{execID: req.ExecId} // reserve
 	s.mu.Unlock()
 	select {
@@ -458,6 +492,7 @@ func (s *Server) ExecProcess(ctx context.Context, req *api.ExecProcessRequest) (
 		s.dropProc(c, req.ExecId)
 		return nil, stageError(err)
 	}
+	pr.oomBase = c.c.Cgroup.OOMKills()
 	s.mu.Lock()
 	c.procs[req.ExecId] = pr
 	s.mu.Unlock()
@@ -485,11 +520,14 @@ func (s *Server) WaitProcess(ctx context.Context, req *api.WaitProcessRequest) (
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 	e := p.p.ExitStatus()
+	s.mu.Lock()
+	p.waited = true
+	s.mu.Unlock()
 	resp := &api.WaitProcessResponse{
 		ExitStatus: int32(e.Status), Signal: int32(e.Signal),
 		StartedAtUnixNano: p.started.UnixNano(), ExitedAtUnixNano: e.At.UnixNano(),
 	}
-	if e.Signal == int(unix.SIGKILL) && c.c != nil && c.c.Cgroup.OOMKills() > 0 {
+	if e.Signal == int(unix.SIGKILL) && c.c != nil && c.c.Cgroup.OOMKills() > p.oomBase {
 		resp.OomKilled = true
 	}
 	return resp, nil

@@ -20,6 +20,7 @@ type outStream struct {
 	mu      sync.Mutex
 	buf     []byte
 	eof     bool
+	dropped bool // nobody will read any more: discard instead of buffering
 	changed chan struct{} // closed and replaced on every change
 }
 
@@ -48,13 +49,15 @@ func (s *outStream) pump(r io.Reader) {
 		n, err := r.Read(chunk)
 		if n > 0 {
 			s.mu.Lock()
-			for len(s.buf) >= streamBufMax {
+			for len(s.buf) >= streamBufMax && !s.dropped {
 				wait := s.changed
 				s.mu.Unlock()
 				<-wait
 				s.mu.Lock()
 			}
-			s.buf = append(s.buf, chunk[:n]...)
+			if !s.dropped {
+				s.buf = append(s.buf, chunk[:n]...)
+			}
 			s.notifyLocked()
 			s.mu.Unlock()
 		}
@@ -103,4 +106,15 @@ func (s *outStream) read(ctx context.Context, max int) ([]byte, bool, error) {
 			return nil, false, ctx.Err()
 		}
 	}
+}
+
+// discard releases the buffer and makes the pump drop further output (it
+// keeps draining the pipe so the writer never blocks): for processes
+// nobody will read from any more.
+func (s *outStream) discard() {
+	s.mu.Lock()
+	s.dropped = true
+	s.buf = nil
+	s.notifyLocked()
+	s.mu.Unlock()
 }

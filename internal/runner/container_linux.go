@@ -124,7 +124,7 @@ func (r *Runner) Create(ctx context.Context, id string, spec *specs.Spec, rootfs
 			}
 		}
 	}
-	proc, sc, err := r.spawn(ctx, cg, stdio, spec.Process.Terminal, flags, nil, &initConfig{Mode: "init", Spec: spec, Process: spec.Process, Rootfs: rootfs})
+	proc, sc, err := r.spawn(ctx, cg, stdio, spec.Process.Terminal, flags, nil, &initConfig{Mode: "init", Spec: spec, Rootfs: rootfs})
 	if err != nil {
 		return nil, err
 	}

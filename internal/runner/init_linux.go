@@ -48,6 +48,9 @@ func RunInit() {
 
 func runStage(sync *syncConn, cfg *initConfig) error {
 	p := cfg.Process
+	if cfg.Mode == "init" && cfg.Spec != nil {
+		p = cfg.Spec.Process // sent once, inside the spec
+	}
 	if p == nil || len(p.Args) == 0 {
 		return errors.New("no process to run: the process args are empty")
 	}

@@ -240,7 +240,13 @@ func setupDev(rootfs string, devices []specs.LinuxDevice) error {
 		{"pts/ptmx", "/dev/ptmx"},
 	}
 	for _, l := range links {
-		dest := filepath.Join(rootfs, l[1])
+		// Resolve the parent inside the rootfs; the link itself replaces
+		// whatever is there (never followed).
+		dir, err := secureJoin(rootfs, filepath.Dir(l[1]))
+		if err != nil {
+			return err
+		}
+		dest := filepath.Join(dir, filepath.Base(l[1]))
 		_ = os.Remove(dest)
 		if err := os.Symlink(l[0], dest); err != nil {
 			return fmt.Errorf("create symlink %s: %w", l[1], err)

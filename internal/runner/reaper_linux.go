@@ -105,6 +105,14 @@ func (r *Reaper) Watch(pid int) <-chan Exit {
 	defer r.mu.Unlock()
 	if e, ok := r.unclaimed[pid]; ok {
 		delete(r.unclaimed, pid)
+		// Forget its place in the eviction order too: a later exit of a
+		// reused pid must not be evicted by this stale entry.
+		for i, p := range r.order {
+			if p == pid {
+				r.order = append(r.order[:i], r.order[i+1:]...)
+				break
+			}
+		}
 		ch <- e
 		return ch
 	}

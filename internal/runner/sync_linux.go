@@ -26,7 +26,7 @@ type initConfig struct {
 	// Mode is "init" (a new container) or "exec" (join a running one).
 	Mode    string         `json:"mode"`
 	Spec    *specs.Spec    `json:"spec,omitempty"`
-	Process *specs.Process `json:"process"`
+	Process *specs.Process `json:"process,omitempty"` // exec mode
 	Rootfs  string         `json:"rootfs,omitempty"`
 }
 
@@ -47,6 +47,11 @@ func newSyncPair() (*syncConn, *os.File, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("create sync socket pair: %w", err)
+	}
+	// A SOCK_SEQPACKET message must fit the send buffer: size it for the
+	// largest config we accept.
+	for _, fd := range fds {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, maxSyncMsg)
 	}
 	parent := os.NewFile(uintptr(fds[0]), "sync-parent")
 	child := os.NewFile(uintptr(fds[1]), "sync-child")
@@ -90,13 +95,21 @@ func (s *syncConn) send(v any, fd int) error {
 // recv reads one message and, if one came with it, a passed fd. io.EOF
 // means the peer closed its end (for the stage: it exec'd successfully).
 func (s *syncConn) recv(ctx context.Context, v any) (*os.File, error) {
-	if dl, ok := ctx.Deadline(); ok {
-		_ = s.c.SetReadDeadline(dl)
-	} else {
-		_ = s.c.SetReadDeadline(time.Time{})
-	}
-	stop := context.AfterFunc(ctx, func() { _ = s.c.SetReadDeadline(time.Now()) })
-	defer stop()
+	// Only ctx interrupts the read: the callback sets an expired deadline,
+	// and it must have finished (or never run) before we return, so that
+	// it cannot hit the next recv on this socket.
+	_ = s.c.SetReadDeadline(time.Time{})
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		_ = s.c.SetReadDeadline(time.Now())
+		close(fired)
+	})
+	defer func() {
+		if !stop() {
+			<-fired
+			_ = s.c.SetReadDeadline(time.Time{})
+		}
+	}()
 	buf := make([]byte, maxSyncMsg)
 	oob := make([]byte, unix.CmsgSpace(4))
 	n, oobn, _, _, err := s.c.ReadMsgUnix(buf, oob)

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -86,7 +87,7 @@ func BuildSpec(o SpecOptions) (*specs.Spec, error) {
 			Cwd:      cwd,
 			User:     specs.User{UID: o.UID, GID: o.GID},
 			Capabilities: &specs.LinuxCapabilities{
-				Bounding: caps, Effective: caps, Permitted: caps,
+				Bounding: slices.Clone(caps), Effective: slices.Clone(caps), Permitted: slices.Clone(caps),
 			},
 			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1048576, Soft: 1048576}},
 			NoNewPrivileges: !o.Privileged,
@@ -154,7 +155,13 @@ func setEnv(env []string, kv string) []string {
 // ParseMemory parses sizes like 256M, 1G, 512k, 1048576 (bytes).
 func ParseMemory(s string) (int64, error) {
 	t := strings.TrimSpace(strings.ToUpper(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "IB"), "B")
+	// Accept 256M, 256MB and 256MiB (and k, g, t likewise) and 100B,
+	// nothing else.
+	if u, ok := strings.CutSuffix(t, "IB"); ok && u != "" && strings.ContainsRune("KMGT", rune(u[len(u)-1])) {
+		t = u
+	} else if u, ok := strings.CutSuffix(t, "B"); ok && u != "" && strings.ContainsRune("KMGT0123456789", rune(u[len(u)-1])) {
+		t = u
+	}
 	mult := int64(1)
 	if t != "" {
 		switch t[len(t)-1] {

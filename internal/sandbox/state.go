@@ -159,7 +159,11 @@ func ProcessStart(pid int) uint64 {
 
 // OwnerAlive reports whether the process that owns the pod still runs.
 func (st *State) OwnerAlive() bool {
-	return st.OwnerPID > 0 && ProcessStart(st.OwnerPID) == st.OwnerStart
+	if st.OwnerPID <= 0 {
+		return false
+	}
+	start := ProcessStart(st.OwnerPID)
+	return start != 0 && start == st.OwnerStart
 }
 
 // EffectiveStatus is Status, or StatusDead if the owner vanished without

@@ -53,6 +53,9 @@ func CopyInput(ctx context.Context, agent api.AgentService, cid, execID string, 
 				if err != nil {
 					return fmt.Errorf("write stdin of %s: %w", procName(cid, execID), err)
 				}
+				if resp.Len == 0 || int(resp.Len) > len(data) {
+					return fmt.Errorf("write stdin of %s: the agent reported writing %d of %d bytes", procName(cid, execID), resp.Len, len(data))
+				}
 				data = data[resp.Len:]
 			}
 		}
