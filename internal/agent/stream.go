@@ -20,7 +20,7 @@ type outStream struct {
 	mu      sync.Mutex
 	buf     []byte
 	eof     bool
-	dropped bool // nobody will read any more: discard instead of buffering
+	dropped bool          // nobody will read any more: discard instead of buffering
 	changed chan struct{} // closed and replaced on every change
 }
 

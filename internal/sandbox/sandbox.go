@@ -47,7 +47,7 @@ type Config struct {
 	// Transport is how the host reaches the agent: serial, vsock or
 	// auto (vsock when /dev/vhost-vsock is usable).
 	Transport string
-	Log        *slog.Logger
+	Log       *slog.Logger
 }
 
 // Sandbox is a running pod VM with a connected agent.
