@@ -25,6 +25,7 @@ build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/coffer ./cmd/coffer
 	CGO_ENABLED=1 $(GO) build -trimpath -tags netgo,osusergo -ldflags '$(AGENT_LDFLAGS)' -o $(BIN)/coffer-agent ./cmd/coffer-agent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/coffer-kbs ./cmd/coffer-kbs
 
 guest: build
 	$(BIN)/coffer guest build --cache-dir $(GUEST_DIR) --agent $(BIN)/coffer-agent

@@ -1,0 +1,288 @@
+package attestation
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/coffer-project/coffer/internal/attestation/ear"
+	"github.com/coffer-project/coffer/internal/kbs/protocol"
+	"github.com/coffer-project/coffer/internal/policy"
+	"github.com/coffer-project/coffer/internal/store"
+	"github.com/coffer-project/coffer/internal/version"
+)
+
+// ServiceConfig configures the attestation service.
+type ServiceConfig struct {
+	Verifiers []Verifier
+	// Store holds the appraisal policies (store.NSAttestPolicies).
+	Store store.Store
+	// ReferenceValues backs query_reference_value in appraisal policies.
+	ReferenceValues policy.ReferenceValueFunc
+	Signer          *ear.Signer
+	TokenTTL        time.Duration
+	Log             *slog.Logger
+	Now             func() time.Time
+}
+
+// Service verifies evidence, appraises it with the Rego policy
+// default_<class> and issues EAR tokens, like Trustee's attestation
+// service (in process).
+type Service struct {
+	verifiers map[string]Verifier
+	cfg       ServiceConfig
+	tokens    *ear.Verifier
+
+	mu       sync.Mutex
+	policies map[string]*policy.Policy // by policy id
+}
+
+// Result describes an attestation: the token and the appraisal.
+type Result struct {
+	Token     string
+	Status    string
+	Reasons   []string
+	Simulated bool
+}
+
+// NewService returns the service.
+func NewService(cfg ServiceConfig) (*Service, error) {
+	if cfg.Signer == nil {
+		return nil, errors.New("attestation service: no token signer")
+	}
+	if cfg.TokenTTL <= 0 {
+		cfg.TokenTTL = ear.DefaultTTL
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	s := &Service{verifiers: map[string]Verifier{}, cfg: cfg, policies: map[string]*policy.Policy{}}
+	for _, v := range cfg.Verifiers {
+		s.verifiers[v.Tee()] = v
+	}
+	tv, err := ear.NewVerifier(ear.VerifierOptions{TrustedKeys: []*ecdsa.PublicKey{cfg.Signer.PublicKey()}})
+	if err != nil {
+		return nil, err
+	}
+	s.tokens = tv
+	return s, nil
+}
+
+// Supports reports whether a verifier for tee is configured.
+func (s *Service) Supports(tee string) bool {
+	_, ok := s.verifiers[tee]
+	return ok
+}
+
+// VerifyToken checks a token this service issued and returns its claims.
+func (s *Service) VerifyToken(token string) (map[string]any, error) {
+	_, raw, err := s.tokens.Verify(token, s.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// SetPolicy validates an appraisal policy and stores it under id.
+func (s *Service) SetPolicy(ctx context.Context, id string, rego []byte) error {
+	p, err := s.compile(id, string(rego))
+	if err != nil {
+		return err
+	}
+	if _, err := s.cfg.Store.Put(ctx, store.NSAttestPolicies, id, rego, true); err != nil {
+		return fmt.Errorf("store policy %s: %w", id, err)
+	}
+	s.mu.Lock()
+	s.policies[id] = p
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Service) compile(id, rego string) (*policy.Policy, error) {
+	return policy.Compile(id, rego, policy.WithReferenceValues(s.cfg.ReferenceValues))
+}
+
+// appraisalPolicy returns the compiled policy id, loading it from the store.
+func (s *Service) appraisalPolicy(ctx context.Context, id string) (*policy.Policy, error) {
+	s.mu.Lock()
+	p, ok := s.policies[id]
+	s.mu.Unlock()
+	if ok {
+		return p, nil
+	}
+	rego, err := s.cfg.Store.Get(ctx, store.NSAttestPolicies, id)
+	if err != nil {
+		return nil, fmt.Errorf("appraisal policy %s: %w", id, err)
+	}
+	if p, err = s.compile(id, string(rego)); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.policies[id] = p
+	s.mu.Unlock()
+	return p, nil
+}
+
+// Attest verifies att (for the session's tee and nonce), appraises it and
+// returns a signed token. Verification failures name the failed check; an
+// appraisal that is not affirming still yields a token (the resource
+// policy decides), with the reasons in the result.
+func (s *Service) Attest(ctx context.Context, tee, nonce string, att *protocol.Attestation) (*Result, error) {
+	v, ok := s.verifiers[tee]
+	if !ok {
+		return nil, &CheckError{Check: "tee", Detail: fmt.Sprintf("no verifier for TEE %q", tee)}
+	}
+	additional := att.TeeEvidence.AdditionalEvidence
+	if additional != "" {
+		devs, err := protocol.ParseAdditionalEvidence(additional)
+		if err != nil {
+			return nil, &CheckError{Check: "evidence-format", Detail: err.Error()}
+		}
+		if len(devs) > 0 {
+			names := make([]string, 0, len(devs))
+			for n := range devs {
+				names = append(names, n)
+			}
+			return nil, &CheckError{Check: "additional-evidence", Detail: fmt.Sprintf("device evidence %v cannot be verified by this KBS", names)}
+		}
+	}
+	pub := att.RuntimeData.TeePubKey
+	digest, err := protocol.RuntimeDataDigest("sha384", nonce, pub, &additional)
+	if err != nil {
+		return nil, &CheckError{Check: "runtime-data", Detail: err.Error()}
+	}
+	in := VerifyInput{Evidence: att.TeeEvidence.PrimaryEvidence, ReportData: digest}
+	var initClaims map[string]any
+	if att.InitData != nil {
+		d, claims, err := InitDataDigest(att.InitData)
+		if err != nil {
+			return nil, &CheckError{Check: "init-data", Detail: err.Error()}
+		}
+		in.InitDataDigest, initClaims = d, claims
+	}
+	claims, err := v.Verify(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	annotated, simulated := annotate(tee, claims, nonce, pub, additional, initClaims)
+	polID := "default_" + v.Class()
+	pol, err := s.appraisalPolicy(ctx, polID)
+	if err != nil {
+		return nil, err
+	}
+	appr, err := pol.EvaluateAppraisal(ctx, annotated)
+	if err != nil {
+		return nil, fmt.Errorf("appraisal policy %s: %w", polID, err)
+	}
+	var vec ear.TrustVector
+	for _, name := range ear.TrustClaimNames() {
+		c, _ := appr.TrustVector.Get(name)
+		if err := vec.Set(name, int64(c)); err != nil {
+			return nil, fmt.Errorf("appraisal policy %s: %w", polID, err)
+		}
+	}
+	claimsEAR := ear.NewClaims(s.cfg.Now(), s.cfg.TokenTTL, ear.DefaultIssuer,
+		ear.VerifierID{Developer: ear.DefaultDeveloper, Build: "coffer-kbs " + version.Version})
+	status := ear.Status(vec)
+	claimsEAR.Submods[v.Class()+"0"] = ear.Appraisal{
+		Status: status, TrustVector: vec, PolicyID: "default",
+		AnnotatedEvidence: annotated, Identifiers: map[string]any{"validated": map[string]any{}},
+		Simulated: simulated,
+	}
+	token, err := s.cfg.Signer.Sign(claimsEAR)
+	if err != nil {
+		return nil, fmt.Errorf("sign the attestation token: %w", err)
+	}
+	return &Result{Token: token, Status: status, Reasons: appr.Reasons, Simulated: simulated}, nil
+}
+
+// annotate builds Trustee's annotated evidence (§3.2): the verifier claims
+// under the TEE name, report_data and init_data lifted out, and the
+// runtime data claims.
+func annotate(tee string, claims Claims, nonce string, pub protocol.TeePubKey, additional string, initClaims map[string]any) (map[string]any, bool) {
+	teeClaims := map[string]any{}
+	out := map[string]any{}
+	simulated := false
+	for k, v := range claims {
+		switch k {
+		case "report_data":
+			out["report_data"] = v
+		case "init_data":
+			out["init_data"] = v
+		default:
+			teeClaims[k] = v
+		}
+	}
+	if b, ok := claims["simulated"].(bool); ok && b {
+		simulated = true
+	}
+	out[tee] = teeClaims
+	var jwk any
+	if b, err := json.Marshal(pub); err == nil {
+		_ = json.Unmarshal(b, &jwk)
+	}
+	out["runtime_data_claims"] = map[string]any{"nonce": nonce, "tee-pubkey": jwk, "additional-evidence": additional}
+	if initClaims != nil {
+		out["init_data_claims"] = initClaims
+	}
+	return out, simulated
+}
+
+// maxInitDataTOML bounds init data.
+const maxInitDataTOML = 1 << 20
+
+// InitDataDigest hashes the raw init-data TOML with the algorithm it names
+// and returns its data map as claims.
+func InitDataDigest(d *protocol.InitData) ([]byte, map[string]any, error) {
+	if d.Format != "toml" {
+		return nil, nil, fmt.Errorf("init-data format %q: only toml is supported", d.Format)
+	}
+	if len(d.Body) > maxInitDataTOML {
+		return nil, nil, fmt.Errorf("init-data over %d bytes", maxInitDataTOML)
+	}
+	var doc struct {
+		Version   string            `toml:"version"`
+		Algorithm string            `toml:"algorithm"`
+		Data      map[string]string `toml:"data"`
+	}
+	if _, err := toml.Decode(d.Body, &doc); err != nil {
+		return nil, nil, fmt.Errorf("init-data is not valid TOML: %w", err)
+	}
+	var h hash.Hash
+	switch strings.ToLower(doc.Algorithm) {
+	case "sha256":
+		h = sha256.New()
+	case "sha384":
+		h = sha512.New384()
+	case "sha512":
+		h = sha512.New()
+	default:
+		return nil, nil, fmt.Errorf("init-data algorithm %q: use sha256, sha384 or sha512", doc.Algorithm)
+	}
+	h.Write([]byte(d.Body))
+	claims := map[string]any{}
+	for k, v := range doc.Data {
+		claims[k] = v
+	}
+	sum := h.Sum(nil)
+	claims["digest"] = hex.EncodeToString(sum)
+	return sum, claims, nil
+}

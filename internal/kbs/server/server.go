@@ -1,0 +1,603 @@
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coffer-project/coffer/internal/attestation"
+	"github.com/coffer-project/coffer/internal/kbs/protocol"
+	"github.com/coffer-project/coffer/internal/store"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// AttestationService is the in-process attestation service as the server
+// uses it.
+type AttestationService interface {
+	// Supports reports whether evidence of this TEE can be verified.
+	Supports(tee string) bool
+	// Attest verifies the evidence bound to nonce and returns a signed
+	// attestation token with the appraisal. Verification failures are
+	// *attestation.CheckError or policy errors whose text says what failed.
+	Attest(ctx context.Context, tee, nonce string, att *protocol.Attestation) (*attestation.Result, error)
+	// VerifyToken checks a token's signature and expiry and returns its claims.
+	VerifyToken(token string) (map[string]any, error)
+	// SetPolicy validates and stores an appraisal policy.
+	SetPolicy(ctx context.Context, id string, rego []byte) error
+}
+
+// ResourcePolicy decides resource releases.
+type ResourcePolicy interface {
+	// Allow evaluates the policy; a denial comes with the reason (which
+	// rule or check failed).
+	Allow(ctx context.Context, claims map[string]any, data map[string]any) (bool, string, error)
+}
+
+// ReferenceValues is the RVPS as the admin API uses it.
+type ReferenceValues interface {
+	Register(ctx context.Context, msg []byte) error
+	// Lookup returns the value of a reference value, or found=false (also
+	// when it expired).
+	Lookup(ctx context.Context, name string) (value any, found bool, err error)
+}
+
+// Deps are the server's collaborators.
+type Deps struct {
+	Store       store.Store
+	Attestation AttestationService
+	RVPS        ReferenceValues
+	// CompileResourcePolicy validates Rego and returns the policy.
+	CompileResourcePolicy func(rego string) (ResourcePolicy, error)
+	Log                   *slog.Logger
+	Now                   func() time.Time
+}
+
+// Server is the coffer-kbs HTTP handler.
+type Server struct {
+	cfg      Config
+	deps     Deps
+	log      *slog.Logger
+	now      func() time.Time
+	sessions *sessions
+	admin    *adminAuth
+	metrics  *metrics
+
+	mu     sync.RWMutex
+	policy ResourcePolicy
+}
+
+// resourcePolicyKey is the store key of the resource policy.
+const resourcePolicyKey = "policy"
+
+// New builds the server. The resource policy must already be in the store
+// (policy.WriteDefaults writes the default without overwriting).
+func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	if deps.Log == nil {
+		deps.Log = slog.Default()
+	}
+	s := &Server{cfg: cfg, deps: deps, log: deps.Log, now: deps.Now}
+	s.sessions = newSessions(cfg.Sessions.Max, cfg.Sessions.Timeout.Duration, deps.Now)
+	admin, err := newAdminAuth(cfg.Admin, deps.Now)
+	if err != nil {
+		return nil, err
+	}
+	s.admin = admin
+	s.metrics = newMetrics(func() float64 { return float64(s.sessions.count()) })
+	rego, err := deps.Store.Get(ctx, store.NSResourcePolicy, resourcePolicyKey)
+	if err != nil {
+		return nil, fmt.Errorf("load the resource policy: %w", err)
+	}
+	p, err := deps.CompileResourcePolicy(string(rego))
+	if err != nil {
+		return nil, fmt.Errorf("the stored resource policy does not compile: %w", err)
+	}
+	s.policy = p
+	return s, nil
+}
+
+// RunSweeper drops expired sessions every interval until ctx ends.
+func (s *Server) RunSweeper(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.sessions.sweep()
+		}
+	}
+}
+
+// statusWriter records the status code for metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// ServeHTTP routes requests.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+	endpoint := s.route(sw, r)
+	s.metrics.requests.WithLabelValues(endpoint, fmt.Sprint(sw.code)).Inc()
+	s.metrics.latency.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
+}
+
+// route dispatches and returns the endpoint label for metrics.
+func (s *Server) route(w http.ResponseWriter, r *http.Request) string {
+	switch r.URL.Path {
+	case "/healthz":
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "ok\n")
+		return "healthz"
+	case "/metrics":
+		promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+		return "metrics"
+	}
+	rest, ok := strings.CutPrefix(r.URL.Path, "/kbs/v0/")
+	if !ok {
+		writeError(w, errorf(http.StatusNotFound, errInvalidPath, "unknown path %s: the KBS API is under /kbs/v0/", r.URL.Path))
+		return "other"
+	}
+	plugin, sub, _ := strings.Cut(rest, "/")
+	var err error
+	endpoint := plugin
+	switch {
+	case plugin == "auth" && sub == "" && r.Method == http.MethodPost:
+		err = s.handleAuth(w, r)
+	case plugin == "attest" && sub == "" && r.Method == http.MethodPost:
+		err = s.handleAttest(w, r)
+	case plugin == "resource" && r.Method == http.MethodGet && sub != "":
+		err = s.handleGetResource(w, r, sub)
+	case plugin == "resource" && r.Method == http.MethodGet:
+		endpoint = "resource-list"
+		err = s.admined(w, r, s.handleListResources)
+	case plugin == "resource" && (r.Method == http.MethodPost || r.Method == http.MethodPut):
+		endpoint = "resource-set"
+		err = s.admined(w, r, func(w http.ResponseWriter, r *http.Request) error { return s.handleSetResource(w, r, sub) })
+	case plugin == "resource" && r.Method == http.MethodDelete:
+		endpoint = "resource-delete"
+		err = s.admined(w, r, func(w http.ResponseWriter, r *http.Request) error { return s.handleDeleteResource(w, r, sub) })
+	case plugin == "attestation-policy" && sub == "" && r.Method == http.MethodPost:
+		err = s.admined(w, r, s.handleSetAttestationPolicy)
+	case plugin == "resource-policy" && sub == "" && r.Method == http.MethodPost:
+		err = s.admined(w, r, s.handleSetResourcePolicy)
+	case plugin == "resource-policy" && sub == "" && r.Method == http.MethodGet:
+		err = s.admined(w, r, s.handleGetResourcePolicy)
+	case plugin == "reference-value" && sub == "" && r.Method == http.MethodPost:
+		err = s.admined(w, r, s.handleSetReferenceValue)
+	case plugin == "reference-value" && sub != "" && r.Method == http.MethodGet:
+		err = s.admined(w, r, func(w http.ResponseWriter, r *http.Request) error { return s.handleGetReferenceValue(w, r, sub) })
+	case plugin == "auth" || plugin == "attest" || plugin == "resource" || plugin == "attestation-policy" ||
+		plugin == "resource-policy" || plugin == "reference-value":
+		err = errorf(http.StatusNotFound, errInvalidPath, "%s %s is not an endpoint", r.Method, r.URL.Path)
+	default:
+		endpoint = "other"
+		err = errorf(http.StatusNotFound, errPluginNotFound, "no plugin %q (this KBS serves the resource plugin)", plugin)
+	}
+	if err != nil {
+		writeError(w, err)
+	}
+	return endpoint
+}
+
+// admined runs h after the admin check, and audits the call.
+func (s *Server) admined(w http.ResponseWriter, r *http.Request, h func(http.ResponseWriter, *http.Request) error) error {
+	if err := s.admin.authorize(r); err != nil {
+		s.audit(r.Context(), auditEvent{Kind: "admin", Method: r.Method, Path: r.URL.Path, Outcome: "denied", Detail: err.Error(), Remote: r.RemoteAddr})
+		return err
+	}
+	err := h(w, r)
+	outcome := "ok"
+	detail := ""
+	if err != nil {
+		outcome, detail = "failed", err.Error()
+	}
+	s.audit(r.Context(), auditEvent{Kind: "admin", Method: r.Method, Path: r.URL.Path, Outcome: outcome, Detail: detail, Remote: r.RemoteAddr})
+	return err
+}
+
+// auditEvent is one audit log record. It never holds secrets or tokens.
+type auditEvent struct {
+	Time    time.Time `json:"time"`
+	Kind    string    `json:"kind"` // attest | release | admin
+	Method  string    `json:"method,omitempty"`
+	Path    string    `json:"path,omitempty"`
+	Tee     string    `json:"tee,omitempty"`
+	Outcome string    `json:"outcome"`
+	Detail  string    `json:"detail,omitempty"`
+	Remote  string    `json:"remote,omitempty"`
+}
+
+func (s *Server) audit(ctx context.Context, e auditEvent) {
+	e.Time = s.now().UTC()
+	if err := store.AppendAudit(ctx, s.deps.Store, e); err != nil {
+		s.log.Error("write audit log", "err", err)
+	}
+	lvl := slog.LevelInfo
+	if e.Outcome != "ok" && e.Outcome != "released" && e.Outcome != "success" {
+		lvl = slog.LevelWarn
+	}
+	s.log.Log(ctx, lvl, "audit", "kind", e.Kind, "method", e.Method, "path", e.Path, "tee", e.Tee, "outcome", e.Outcome, "detail", e.Detail, "remote", e.Remote)
+}
+
+// readBody reads a bounded request body.
+func (s *Server) readBody(r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, s.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, errorf(http.StatusRequestEntityTooLarge, errSerde, "request body over %d bytes", s.cfg.MaxBodyBytes)
+		}
+		return nil, errorf(http.StatusBadRequest, errSerde, "read request body: %v", err)
+	}
+	return b, nil
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (s *Server) setCookie(w http.ResponseWriter, id string) {
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: id, Expires: s.now().Add(s.cfg.Sessions.Timeout.Duration)})
+}
+
+func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) error {
+	body, err := s.readBody(r)
+	if err != nil {
+		return err
+	}
+	var req protocol.Request
+	if err := json.Unmarshal(body, &req); err != nil {
+		return errorf(http.StatusUnauthorized, errAttestation, "bad auth request: %v", err)
+	}
+	if err := protocol.CheckVersion(req.Version); err != nil {
+		return errorf(http.StatusUnauthorized, errAttestation, "%v", err)
+	}
+	if !s.deps.Attestation.Supports(req.Tee) {
+		return errorf(http.StatusUnauthorized, errAttestation, "TEE %q is not supported by this KBS (supported: sample, snp)", req.Tee)
+	}
+	nonce, err := protocol.NewNonce()
+	if err != nil {
+		return err
+	}
+	sess, err := s.sessions.create(req.Tee, nonce)
+	if err != nil {
+		return errorf(http.StatusServiceUnavailable, errAttestation, "%v", err)
+	}
+	s.setCookie(w, sess.id)
+	writeJSON(w, protocol.Challenge{Nonce: nonce, ExtraParams: json.RawMessage(`""`)})
+	return nil
+}
+
+func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) error {
+	c, err := r.Cookie(SessionCookie)
+	if err != nil {
+		return errorf(http.StatusUnauthorized, errAttestation, "no %s cookie: call /auth first", SessionCookie)
+	}
+	sess, attested, err := s.sessions.beginAttest(c.Value)
+	if err != nil {
+		return errorf(http.StatusUnauthorized, errAttestation, "%v", err)
+	}
+	if attested {
+		s.setCookie(w, sess.id)
+		writeJSON(w, protocol.AttestResponse{Token: sess.token})
+		return nil
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			s.sessions.finishAttest(sess.id, "", false)
+		}
+	}()
+	fail := func(err error) error {
+		s.metrics.attestations.WithLabelValues(sess.tee, "failure").Inc()
+		s.audit(r.Context(), auditEvent{Kind: "attest", Tee: sess.tee, Outcome: "denied", Detail: err.Error(), Remote: r.RemoteAddr})
+		return errorf(http.StatusUnauthorized, errAttestation, "attestation failed: %v", err)
+	}
+	body, err := s.readBody(r)
+	if err != nil {
+		return err
+	}
+	var att protocol.Attestation
+	if err := json.Unmarshal(body, &att); err != nil {
+		return fail(fmt.Errorf("bad attestation request: %w", err))
+	}
+	if subtle.ConstantTimeCompare([]byte(att.RuntimeData.Nonce), []byte(sess.nonce)) != 1 {
+		return fail(errors.New("runtime-data nonce does not match the session's challenge"))
+	}
+	res, err := s.deps.Attestation.Attest(r.Context(), sess.tee, sess.nonce, &att)
+	if err != nil {
+		return fail(err)
+	}
+	ok = true
+	s.sessions.finishAttest(sess.id, res.Token, true)
+	s.metrics.attestations.WithLabelValues(sess.tee, "success").Inc()
+	detail := "appraisal " + res.Status
+	if res.Simulated {
+		detail += " (simulated TEE)"
+	}
+	if len(res.Reasons) > 0 {
+		detail += ": " + strings.Join(res.Reasons, "; ")
+	}
+	s.audit(r.Context(), auditEvent{Kind: "attest", Tee: sess.tee, Outcome: "success", Detail: detail, Remote: r.RemoteAddr})
+	s.setCookie(w, sess.id)
+	writeJSON(w, protocol.AttestResponse{Token: res.Token})
+	return nil
+}
+
+var pathSegment = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$`)
+
+// parseResourcePath validates repo/type/tag (Trustee's ResourceDesc).
+func parseResourcePath(p string) (string, error) {
+	segs := strings.Split(p, "/")
+	if len(segs) != 3 {
+		return "", errorf(http.StatusNotFound, errInvalidPath, "resource path %q must be repository/type/tag", p)
+	}
+	for _, seg := range segs {
+		if !pathSegment.MatchString(seg) {
+			return "", errorf(http.StatusNotFound, errInvalidPath, "resource path segment %q: use letters, digits, '_', '-', '.' (not first)", seg)
+		}
+	}
+	return p, nil
+}
+
+// requestToken returns the attestation token of the request: from the
+// session cookie, else the Bearer header.
+func (s *Server) requestToken(r *http.Request) (string, error) {
+	if c, err := r.Cookie(SessionCookie); err == nil {
+		if tok, err := s.sessions.token(c.Value); err == nil {
+			return tok, nil
+		}
+	}
+	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && tok != "" {
+		return tok, nil
+	}
+	return "", errorf(http.StatusUnauthorized, errTokenNotFound, "no attestation token: attest first (session cookie) or send Authorization: Bearer <token>")
+}
+
+func (s *Server) handleGetResource(w http.ResponseWriter, r *http.Request, sub string) error {
+	path, err := parseResourcePath(sub)
+	if err != nil {
+		return err
+	}
+	deny := func(outcome string, err error) error {
+		s.metrics.releases.WithLabelValues(outcome).Inc()
+		s.audit(r.Context(), auditEvent{Kind: "release", Path: path, Outcome: outcome, Detail: err.Error(), Remote: r.RemoteAddr})
+		return err
+	}
+	tok, err := s.requestToken(r)
+	if err != nil {
+		return deny("denied", err)
+	}
+	claims, err := s.deps.Attestation.VerifyToken(tok)
+	if err != nil {
+		return deny("denied", errorf(http.StatusUnauthorized, errTokenVerifier, "attestation token rejected: %v", err))
+	}
+	query := map[string]any{}
+	for k, v := range r.URL.Query() {
+		if len(v) > 0 {
+			query[k] = v[0]
+		}
+	}
+	data := map[string]any{"plugin": "resource", "resource-path": strings.Split(path, "/"), "query": query}
+	s.mu.RLock()
+	pol := s.policy
+	s.mu.RUnlock()
+	allowed, reason, err := pol.Allow(r.Context(), claims, data)
+	if err != nil {
+		return deny("denied", errorf(http.StatusUnauthorized, string(protocol.KindPolicyEngineError), "resource policy: %v", err))
+	}
+	if !allowed {
+		return deny("denied", errorf(http.StatusUnauthorized, errPolicyDeny, "resource policy denied %s: %s", path, reason))
+	}
+	pub, err := teePubKeyFromClaims(claims)
+	if err != nil {
+		return deny("denied", errorf(http.StatusUnauthorized, errTokenVerifier, "%v", err))
+	}
+	val, err := s.deps.Store.Get(r.Context(), store.NSResources, path)
+	if errors.Is(err, store.ErrNotFound) {
+		return deny("not_found", errorf(http.StatusNotFound, errPluginInternal, "resource %s not found", path))
+	}
+	if err != nil {
+		return deny("error", err)
+	}
+	jwe, err := protocol.EncryptResponse(pub, val)
+	if err != nil {
+		return deny("error", errorf(http.StatusUnauthorized, errJwe, "encrypt resource: %v", err))
+	}
+	s.metrics.releases.WithLabelValues("released").Inc()
+	s.audit(r.Context(), auditEvent{Kind: "release", Path: path, Outcome: "released", Remote: r.RemoteAddr})
+	writeJSON(w, jwe)
+	return nil
+}
+
+// teePubKeyFromClaims extracts the guest's key from the EAR claims.
+func teePubKeyFromClaims(claims map[string]any) (protocol.TeePubKey, error) {
+	var pub protocol.TeePubKey
+	v := any(claims)
+	for _, k := range []string{"submods", "cpu0", "ear.veraison.annotated-evidence", "runtime_data_claims", "tee-pubkey"} {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return pub, fmt.Errorf("the token has no tee-pubkey claim (at %s)", k)
+		}
+		v, ok = m[k]
+		if !ok {
+			return pub, fmt.Errorf("the token has no tee-pubkey claim (missing %s)", k)
+		}
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return pub, err
+	}
+	if err := json.Unmarshal(b, &pub); err != nil {
+		return pub, fmt.Errorf("the token's tee-pubkey is not a usable key: %w", err)
+	}
+	return pub, nil
+}
+
+func (s *Server) handleSetResource(w http.ResponseWriter, r *http.Request, sub string) error {
+	path, err := parseResourcePath(sub)
+	if err != nil {
+		return err
+	}
+	body, err := s.readBody(r)
+	if err != nil {
+		return err
+	}
+	if _, err := s.deps.Store.Put(r.Context(), store.NSResources, path, body, true); err != nil {
+		return errorf(http.StatusInternalServerError, errPluginInternal, "store resource: %v", err)
+	}
+	return nil
+}
+
+func (s *Server) handleDeleteResource(w http.ResponseWriter, r *http.Request, sub string) error {
+	path, err := parseResourcePath(sub)
+	if err != nil {
+		return err
+	}
+	err = s.deps.Store.Delete(r.Context(), store.NSResources, path)
+	if errors.Is(err, store.ErrNotFound) {
+		return errorf(http.StatusNotFound, errPluginInternal, "resource %s not found", path)
+	}
+	if err != nil {
+		return errorf(http.StatusInternalServerError, errPluginInternal, "delete resource: %v", err)
+	}
+	return nil
+}
+
+func (s *Server) handleListResources(w http.ResponseWriter, r *http.Request) error {
+	keys, err := s.deps.Store.List(r.Context(), store.NSResources, "")
+	if err != nil {
+		return errorf(http.StatusInternalServerError, errPluginInternal, "list resources: %v", err)
+	}
+	if keys == nil {
+		keys = []string{}
+	}
+	writeJSON(w, keys)
+	return nil
+}
+
+// decodeB64Policy decodes a policy sent base64url without padding (as
+// kbs-client does); padded and standard alphabets are accepted too.
+func decodeB64Policy(s string) ([]byte, error) {
+	for _, enc := range []*base64.Encoding{base64.RawURLEncoding, base64.URLEncoding, base64.StdEncoding, base64.RawStdEncoding} {
+		if b, err := enc.DecodeString(s); err == nil {
+			return b, nil
+		}
+	}
+	return nil, errors.New("policy is not base64url")
+}
+
+func (s *Server) handleSetAttestationPolicy(w http.ResponseWriter, r *http.Request) error {
+	body, err := s.readBody(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Type     string `json:"type"`
+		PolicyID string `json:"policy_id"`
+		Policy   string `json:"policy"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return errorf(http.StatusBadRequest, errSerde, "bad attestation policy request: %v", err)
+	}
+	if req.Type != "" && req.Type != "rego" {
+		return errorf(http.StatusBadRequest, errParsePolicy, "policy type %q: only rego is supported", req.Type)
+	}
+	if req.PolicyID == "" {
+		req.PolicyID = "default_cpu"
+	}
+	if !pathSegment.MatchString(req.PolicyID) {
+		return errorf(http.StatusBadRequest, errParsePolicy, "bad policy id %q", req.PolicyID)
+	}
+	rego, err := decodeB64Policy(req.Policy)
+	if err != nil {
+		return errorf(http.StatusBadRequest, errParsePolicy, "%v", err)
+	}
+	if err := s.deps.Attestation.SetPolicy(r.Context(), req.PolicyID, rego); err != nil {
+		return errorf(http.StatusBadRequest, errParsePolicy, "%v", err)
+	}
+	return nil
+}
+
+func (s *Server) handleSetResourcePolicy(w http.ResponseWriter, r *http.Request) error {
+	body, err := s.readBody(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Policy string `json:"policy"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return errorf(http.StatusBadRequest, errSerde, "bad resource policy request: %v", err)
+	}
+	rego, err := decodeB64Policy(req.Policy)
+	if err != nil {
+		return errorf(http.StatusBadRequest, errParsePolicy, "%v", err)
+	}
+	p, err := s.deps.CompileResourcePolicy(string(rego))
+	if err != nil {
+		return errorf(http.StatusBadRequest, errParsePolicy, "%v", err)
+	}
+	if _, err := s.deps.Store.Put(r.Context(), store.NSResourcePolicy, resourcePolicyKey, rego, true); err != nil {
+		return errorf(http.StatusInternalServerError, errPluginInternal, "store resource policy: %v", err)
+	}
+	s.mu.Lock()
+	s.policy = p
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Server) handleGetResourcePolicy(w http.ResponseWriter, r *http.Request) error {
+	rego, err := s.deps.Store.Get(r.Context(), store.NSResourcePolicy, resourcePolicyKey)
+	if err != nil {
+		return errorf(http.StatusInternalServerError, errPluginInternal, "read resource policy: %v", err)
+	}
+	writeJSON(w, map[string]string{"policy": base64.RawURLEncoding.EncodeToString(rego)})
+	return nil
+}
+
+func (s *Server) handleSetReferenceValue(w http.ResponseWriter, r *http.Request) error {
+	body, err := s.readBody(r)
+	if err != nil {
+		return err
+	}
+	if err := s.deps.RVPS.Register(r.Context(), body); err != nil {
+		return errorf(http.StatusBadRequest, errRvps, "%v", err)
+	}
+	return nil
+}
+
+func (s *Server) handleGetReferenceValue(w http.ResponseWriter, r *http.Request, id string) error {
+	v, found, err := s.deps.RVPS.Lookup(r.Context(), id)
+	if err != nil {
+		return errorf(http.StatusBadRequest, errRvps, "%v", err)
+	}
+	if !found {
+		return errorf(http.StatusNotFound, errRvps, "no reference value %q (or it expired)", id)
+	}
+	writeJSON(w, v)
+	return nil
+}
+

@@ -1,0 +1,152 @@
+package server
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"sync"
+	"time"
+)
+
+// SessionCookie is the RCAR session cookie name guests expect.
+const SessionCookie = "kbs-session-id"
+
+type sessionState int
+
+const (
+	stateAuthed sessionState = iota
+	stateAttesting
+	stateAttested
+)
+
+// session is one RCAR handshake: created by /auth, attested by /attest.
+type session struct {
+	id      string
+	tee     string
+	nonce   string
+	state   sessionState
+	token   string
+	expires time.Time
+}
+
+var (
+	errNoSession      = errors.New("no such session (expired or never created): call /auth again")
+	errSessionsFull   = errors.New("too many open sessions: retry later")
+	errNonceUsed      = errors.New("the session's nonce was already used: call /auth again")
+	errSessionExpired = errors.New("session expired: call /auth again")
+)
+
+// sessions is a bounded in-memory session table. Sessions are short-lived
+// by design; a restart only costs guests a new handshake.
+type sessions struct {
+	mu      sync.Mutex
+	byID    map[string]*session
+	max     int
+	timeout time.Duration
+	now     func() time.Time
+}
+
+func newSessions(max int, timeout time.Duration, now func() time.Time) *sessions {
+	return &sessions{byID: map[string]*session{}, max: max, timeout: timeout, now: now}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+	return hex.EncodeToString(b)
+}
+
+// create opens a session in the Authed state.
+func (s *sessions) create(tee, nonce string) (*session, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.byID) >= s.max {
+		s.sweepLocked()
+		if len(s.byID) >= s.max {
+			return nil, errSessionsFull
+		}
+	}
+	ss := &session{id: randomHex(16), tee: tee, nonce: nonce, state: stateAuthed, expires: s.now().Add(s.timeout)}
+	s.byID[ss.id] = ss
+	return ss, nil
+}
+
+// beginAttest claims the session's nonce for one /attest: the nonce is
+// single use, a second /attest with it is refused (unless the session is
+// already attested, in which case its token is returned, as Trustee does).
+func (s *sessions) beginAttest(id string) (sess session, alreadyAttested bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss, ok := s.byID[id]
+	if !ok {
+		return session{}, false, errNoSession
+	}
+	if s.now().After(ss.expires) {
+		delete(s.byID, id)
+		return session{}, false, errSessionExpired
+	}
+	switch ss.state {
+	case stateAttested:
+		return *ss, true, nil
+	case stateAttesting:
+		return session{}, false, errNonceUsed
+	}
+	ss.state = stateAttesting
+	return *ss, false, nil
+}
+
+// finishAttest records the outcome: on failure the session is dropped
+// (the nonce stays burned).
+func (s *sessions) finishAttest(id, token string, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss, found := s.byID[id]
+	if !found {
+		return
+	}
+	if !ok {
+		delete(s.byID, id)
+		return
+	}
+	ss.state = stateAttested
+	ss.token = token
+}
+
+// token returns the attested session's token.
+func (s *sessions) token(id string) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss, ok := s.byID[id]
+	if !ok || ss.state != stateAttested {
+		return "", errNoSession
+	}
+	if s.now().After(ss.expires) {
+		delete(s.byID, id)
+		return "", errSessionExpired
+	}
+	return ss.token, nil
+}
+
+func (s *sessions) sweepLocked() {
+	now := s.now()
+	for id, ss := range s.byID {
+		if now.After(ss.expires) {
+			delete(s.byID, id)
+		}
+	}
+}
+
+// sweep drops expired sessions.
+func (s *sessions) sweep() {
+	s.mu.Lock()
+	s.sweepLocked()
+	s.mu.Unlock()
+}
+
+func (s *sessions) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.byID)
+}

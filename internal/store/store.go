@@ -1,0 +1,32 @@
+package store
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrNotFound is returned by Get and Delete for a missing key.
+var ErrNotFound = errors.New("not found")
+
+// Namespaces used by coffer-kbs.
+const (
+	NSResources      = "resources"          // repo/type/tag -> bytes
+	NSAttestPolicies = "attestation-policy" // policy id -> rego
+	NSResourcePolicy = "resource-policy"    // "policy" -> rego
+	NSReferenceValue = "reference-value"    // name -> JSON record
+	NSAudit          = "audit"              // time-ordered key -> JSON event
+)
+
+// Store is a namespaced key-value store. Implementations are safe for
+// concurrent use; a Put that returned nil survives a restart (for
+// persistent implementations).
+type Store interface {
+	Get(ctx context.Context, ns, key string) ([]byte, error)
+	// Put writes value; with overwrite=false an existing key is kept and
+	// (false, nil) returned.
+	Put(ctx context.Context, ns, key string, value []byte, overwrite bool) (written bool, err error)
+	Delete(ctx context.Context, ns, key string) error
+	// List returns the keys in ns that start with prefix, sorted.
+	List(ctx context.Context, ns, prefix string) ([]string, error)
+	Close() error
+}
