@@ -44,7 +44,7 @@ func (sampleVerifier) Verify(ctx context.Context, in VerifyInput) (Claims, error
 	if err := dec.Decode(&ev); err != nil {
 		return nil, &CheckError{Check: "evidence-format", Detail: fmt.Sprintf(`sample evidence is not {"svn":"…","report_data":"<base64>"}: %v`, err)}
 	}
-	if dec.More() {
+	if len(bytes.TrimSpace(in.Evidence[dec.InputOffset():])) != 0 {
 		return nil, &CheckError{Check: "evidence-format", Detail: "sample evidence has trailing data after the JSON object"}
 	}
 	if ev.SVN == nil {

@@ -17,7 +17,7 @@ func TestSampleVerifier(t *testing.T) {
 	if v.Tee() != "sample" || v.Class() != ClassCPU {
 		t.Fatal(v.Tee(), v.Class())
 	}
-	rd := digest("runtime")
+	rd := sha384Of("runtime")
 	ev, err := tee.NewSample().Evidence(context.Background(), rd)
 	if err != nil {
 		t.Fatal(err)
@@ -33,7 +33,7 @@ func TestSampleVerifier(t *testing.T) {
 		t.Fatalf("claims\n got %s\nwant %s", got, want)
 	}
 	// init_data claim: base64 of the digest, not checked (as Trustee).
-	initDigest := digest("init")
+	initDigest := sha384Of("init")
 	claims, err = v.Verify(context.Background(), VerifyInput{Evidence: ev, ReportData: rd, InitDataDigest: initDigest})
 	if err != nil {
 		t.Fatal(err)
@@ -50,14 +50,14 @@ func TestSampleVerifier(t *testing.T) {
 
 func TestSampleVerifierRejects(t *testing.T) {
 	v := NewSampleVerifier()
-	rd := digest("runtime")
+	rd := sha384Of("runtime")
 	b64 := base64.StdEncoding.EncodeToString(rd)
 	cases := []struct {
 		name, ev string
 		rd       []byte
 		check    string
 	}{
-		{"other session", `{"svn":"1","report_data":"` + base64.StdEncoding.EncodeToString(digest("other")) + `"}`, rd, "report-data-binding"},
+		{"other session", `{"svn":"1","report_data":"` + base64.StdEncoding.EncodeToString(sha384Of("other")) + `"}`, rd, "report-data-binding"},
 		{"padded to 64", `{"svn":"1","report_data":"` + base64.StdEncoding.EncodeToString(append(bytes.Clone(rd), make([]byte, 16)...)) + `"}`, rd, "report-data-binding"},
 		{"missing report_data", `{"svn":"1"}`, rd, "report-data-binding"},
 		{"no expected data", `{"svn":"1","report_data":"` + b64 + `"}`, nil, "report-data-binding"},
@@ -68,18 +68,19 @@ func TestSampleVerifierRejects(t *testing.T) {
 		{"not JSON", `{"svn":`, rd, "evidence-format"},
 		{"array", `[]`, rd, "evidence-format"},
 		{"trailing", `{"svn":"1","report_data":"` + b64 + `"}{}`, rd, "evidence-format"},
+		{"trailing brace", `{"svn":"1","report_data":"` + b64 + `"}}`, rd, "evidence-format"},
 		{"oversized", `{"svn":"1","report_data":"` + b64 + `","x":"` + strings.Repeat("a", MaxSampleEvidenceBytes) + `"}`, rd, "evidence-format"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := v.Verify(context.Background(), VerifyInput{Evidence: json.RawMessage(c.ev), ReportData: c.rd})
-			wantCheck(t, err, c.check)
+			wantCheckError(t, err, c.check)
 		})
 	}
 }
 
 func FuzzSampleEvidence(f *testing.F) {
-	rd := digest("fuzz")
+	rd := sha384Of("fuzz")
 	ev, _ := tee.NewSample().Evidence(context.Background(), rd)
 	f.Add([]byte(ev))
 	f.Add([]byte(`{"svn":"1"}`))
@@ -102,7 +103,7 @@ func FuzzSampleEvidence(f *testing.F) {
 }
 
 func BenchmarkSampleVerify(b *testing.B) {
-	rd := digest("bench")
+	rd := sha384Of("bench")
 	ev, _ := tee.NewSample().Evidence(context.Background(), rd)
 	v := NewSampleVerifier()
 	b.ReportAllocs()

@@ -94,12 +94,14 @@ type SNPVerifier struct {
 	vceks map[[32]byte]*endorsedVCEK
 }
 
-// endorsedVCEK is a VCEK certificate whose chain was verified.
+// endorsedVCEK is a VCEK certificate whose chain was verified; the chain
+// is valid from notBefore to notAfter (intersection of VCEK, ASK, ARK).
 type endorsedVCEK struct {
-	cert      *x509.Certificate
-	exts      *kds.Extensions
-	root      *trust.AMDRootCerts
-	simulated bool
+	cert                *x509.Certificate
+	exts                *kds.Extensions
+	root                *trust.AMDRootCerts
+	simulated           bool
+	notBefore, notAfter time.Time
 }
 
 // NewSNPVerifier returns an SNP verifier. It fails if a simulated root
@@ -168,7 +170,7 @@ func (*SNPVerifier) Tee() string { return tee.TeeSNP }
 // Class implements Verifier.
 func (*SNPVerifier) Class() string { return ClassCPU }
 
-func fail(check, format string, args ...any) *CheckError {
+func snpCheckError(check, format string, args ...any) *CheckError {
 	return &CheckError{Check: check, Detail: fmt.Sprintf(format, args...)}
 }
 
@@ -178,45 +180,45 @@ func (v *SNPVerifier) Verify(ctx context.Context, in VerifyInput) (Claims, error
 		return nil, err
 	}
 	if len(in.Evidence) > v.opts.MaxEvidenceBytes {
-		return nil, fail("evidence-format", "SNP evidence is %d bytes, more than the %d byte limit", len(in.Evidence), v.opts.MaxEvidenceBytes)
+		return nil, snpCheckError("evidence-format", "SNP evidence is %d bytes, more than the %d byte limit", len(in.Evidence), v.opts.MaxEvidenceBytes)
 	}
 	ev, err := tee.ParseSNPEvidence(in.Evidence)
 	if err != nil {
-		return nil, fail("evidence-format", "%v", err)
+		return nil, snpCheckError("evidence-format", "%v", err)
 	}
 	rep := &ev.AttestationReport
 	if rep.Version < snpMinReportVersion || rep.Version > snpMaxReportVersion {
-		return nil, fail("evidence-format", "SNP report version %d is not supported (need %d..%d; version 2 reports do not name the processor: update the host's SEV firmware)",
+		return nil, snpCheckError("evidence-format", "SNP report version %d is not supported (need %d..%d; version 2 reports do not name the processor: update the host's SEV firmware)",
 			rep.Version, snpMinReportVersion, snpMaxReportVersion)
 	}
 	line, err := rep.ProductLine()
 	if err != nil {
-		return nil, fail("evidence-format", "%v", err)
+		return nil, snpCheckError("evidence-format", "%v", err)
 	}
 	if line == "Turin" {
-		return nil, fail("evidence-format", "SNP reports from Turin processors are not supported yet")
+		return nil, snpCheckError("evidence-format", "SNP reports from Turin processors are not supported yet")
 	}
 	raw, err := rep.ABIBytes()
 	if err != nil {
-		return nil, fail("evidence-format", "%v", err)
+		return nil, snpCheckError("evidence-format", "%v", err)
 	}
 	pb, err := abi.ReportToProto(raw)
 	if err != nil {
-		return nil, fail("evidence-format", "malformed SNP report: %v", err)
+		return nil, snpCheckError("evidence-format", "malformed SNP report: %v", err)
 	}
 	signer, err := abi.ParseSignerInfo(pb.SignerInfo)
 	if err != nil {
-		return nil, fail("evidence-format", "malformed SNP report key_info: %v", err)
+		return nil, snpCheckError("evidence-format", "malformed SNP report key_info: %v", err)
 	}
 	switch signer.SigningKey {
 	case abi.VcekReportSigner:
 	case abi.VlekReportSigner:
-		return nil, fail("vcek-chain", "the report is signed with a VLEK; only VCEK-signed reports are supported")
+		return nil, snpCheckError("vcek-chain", "the report is signed with a VLEK; only VCEK-signed reports are supported")
 	default:
-		return nil, fail("report-signature", "the report is not signed (signing key %v)", signer.SigningKey)
+		return nil, snpCheckError("report-signature", "the report is not signed (signing key %v)", signer.SigningKey)
 	}
 	if pb.SignatureAlgo != abi.SignEcdsaP384Sha384 {
-		return nil, fail("report-signature", "unknown report signature algorithm %d (want 1, ECDSA P-384 with SHA-384)", pb.SignatureAlgo)
+		return nil, snpCheckError("report-signature", "unknown report signature algorithm %d (want 1, ECDSA P-384 with SHA-384)", pb.SignatureAlgo)
 	}
 
 	vcekDER := ev.Cert(tee.SNPCertVCEK)
@@ -230,43 +232,43 @@ func (v *SNPVerifier) Verify(ctx context.Context, in VerifyInput) (Claims, error
 		return nil, err
 	}
 	if !signer.MaskChipKey && !bytes.Equal(vc.exts.HWID, rep.ChipID) {
-		return nil, fail("vcek-chain", "the VCEK certificate is for chip %x…, the report comes from chip %x…", vc.exts.HWID[:8], []byte(rep.ChipID[:8]))
+		return nil, snpCheckError("vcek-chain", "the VCEK certificate is for chip %x…, the report comes from chip %x…", vc.exts.HWID[:8], []byte(rep.ChipID[:8]))
 	}
 	certTCB := kds.DecomposeTCBVersion(vc.exts.TCBVersion)
 	rt := rep.ReportedTCB
 	if certTCB.BlSpl != rt.Bootloader || certTCB.TeeSpl != rt.TEE || certTCB.SnpSpl != rt.SNP || certTCB.UcodeSpl != rt.Microcode {
-		return nil, fail("tcb", "REPORTED_TCB (bl %d tee %d snp %d ucode %d) is not the TCB the VCEK certifies (bl %d tee %d snp %d ucode %d): the host must supply the VCEK for the reported TCB",
+		return nil, snpCheckError("tcb", "REPORTED_TCB (bl %d tee %d snp %d ucode %d) is not the TCB the VCEK certifies (bl %d tee %d snp %d ucode %d): the host must supply the VCEK for the reported TCB",
 			rt.Bootloader, rt.TEE, rt.SNP, rt.Microcode, certTCB.BlSpl, certTCB.TeeSpl, certTCB.SnpSpl, certTCB.UcodeSpl)
 	}
 	if rep.VMPL != 0 {
-		return nil, fail("vmpl", "the report was requested at VMPL %d; only VMPL 0 reports prove the guest's own state", rep.VMPL)
+		return nil, snpCheckError("vmpl", "the report was requested at VMPL %d; only VMPL 0 reports prove the guest's own state", rep.VMPL)
 	}
 
 	if len(in.ReportData) == 0 {
-		return nil, fail("report-data-binding", "no expected report data was given to the verifier (caller bug: the runtime-data digest must always be checked)")
+		return nil, snpCheckError("report-data-binding", "no expected report data was given to the verifier (caller bug: the runtime-data digest must always be checked)")
 	}
 	if len(in.ReportData) > abi.ReportDataSize {
-		return nil, fail("report-data-binding", "expected report data is %d bytes, longer than REPORT_DATA (%d)", len(in.ReportData), abi.ReportDataSize)
+		return nil, snpCheckError("report-data-binding", "expected report data is %d bytes, longer than REPORT_DATA (%d)", len(in.ReportData), abi.ReportDataSize)
 	}
 	want := make([]byte, abi.ReportDataSize)
 	copy(want, in.ReportData)
 	if subtle.ConstantTimeCompare(want, rep.ReportData) != 1 {
-		return nil, fail("report-data-binding", "REPORT_DATA does not match the digest of this session's runtime data (nonce and tee-pubkey): the report was made for another session or key")
+		return nil, snpCheckError("report-data-binding", "REPORT_DATA does not match the digest of this session's runtime data (nonce and tee-pubkey): the report was made for another session or key")
 	}
 	if in.InitDataDigest != nil {
 		wantHost := make([]byte, abi.HostDataSize)
 		copy(wantHost, in.InitDataDigest) // zero-pad or truncate, as Trustee
 		if subtle.ConstantTimeCompare(wantHost, rep.HostData) != 1 {
-			return nil, fail("host-data-binding", "HOST_DATA %x does not match the init-data digest %x: the VM was launched with other init data", []byte(rep.HostData), wantHost)
+			return nil, snpCheckError("host-data-binding", "HOST_DATA %x does not match the init-data digest %x: the VM was launched with other init data", []byte(rep.HostData), wantHost)
 		}
 	}
 	pol, _ := abi.ParseSnpPolicy(pb.Policy) // validated by ReportToProto
 	if pol.Debug && !v.opts.AllowDebug {
-		return nil, fail("debug-policy", "the guest policy allows debugging (policy 0x%x has the DEBUG bit): the host can read the guest's memory; relaunch without debug or allow it explicitly for development", pb.Policy)
+		return nil, snpCheckError("debug-policy", "the guest policy allows debugging (policy 0x%x has the DEBUG bit): the host can read the guest's memory; relaunch without debug or allow it explicitly for development", pb.Policy)
 	}
 	if m := v.opts.MinimumTCB; m != nil {
 		if rt.Bootloader < m.Bootloader || rt.TEE < m.TEE || rt.SNP < m.SNP || rt.Microcode < m.Microcode {
-			return nil, fail("tcb", "REPORTED_TCB (bl %d tee %d snp %d ucode %d) is below the minimum (bl %d tee %d snp %d ucode %d): update the host's SEV firmware and microcode",
+			return nil, snpCheckError("tcb", "REPORTED_TCB (bl %d tee %d snp %d ucode %d) is below the minimum (bl %d tee %d snp %d ucode %d): update the host's SEV firmware and microcode",
 				rt.Bootloader, rt.TEE, rt.SNP, rt.Microcode, m.Bootloader, m.TEE, m.SNP, m.Microcode)
 		}
 	}
@@ -302,10 +304,10 @@ func snpClaims(rep *tee.SNPReport, pol abi.SnpPolicy, simulated bool) Claims {
 // cachedVCEK finds the report's VCEK in the certificate cache directory.
 func (v *SNPVerifier) cachedVCEK(rep *tee.SNPReport) ([]byte, error) {
 	if v.opts.CertCacheDir == "" {
-		return nil, fail("vcek-missing", "the evidence carries no VCEK certificate and no certificate cache is configured: have the host provide the certificate chain with extended reports (e.g. snphost import), or configure a VCEK cache directory")
+		return nil, snpCheckError("vcek-missing", "the evidence carries no VCEK certificate and no certificate cache is configured: have the host provide the certificate chain with extended reports (e.g. snphost import), or configure a VCEK cache directory")
 	}
 	if bytes.Equal(rep.ChipID, make([]byte, abi.ChipIDSize)) {
-		return nil, fail("vcek-missing", "the evidence carries no VCEK certificate and the report's CHIP_ID is masked, so no cached VCEK can be selected: have the host provide the certificate chain with extended reports")
+		return nil, snpCheckError("vcek-missing", "the evidence carries no VCEK certificate and the report's CHIP_ID is masked, so no cached VCEK can be selected: have the host provide the certificate chain with extended reports")
 	}
 	t := rep.ReportedTCB
 	dir := filepath.Join(v.opts.CertCacheDir, "vcek", hex.EncodeToString(rep.ChipID))
@@ -316,10 +318,10 @@ func (v *SNPVerifier) cachedVCEK(rep *tee.SNPReport) ([]byte, error) {
 			return data, nil
 		}
 		if !errors.Is(err, fs.ErrNotExist) {
-			return nil, fail("vcek-missing", "read cached VCEK %s: %v", p, err)
+			return nil, snpCheckError("vcek-missing", "read cached VCEK %s: %v", p, err)
 		}
 	}
-	return nil, fail("vcek-missing", "the evidence carries no VCEK certificate and none is cached: put the chip's VCEK (from AMD KDS) at %s", tcbFile)
+	return nil, snpCheckError("vcek-missing", "the evidence carries no VCEK certificate and none is cached: put the chip's VCEK (from AMD KDS) at %s", tcbFile)
 }
 
 func readLimited(path string, limit int64) ([]byte, error) {
@@ -347,16 +349,16 @@ func (v *SNPVerifier) endorse(ctx context.Context, line string, der []byte, pb *
 	v.mu.Lock()
 	vc := v.vceks[key]
 	v.mu.Unlock()
-	if vc != nil && vc.root.GetProductLine() == line && !now.Before(vc.cert.NotBefore) && !now.After(vc.cert.NotAfter) {
+	if vc != nil && vc.root.GetProductLine() == line && !now.Before(vc.notBefore) && !now.After(vc.notAfter) {
 		if err := verify.SnpReportSignature(raw, vc.cert); err != nil {
-			return nil, fail("report-signature", "the report signature does not verify with the chip's VCEK: %v", err)
+			return nil, snpCheckError("report-signature", "the report signature does not verify with the chip's VCEK: %v", err)
 		}
 		return vc, nil
 	}
 
 	cert, err := trust.ParseCert(der)
 	if err != nil {
-		return nil, fail("vcek-chain", "the VCEK certificate does not parse: %v", err)
+		return nil, snpCheckError("vcek-chain", "the VCEK certificate does not parse: %v", err)
 	}
 	// Pick the root the VCEK chains to. go-sev-guest then re-verifies
 	// everything (KDS certificate profile, chain, signature) against it.
@@ -384,7 +386,7 @@ func (v *SNPVerifier) endorse(ctx context.Context, line string, der []byte, pb *
 		} else {
 			detail += "; simulated SNP chains are refused unless their root is configured as trusted (development only)"
 		}
-		return nil, fail("vcek-chain", "%s: %v", detail, errors.Join(chainErrs...))
+		return nil, snpCheckError("vcek-chain", "%s: %v", detail, errors.Join(chainErrs...))
 	}
 	// go-sev-guest keys trusted roots by the product line it derives from
 	// CPUID, which is "Unknown" for some models Trustee maps to Genoa.
@@ -399,15 +401,23 @@ func (v *SNPVerifier) endorse(ctx context.Context, line string, der []byte, pb *
 	}
 	if err := verify.SnpAttestationContext(ctx, att, opts); err != nil {
 		if serr := verify.SnpReportSignature(raw, cert); serr != nil {
-			return nil, fail("report-signature", "the report signature does not verify with the chip's VCEK: %v", serr)
+			return nil, snpCheckError("report-signature", "the report signature does not verify with the chip's VCEK: %v", serr)
 		}
-		return nil, fail("vcek-chain", "the VCEK certificate is not a valid AMD KDS VCEK for this chain: %v", err)
+		return nil, snpCheckError("vcek-chain", "the VCEK certificate is not a valid AMD KDS VCEK for this chain: %v", err)
 	}
 	exts, err := kds.VcekCertificateExtensions(cert)
 	if err != nil {
-		return nil, fail("vcek-chain", "VCEK extensions: %v", err)
+		return nil, snpCheckError("vcek-chain", "VCEK extensions: %v", err)
 	}
-	vc = &endorsedVCEK{cert: cert, exts: exts, root: root, simulated: simulated}
+	vc = &endorsedVCEK{cert: cert, exts: exts, root: root, simulated: simulated, notBefore: cert.NotBefore, notAfter: cert.NotAfter}
+	for _, c := range []*x509.Certificate{root.ProductCerts.Ask, root.ProductCerts.Ark} {
+		if c.NotBefore.After(vc.notBefore) {
+			vc.notBefore = c.NotBefore
+		}
+		if c.NotAfter.Before(vc.notAfter) {
+			vc.notAfter = c.NotAfter
+		}
+	}
 	v.mu.Lock()
 	if len(v.vceks) >= vcekCacheEntries {
 		clear(v.vceks)

@@ -28,7 +28,7 @@ var (
 	chipsErr       error
 )
 
-func chips(t testing.TB) (*sim.Processor, *sim.Processor) {
+func simChips(t testing.TB) (*sim.Processor, *sim.Processor) {
 	t.Helper()
 	chipsOnce.Do(func() {
 		var wg sync.WaitGroup
@@ -48,14 +48,14 @@ func chips(t testing.TB) (*sim.Processor, *sim.Processor) {
 	return trusted, other
 }
 
-func digest(s string) []byte {
+func sha384Of(s string) []byte {
 	h := sha512.Sum384([]byte(s))
 	return h[:]
 }
 
-func simVerifier(t testing.TB, mod func(*SNPOptions)) *SNPVerifier {
+func newSimSNPVerifier(t testing.TB, mod func(*SNPOptions)) *SNPVerifier {
 	t.Helper()
-	tr, _ := chips(t)
+	tr, _ := simChips(t)
 	opts := SNPOptions{TrustedSimulatedRoots: [][]byte{tr.RootCertsPEM()}}
 	if mod != nil {
 		mod(&opts)
@@ -67,7 +67,7 @@ func simVerifier(t testing.TB, mod func(*SNPOptions)) *SNPVerifier {
 	return v
 }
 
-func simEvidence(t testing.TB, p *sim.Processor, cfg sim.LaunchConfig, reportData []byte) json.RawMessage {
+func simSNPEvidence(t testing.TB, p *sim.Processor, cfg sim.LaunchConfig, reportData []byte) json.RawMessage {
 	t.Helper()
 	g, err := p.Launch(cfg)
 	if err != nil {
@@ -81,7 +81,7 @@ func simEvidence(t testing.TB, p *sim.Processor, cfg sim.LaunchConfig, reportDat
 }
 
 // editEvidence decodes evidence, applies f, and re-encodes it.
-func editEvidence(t *testing.T, ev json.RawMessage, f func(*tee.SNPEvidence)) json.RawMessage {
+func editSNPEvidence(t *testing.T, ev json.RawMessage, f func(*tee.SNPEvidence)) json.RawMessage {
 	t.Helper()
 	parsed, err := tee.ParseSNPEvidence(ev)
 	if err != nil {
@@ -95,7 +95,7 @@ func editEvidence(t *testing.T, ev json.RawMessage, f func(*tee.SNPEvidence)) js
 	return out
 }
 
-func wantCheck(t *testing.T, err error, check string) {
+func wantCheckError(t *testing.T, err error, check string) {
 	t.Helper()
 	var ce *CheckError
 	if !errors.As(err, &ce) {
@@ -110,17 +110,17 @@ func wantCheck(t *testing.T, err error, check string) {
 }
 
 func TestSNPSimulatedVerifies(t *testing.T) {
-	tr, _ := chips(t)
-	v := simVerifier(t, nil)
+	tr, _ := simChips(t)
+	v := newSimSNPVerifier(t, nil)
 	if v.Tee() != "snp" || v.Class() != ClassCPU {
 		t.Fatal(v.Tee(), v.Class())
 	}
-	rd := digest("runtime data")
+	rd := sha384Of("runtime data")
 	cfg := sim.LaunchConfig{}
 	copy(cfg.Measurement[:], bytes.Repeat([]byte{0xAB}, 48))
 	initData := sha512.Sum384([]byte("init data toml"))
 	copy(cfg.HostData[:], initData[:32])
-	ev := simEvidence(t, tr, cfg, rd)
+	ev := simSNPEvidence(t, tr, cfg, rd)
 	for range 2 { // second round takes the verified-VCEK cache path
 		claims, err := v.Verify(context.Background(), VerifyInput{Evidence: ev, ReportData: rd, InitDataDigest: initData[:]})
 		if err != nil {
@@ -146,10 +146,10 @@ func TestSNPSimulatedVerifies(t *testing.T) {
 }
 
 func TestSNPTamperedReport(t *testing.T) {
-	tr, _ := chips(t)
-	v := simVerifier(t, nil)
-	rd := digest("x")
-	ev := simEvidence(t, tr, sim.LaunchConfig{}, rd)
+	tr, _ := simChips(t)
+	v := newSimSNPVerifier(t, nil)
+	rd := sha384Of("x")
+	ev := simSNPEvidence(t, tr, sim.LaunchConfig{}, rd)
 	for name, f := range map[string]func(*tee.SNPEvidence){
 		"measurement": func(e *tee.SNPEvidence) { e.AttestationReport.Measurement[3] ^= 0x40 },
 		"guest svn":   func(e *tee.SNPEvidence) { e.AttestationReport.GuestSVN++ },
@@ -157,8 +157,8 @@ func TestSNPTamperedReport(t *testing.T) {
 		"policy":      func(e *tee.SNPEvidence) { e.AttestationReport.Policy |= 1 << 20 },
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := v.Verify(context.Background(), VerifyInput{Evidence: editEvidence(t, ev, f), ReportData: rd})
-			wantCheck(t, err, "report-signature")
+			_, err := v.Verify(context.Background(), VerifyInput{Evidence: editSNPEvidence(t, ev, f), ReportData: rd})
+			wantCheckError(t, err, "report-signature")
 		})
 	}
 	// A raw byte edit inside the JSON (measurement's first element).
@@ -170,20 +170,20 @@ func TestSNPTamperedReport(t *testing.T) {
 		bad = s[:i] + "8" + s[j:]
 	}
 	_, err := v.Verify(context.Background(), VerifyInput{Evidence: json.RawMessage(bad), ReportData: rd})
-	wantCheck(t, err, "report-signature")
+	wantCheckError(t, err, "report-signature")
 }
 
 func TestSNPUntrustedChain(t *testing.T) {
-	_, ot := chips(t)
-	v := simVerifier(t, nil)
-	rd := digest("x")
-	_, err := v.Verify(context.Background(), VerifyInput{Evidence: simEvidence(t, ot, sim.LaunchConfig{}, rd), ReportData: rd})
-	wantCheck(t, err, "vcek-chain")
+	_, ot := simChips(t)
+	v := newSimSNPVerifier(t, nil)
+	rd := sha384Of("x")
+	_, err := v.Verify(context.Background(), VerifyInput{Evidence: simSNPEvidence(t, ot, sim.LaunchConfig{}, rd), ReportData: rd})
+	wantCheckError(t, err, "vcek-chain")
 
 	// The other chip's VCEK swapped into trusted evidence: the chain is
 	// fine for neither.
-	tr, _ := chips(t)
-	ev := editEvidence(t, simEvidence(t, tr, sim.LaunchConfig{}, rd), func(e *tee.SNPEvidence) {
+	tr, _ := simChips(t)
+	ev := editSNPEvidence(t, simSNPEvidence(t, tr, sim.LaunchConfig{}, rd), func(e *tee.SNPEvidence) {
 		for i := range e.CertChain {
 			if e.CertChain[i].CertType == tee.SNPCertVCEK {
 				e.CertChain[i].Data = ot.VCEK().Raw
@@ -191,76 +191,76 @@ func TestSNPUntrustedChain(t *testing.T) {
 		}
 	})
 	_, err = v.Verify(context.Background(), VerifyInput{Evidence: ev, ReportData: rd})
-	wantCheck(t, err, "vcek-chain")
+	wantCheckError(t, err, "vcek-chain")
 }
 
 func TestSNPSimulatedRefusedByDefault(t *testing.T) {
-	tr, _ := chips(t)
+	tr, _ := simChips(t)
 	v, err := NewSNPVerifier(SNPOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rd := digest("x")
-	_, err = v.Verify(context.Background(), VerifyInput{Evidence: simEvidence(t, tr, sim.LaunchConfig{}, rd), ReportData: rd})
-	wantCheck(t, err, "vcek-chain")
+	rd := sha384Of("x")
+	_, err = v.Verify(context.Background(), VerifyInput{Evidence: simSNPEvidence(t, tr, sim.LaunchConfig{}, rd), ReportData: rd})
+	wantCheckError(t, err, "vcek-chain")
 	if !strings.Contains(err.Error(), "simulated") {
 		t.Errorf("detail does not say why: %v", err)
 	}
 }
 
 func TestSNPReportDataBinding(t *testing.T) {
-	tr, _ := chips(t)
-	v := simVerifier(t, nil)
-	ev := simEvidence(t, tr, sim.LaunchConfig{}, digest("session A"))
+	tr, _ := simChips(t)
+	v := newSimSNPVerifier(t, nil)
+	ev := simSNPEvidence(t, tr, sim.LaunchConfig{}, sha384Of("session A"))
 	for name, rd := range map[string][]byte{
-		"other session": digest("session B"),
+		"other session": sha384Of("session B"),
 		"none":          nil,
 		"too long":      make([]byte, 65),
 		// The report holds the digest zero-padded; a 64-byte expectation
 		// with non-zero padding must not match.
-		"padding": append(digest("session A"), bytes.Repeat([]byte{1}, 16)...),
+		"padding": append(sha384Of("session A"), bytes.Repeat([]byte{1}, 16)...),
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := v.Verify(context.Background(), VerifyInput{Evidence: ev, ReportData: rd})
-			wantCheck(t, err, "report-data-binding")
+			wantCheckError(t, err, "report-data-binding")
 		})
 	}
 	// Zero-padded to 64 bytes explicitly is the same binding.
-	if _, err := v.Verify(context.Background(), VerifyInput{Evidence: ev, ReportData: append(digest("session A"), make([]byte, 16)...)}); err != nil {
+	if _, err := v.Verify(context.Background(), VerifyInput{Evidence: ev, ReportData: append(sha384Of("session A"), make([]byte, 16)...)}); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestSNPHostDataBinding(t *testing.T) {
-	tr, _ := chips(t)
-	v := simVerifier(t, nil)
-	rd := digest("x")
-	sha384 := digest("init data")
+	tr, _ := simChips(t)
+	v := newSimSNPVerifier(t, nil)
+	rd := sha384Of("x")
+	sha384 := sha384Of("init data")
 	var cfg sim.LaunchConfig
 	copy(cfg.HostData[:], sha384) // truncated to 32 bytes, as Trustee compares
-	ev := simEvidence(t, tr, cfg, rd)
+	ev := simSNPEvidence(t, tr, cfg, rd)
 	if _, err := v.Verify(context.Background(), VerifyInput{Evidence: ev, ReportData: rd, InitDataDigest: sha384}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := v.Verify(context.Background(), VerifyInput{Evidence: ev, ReportData: rd, InitDataDigest: digest("other init data")})
-	wantCheck(t, err, "host-data-binding")
+	_, err := v.Verify(context.Background(), VerifyInput{Evidence: ev, ReportData: rd, InitDataDigest: sha384Of("other init data")})
+	wantCheckError(t, err, "host-data-binding")
 	// A 32-byte digest is zero-padded: HOST_DATA all zero != a sha256.
-	ev0 := simEvidence(t, tr, sim.LaunchConfig{}, rd)
+	ev0 := simSNPEvidence(t, tr, sim.LaunchConfig{}, rd)
 	_, err = v.Verify(context.Background(), VerifyInput{Evidence: ev0, ReportData: rd, InitDataDigest: make([]byte, 8)})
 	if err != nil {
 		t.Fatalf("zero digest vs zero HOST_DATA: %v", err)
 	}
 	_, err = v.Verify(context.Background(), VerifyInput{Evidence: ev0, ReportData: rd, InitDataDigest: []byte{1}})
-	wantCheck(t, err, "host-data-binding")
+	wantCheckError(t, err, "host-data-binding")
 }
 
 func TestSNPDebugPolicy(t *testing.T) {
-	tr, _ := chips(t)
-	rd := digest("x")
-	ev := simEvidence(t, tr, sim.LaunchConfig{Debug: true}, rd)
-	_, err := simVerifier(t, nil).Verify(context.Background(), VerifyInput{Evidence: ev, ReportData: rd})
-	wantCheck(t, err, "debug-policy")
-	claims, err := simVerifier(t, func(o *SNPOptions) { o.AllowDebug = true }).Verify(context.Background(), VerifyInput{Evidence: ev, ReportData: rd})
+	tr, _ := simChips(t)
+	rd := sha384Of("x")
+	ev := simSNPEvidence(t, tr, sim.LaunchConfig{Debug: true}, rd)
+	_, err := newSimSNPVerifier(t, nil).Verify(context.Background(), VerifyInput{Evidence: ev, ReportData: rd})
+	wantCheckError(t, err, "debug-policy")
+	claims, err := newSimSNPVerifier(t, func(o *SNPOptions) { o.AllowDebug = true }).Verify(context.Background(), VerifyInput{Evidence: ev, ReportData: rd})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,36 +270,36 @@ func TestSNPDebugPolicy(t *testing.T) {
 }
 
 func TestSNPMinimumTCB(t *testing.T) {
-	tr, _ := chips(t)
-	rd := digest("x")
-	ev := simEvidence(t, tr, sim.LaunchConfig{}, rd)
+	tr, _ := simChips(t)
+	rd := sha384Of("x")
+	ev := simSNPEvidence(t, tr, sim.LaunchConfig{}, rd)
 	tcb := tr.TCB()
-	ok := simVerifier(t, func(o *SNPOptions) {
+	ok := newSimSNPVerifier(t, func(o *SNPOptions) {
 		o.MinimumTCB = &SNPTCB{Bootloader: tcb.Bootloader, TEE: tcb.TEE, SNP: tcb.SNP, Microcode: tcb.Microcode}
 	})
 	if _, err := ok.Verify(context.Background(), VerifyInput{Evidence: ev, ReportData: rd}); err != nil {
 		t.Fatal(err)
 	}
-	high := simVerifier(t, func(o *SNPOptions) { o.MinimumTCB = &SNPTCB{SNP: tcb.SNP + 1} })
+	high := newSimSNPVerifier(t, func(o *SNPOptions) { o.MinimumTCB = &SNPTCB{SNP: tcb.SNP + 1} })
 	_, err := high.Verify(context.Background(), VerifyInput{Evidence: ev, ReportData: rd})
-	wantCheck(t, err, "tcb")
+	wantCheckError(t, err, "tcb")
 	// Editing REPORTED_TCB breaks the signature.
-	bad := editEvidence(t, ev, func(e *tee.SNPEvidence) { e.AttestationReport.ReportedTCB.Microcode-- })
-	_, err = simVerifier(t, nil).Verify(context.Background(), VerifyInput{Evidence: bad, ReportData: rd})
-	wantCheck(t, err, "report-signature")
+	bad := editSNPEvidence(t, ev, func(e *tee.SNPEvidence) { e.AttestationReport.ReportedTCB.Microcode-- })
+	_, err = newSimSNPVerifier(t, nil).Verify(context.Background(), VerifyInput{Evidence: bad, ReportData: rd})
+	wantCheckError(t, err, "report-signature")
 	// A signed report whose REPORTED_TCB is not the VCEK's TCB.
 	lower := tcb
 	lower.Microcode--
-	ev = simEvidence(t, tr, sim.LaunchConfig{ReportedTCB: &lower}, rd)
-	_, err = simVerifier(t, nil).Verify(context.Background(), VerifyInput{Evidence: ev, ReportData: rd})
-	wantCheck(t, err, "tcb")
+	ev = simSNPEvidence(t, tr, sim.LaunchConfig{ReportedTCB: &lower}, rd)
+	_, err = newSimSNPVerifier(t, nil).Verify(context.Background(), VerifyInput{Evidence: ev, ReportData: rd})
+	wantCheckError(t, err, "tcb")
 }
 
 func TestSNPEvidenceFormat(t *testing.T) {
-	tr, _ := chips(t)
-	v := simVerifier(t, func(o *SNPOptions) { o.MaxEvidenceBytes = 64 << 10 })
-	rd := digest("x")
-	ev := simEvidence(t, tr, sim.LaunchConfig{}, rd)
+	tr, _ := simChips(t)
+	v := newSimSNPVerifier(t, func(o *SNPOptions) { o.MaxEvidenceBytes = 64 << 10 })
+	rd := sha384Of("x")
+	ev := simSNPEvidence(t, tr, sim.LaunchConfig{}, rd)
 	cases := map[string][]byte{
 		"empty":           nil,
 		"not JSON":        []byte(`{"attestation_report":`),
@@ -307,25 +307,25 @@ func TestSNPEvidenceFormat(t *testing.T) {
 		"trailing":        append(bytes.Clone(ev), []byte(` {}`)...),
 		"oversized":       append(bytes.Clone(ev[:len(ev)-1]), []byte(`,"pad":"`+strings.Repeat("x", 64<<10)+`"}`)...),
 		"short chip_id":   bytes.Replace(ev, []byte(`"chip_id":[`), []byte(`"chip_id":[1,`), 1),
-		"version 2":       editEvidence(t, ev, func(e *tee.SNPEvidence) { e.AttestationReport.Version = 2 }),
-		"version 6":       editEvidence(t, ev, func(e *tee.SNPEvidence) { e.AttestationReport.Version = 6 }),
-		"Turin": editEvidence(t, ev, func(e *tee.SNPEvidence) {
+		"version 2":       editSNPEvidence(t, ev, func(e *tee.SNPEvidence) { e.AttestationReport.Version = 2 }),
+		"version 6":       editSNPEvidence(t, ev, func(e *tee.SNPEvidence) { e.AttestationReport.Version = 6 }),
+		"Turin": editSNPEvidence(t, ev, func(e *tee.SNPEvidence) {
 			f, m := uint8(0x1A), uint8(0x02)
 			e.AttestationReport.CPUIDFamID, e.AttestationReport.CPUIDModID = &f, &m
 		}),
-		"reserved policy bit": editEvidence(t, ev, func(e *tee.SNPEvidence) { e.AttestationReport.Policy &^= 1 << 17 }),
+		"reserved policy bit": editSNPEvidence(t, ev, func(e *tee.SNPEvidence) { e.AttestationReport.Policy &^= 1 << 17 }),
 	}
 	for name, in := range cases {
 		t.Run(name, func(t *testing.T) {
 			_, err := v.Verify(context.Background(), VerifyInput{Evidence: in, ReportData: rd})
-			wantCheck(t, err, "evidence-format")
+			wantCheckError(t, err, "evidence-format")
 		})
 	}
 	// Default limit is 256 KiB.
-	def := simVerifier(t, nil)
+	def := newSimSNPVerifier(t, nil)
 	huge := append(bytes.Clone(ev[:len(ev)-1]), []byte(`,"pad":"`+strings.Repeat("x", DefaultMaxSNPEvidenceBytes)+`"}`)...)
 	_, err := def.Verify(context.Background(), VerifyInput{Evidence: huge, ReportData: rd})
-	wantCheck(t, err, "evidence-format")
+	wantCheckError(t, err, "evidence-format")
 	// Unknown members are ignored, as serde does.
 	extra := append(bytes.Clone(ev[:len(ev)-1]), []byte(`,"extra":1}`)...)
 	if _, err := def.Verify(context.Background(), VerifyInput{Evidence: extra, ReportData: rd}); err != nil {
@@ -339,19 +339,19 @@ func TestSNPEvidenceFormat(t *testing.T) {
 }
 
 func TestSNPVCEKFromCache(t *testing.T) {
-	tr, _ := chips(t)
-	rd := digest("x")
-	noChain := editEvidence(t, simEvidence(t, tr, sim.LaunchConfig{}, rd), func(e *tee.SNPEvidence) { e.CertChain = nil })
+	tr, _ := simChips(t)
+	rd := sha384Of("x")
+	noChain := editSNPEvidence(t, simSNPEvidence(t, tr, sim.LaunchConfig{}, rd), func(e *tee.SNPEvidence) { e.CertChain = nil })
 	if !bytes.Contains(noChain, []byte(`"cert_chain":null`)) {
 		t.Fatal("cert_chain is not null")
 	}
-	_, err := simVerifier(t, nil).Verify(context.Background(), VerifyInput{Evidence: noChain, ReportData: rd})
-	wantCheck(t, err, "vcek-missing")
+	_, err := newSimSNPVerifier(t, nil).Verify(context.Background(), VerifyInput{Evidence: noChain, ReportData: rd})
+	wantCheckError(t, err, "vcek-missing")
 
 	cache := t.TempDir()
-	v := simVerifier(t, func(o *SNPOptions) { o.CertCacheDir = cache })
+	v := newSimSNPVerifier(t, func(o *SNPOptions) { o.CertCacheDir = cache })
 	_, err = v.Verify(context.Background(), VerifyInput{Evidence: noChain, ReportData: rd})
-	wantCheck(t, err, "vcek-missing")
+	wantCheckError(t, err, "vcek-missing")
 	id := tr.ChipID()
 	dir := filepath.Join(cache, "vcek", hex.EncodeToString(id[:]))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -374,7 +374,7 @@ func TestSNPVCEKFromCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = v.Verify(context.Background(), VerifyInput{Evidence: noChain, ReportData: rd})
-	wantCheck(t, err, "vcek-chain")
+	wantCheckError(t, err, "vcek-chain")
 	if err := os.WriteFile(tcbFile, tr.VCEK().Raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -385,16 +385,16 @@ func TestSNPVCEKFromCache(t *testing.T) {
 }
 
 func TestSNPCertificateValidity(t *testing.T) {
-	tr, _ := chips(t)
-	rd := digest("x")
-	ev := simEvidence(t, tr, sim.LaunchConfig{}, rd)
-	v := simVerifier(t, func(o *SNPOptions) { o.Now = func() time.Time { return time.Now().Add(10 * 365 * 24 * time.Hour) } })
+	tr, _ := simChips(t)
+	rd := sha384Of("x")
+	ev := simSNPEvidence(t, tr, sim.LaunchConfig{}, rd)
+	v := newSimSNPVerifier(t, func(o *SNPOptions) { o.Now = func() time.Time { return time.Now().Add(10 * 365 * 24 * time.Hour) } })
 	_, err := v.Verify(context.Background(), VerifyInput{Evidence: ev, ReportData: rd})
-	wantCheck(t, err, "vcek-chain")
+	wantCheckError(t, err, "vcek-chain")
 }
 
 func TestNewSNPVerifierRejectsBadRoots(t *testing.T) {
-	tr, _ := chips(t)
+	tr, _ := simChips(t)
 	for name, bundle := range map[string][]byte{
 		"garbage":  []byte("x"),
 		"ARK only": certsPEM(tr.ARK().Raw),
@@ -437,7 +437,7 @@ func TestSNPRealGenoaEvidence(t *testing.T) {
 		t.Errorf("claims %v", claims)
 	}
 	// A trusted simulated root changes nothing for real evidence.
-	tr, _ := chips(t)
+	tr, _ := simChips(t)
 	v2, _ := NewSNPVerifier(SNPOptions{TrustedSimulatedRoots: [][]byte{tr.RootCertsPEM()}, Now: v.opts.Now})
 	if claims, err := v2.Verify(context.Background(), VerifyInput{Evidence: data, ReportData: rd}); err != nil || claims["simulated"] != nil {
 		t.Fatalf("with sim roots: %v %v", claims, err)
@@ -445,19 +445,19 @@ func TestSNPRealGenoaEvidence(t *testing.T) {
 	// Tampered real report.
 	bad := bytes.Replace(data, []byte(`"guest_svn":0`), []byte(`"guest_svn":1`), 1)
 	_, err = v.Verify(context.Background(), VerifyInput{Evidence: bad, ReportData: rd})
-	wantCheck(t, err, "report-signature")
+	wantCheckError(t, err, "report-signature")
 }
 
 func TestSNPConcurrentVerify(t *testing.T) {
-	tr, ot := chips(t)
-	v := simVerifier(t, nil)
+	tr, ot := simChips(t)
+	v := newSimSNPVerifier(t, nil)
 	var wg sync.WaitGroup
 	errs := make(chan error, 32)
 	for i := range 16 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rd := digest(fmt.Sprint(i))
+			rd := sha384Of(fmt.Sprint(i))
 			p := tr
 			if i%4 == 3 {
 				p = ot
@@ -533,10 +533,10 @@ func FuzzSNPEvidence(f *testing.F) {
 }
 
 func BenchmarkSNPVerifySimulated(b *testing.B) {
-	tr, _ := chips(b)
-	rd := digest("bench")
-	ev := simEvidence(b, tr, sim.LaunchConfig{}, rd)
-	v := simVerifier(b, nil)
+	tr, _ := simChips(b)
+	rd := sha384Of("bench")
+	ev := simSNPEvidence(b, tr, sim.LaunchConfig{}, rd)
+	v := newSimSNPVerifier(b, nil)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := v.Verify(context.Background(), VerifyInput{Evidence: ev, ReportData: rd}); err != nil {
@@ -548,10 +548,10 @@ func BenchmarkSNPVerifySimulated(b *testing.B) {
 // BenchmarkSNPVerifyColdVCEK measures the first sight of a VCEK (full
 // go-sev-guest chain verification).
 func BenchmarkSNPVerifyColdVCEK(b *testing.B) {
-	tr, _ := chips(b)
-	rd := digest("bench")
-	ev := simEvidence(b, tr, sim.LaunchConfig{}, rd)
-	v := simVerifier(b, nil)
+	tr, _ := simChips(b)
+	rd := sha384Of("bench")
+	ev := simSNPEvidence(b, tr, sim.LaunchConfig{}, rd)
+	v := newSimSNPVerifier(b, nil)
 	b.ReportAllocs()
 	for b.Loop() {
 		clear(v.vceks)
@@ -562,10 +562,10 @@ func BenchmarkSNPVerifyColdVCEK(b *testing.B) {
 }
 
 func BenchmarkSNPSimulatedEvidence(b *testing.B) {
-	tr, _ := chips(b)
+	tr, _ := simChips(b)
 	g, _ := tr.Launch(sim.LaunchConfig{})
 	a := tee.NewSimSNP(g)
-	rd := digest("bench")
+	rd := sha384Of("bench")
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := a.Evidence(context.Background(), rd); err != nil {

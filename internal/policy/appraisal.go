@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/coffer-project/coffer/internal/attestation/ear"
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
@@ -35,23 +36,14 @@ func (s Status) rank() int {
 	return 0
 }
 
-// TierOf returns the trust tier of one claim value: −1..1 none, |v| < 32
-// affirming, |v| < 96 warning, else contraindicated (draft-ietf-rats-ear,
-// veraison/rust-ear).
+// TierOf returns the trust tier of one claim value; the rule is the EAR
+// token's (ear.Tier, veraison/rust-ear), so the policy's explanations and
+// the token's status never disagree.
 func TierOf(v int) Status {
-	a := v
-	if a < 0 {
-		a = -a
+	if v < -128 || v > 127 {
+		return StatusContraindicated
 	}
-	switch {
-	case a <= 1:
-		return StatusNone
-	case a < 32:
-		return StatusAffirming
-	case a < 96:
-		return StatusWarning
-	}
-	return StatusContraindicated
+	return Status(ear.Tier(int8(v)))
 }
 
 // The AR4SI trustworthiness claims, in EAR order.

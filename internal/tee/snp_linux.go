@@ -42,28 +42,35 @@ func (s *SNP) GetExtendedReport(ctx context.Context, reportData [abi.ReportDataS
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
 	}
-	if s.tsm != nil || exists(s.tsmDir) {
-		return s.configfsReport(reportData)
+	dev, tsmDir := s.dev, s.tsmDir
+	if dev == "" {
+		dev = SevGuestDevice
 	}
-	if !exists(s.dev) {
-		return nil, nil, fmt.Errorf("neither %s nor %s exists: this is not an SEV-SNP guest, or the sev-guest driver is not loaded (modprobe sev-guest)", s.tsmDir, s.dev)
+	if tsmDir == "" {
+		tsmDir = TSMReportDir
+	}
+	if s.tsm != nil || exists(tsmDir) {
+		return s.configfsReport(tsmDir, reportData)
+	}
+	if !exists(dev) {
+		return nil, nil, fmt.Errorf("neither %s nor %s exists: this is not an SEV-SNP guest, or the sev-guest driver is not loaded (modprobe sev-guest)", tsmDir, dev)
 	}
 	raw, err := (&client.LinuxIoctlQuoteProvider{}).GetRawQuote(reportData)
 	if err != nil {
-		return nil, nil, fmt.Errorf("SNP_GET_EXT_REPORT ioctl on %s: %w", s.dev, err)
+		return nil, nil, fmt.Errorf("SNP_GET_EXT_REPORT ioctl on %s: %w", dev, err)
 	}
 	if len(raw) < abi.ReportSize {
-		return nil, nil, fmt.Errorf("%s returned %d bytes, less than a report", s.dev, len(raw))
+		return nil, nil, fmt.Errorf("%s returned %d bytes, less than a report", dev, len(raw))
 	}
 	return raw[:abi.ReportSize], raw[abi.ReportSize:], nil
 }
 
-func (s *SNP) configfsReport(reportData [abi.ReportDataSize]byte) ([]byte, []byte, error) {
+func (s *SNP) configfsReport(tsmDir string, reportData [abi.ReportDataSize]byte) ([]byte, []byte, error) {
 	c := s.tsm
 	if c == nil {
 		var err error
 		if c, err = linuxtsm.MakeClient(); err != nil {
-			return nil, nil, fmt.Errorf("open configfs-tsm at %s: %w", s.tsmDir, err)
+			return nil, nil, fmt.Errorf("open configfs-tsm at %s: %w", tsmDir, err)
 		}
 	}
 	resp, err := tsmGet(c, reportData, true)

@@ -265,7 +265,7 @@ func ParseSNPEvidence(data []byte) (*SNPEvidence, error) {
 	if err := dec.Decode(&ev); err != nil {
 		return nil, fmt.Errorf("decode SNP evidence JSON: %w", err)
 	}
-	if dec.More() {
+	if len(bytes.TrimSpace(data[dec.InputOffset():])) != 0 {
 		return nil, errors.New("decode SNP evidence JSON: trailing data after the evidence object")
 	}
 	if err := ev.AttestationReport.check(); err != nil {

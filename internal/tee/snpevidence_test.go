@@ -260,6 +260,7 @@ func TestParseSNPEvidenceRejects(t *testing.T) {
 	cases := map[string]string{
 		"not JSON":        `{`,
 		"trailing":        string(valid) + `{}`,
+		"trailing brace":  string(valid) + ` }`,
 		"short measure":   strings.Replace(string(valid), `"measurement":[0,`, `"measurement":[`, 1),
 		"unknown cert":    strings.Replace(string(valid), `"cert_chain":null`, `"cert_chain":[{"cert_type":"PEK","data":[]}]`, 1),
 		"bad OTHER":       strings.Replace(string(valid), `"cert_chain":null`, `"cert_chain":[{"cert_type":{"OTHER":"x"},"data":[]}]`, 1),
