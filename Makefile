@@ -10,6 +10,7 @@ AGENT_LDFLAGS := -s -w $(LDFLAGS) -linkmode external -extldflags -static
 export PATH := $(PATH):$(shell $(GO) env GOPATH)/bin
 # Where `coffer guest build` puts the guest image (root's default).
 GUEST_DIR ?= /var/lib/coffer/guest
+export COFFER_GUEST_DIR := $(GUEST_DIR)
 # Tests that boot VMs or read the kernel package use the guest cache.
 TEST_ENV := COFFER_TEST_KERNEL=$(GUEST_DIR)/vmlinuz \
 	COFFER_TEST_KERNEL_DIR=$$(ls -d $(GUEST_DIR)/kernel/*/ 2>/dev/null | head -1)
