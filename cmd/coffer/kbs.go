@@ -27,9 +27,9 @@ import (
 
 type kbsOpts struct {
 	url, certFile, adminTokenFile string
-	tee, simDir, measurement     string
-	keyAlg, keyCurve             string
-	initData                     string
+	tee, simDir, measurement      string
+	keyAlg, keyCurve              string
+	initData                      string
 }
 
 func newKbsCmd(g *globalOpts) *cobra.Command {

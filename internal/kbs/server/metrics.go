@@ -2,6 +2,7 @@ package server
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // metrics are coffer-kbs's Prometheus metrics, on a registry of its own
@@ -36,6 +37,6 @@ func newMetrics(sessionCount func() float64) *metrics {
 		}, sessionCount),
 	}
 	m.reg.MustRegister(m.requests, m.latency, m.attestations, m.releases, m.sessions,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

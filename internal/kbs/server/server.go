@@ -600,4 +600,3 @@ func (s *Server) handleGetReferenceValue(w http.ResponseWriter, r *http.Request,
 	writeJSON(w, v)
 	return nil
 }
-
