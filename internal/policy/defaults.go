@@ -83,8 +83,10 @@ func mustDefault(name string) []byte {
 // of the other mode was written by an earlier start, not by the user, and
 // is replaced: so a data directory first used with --dev does not keep
 // accepting sample and simulated evidence after a restart without --dev.
-func WriteDefaults(ctx context.Context, st store.Store, dev bool) error {
-	log := slog.Default()
+func WriteDefaults(ctx context.Context, st store.Store, dev bool, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	written, err := st.Put(ctx, store.NSAttestPolicies, DefaultAppraisalPolicyID, mustDefault(DefaultCPU), false)
 	if err != nil {
 		return fmt.Errorf("install default appraisal policy: %w", err)

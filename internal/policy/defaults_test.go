@@ -47,7 +47,7 @@ func TestWriteDefaults(t *testing.T) {
 		}
 		return string(b)
 	}
-	if err := WriteDefaults(ctx, st, false); err != nil {
+	if err := WriteDefaults(ctx, st, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	if get(store.NSAttestPolicies, DefaultAppraisalPolicyID) != mustDefaultT(t, DefaultCPU) {
@@ -57,14 +57,14 @@ func TestWriteDefaults(t *testing.T) {
 		t.Error("production resource policy not installed")
 	}
 	// Switching to dev replaces the built-in production policy...
-	if err := WriteDefaults(ctx, st, true); err != nil {
+	if err := WriteDefaults(ctx, st, true, nil); err != nil {
 		t.Fatal(err)
 	}
 	if get(store.NSResourcePolicy, ResourcePolicyKey) != mustDefaultT(t, ResourceDev) {
 		t.Error("dev start did not install the dev policy over the built-in default")
 	}
 	// ...and back (a dev data dir must not stay permissive).
-	if err := WriteDefaults(ctx, st, false); err != nil {
+	if err := WriteDefaults(ctx, st, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	if get(store.NSResourcePolicy, ResourcePolicyKey) != mustDefaultT(t, ResourceDefault) {
@@ -80,7 +80,7 @@ func TestWriteDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, dev := range []bool{true, false} {
-		if err := WriteDefaults(ctx, st, dev); err != nil {
+		if err := WriteDefaults(ctx, st, dev, nil); err != nil {
 			t.Fatal(err)
 		}
 		if get(store.NSResourcePolicy, ResourcePolicyKey) != user || get(store.NSAttestPolicies, DefaultAppraisalPolicyID) != userCPU {
@@ -88,7 +88,7 @@ func TestWriteDefaults(t *testing.T) {
 		}
 	}
 	st.Close()
-	if err := WriteDefaults(ctx, st, false); !errors.Is(err, store.ErrClosed) {
+	if err := WriteDefaults(ctx, st, false, nil); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("closed store err = %v", err)
 	}
 }
@@ -102,7 +102,7 @@ func TestEndToEndWithRVPS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	if err := WriteDefaults(ctx, st, false); err != nil {
+	if err := WriteDefaults(ctx, st, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	src, err := st.Get(ctx, store.NSAttestPolicies, DefaultAppraisalPolicyID)

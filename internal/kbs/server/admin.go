@@ -185,8 +185,8 @@ func (a *adminAuth) authorize(r *http.Request) error {
 	case AdminDenyAll:
 		return errorf(http.StatusUnauthorized, errAdminAuth, "admin API is disabled (admin mode deny-all)")
 	}
-	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || raw == "" {
+	raw, ok := bearerToken(r)
+	if !ok {
 		return errorf(http.StatusUnauthorized, errAdminAuth, "admin endpoint needs Authorization: Bearer <admin token> (mint one with `coffer kbs admin-token`)")
 	}
 	tok, err := jwt.ParseSigned(raw, adminAlgs)

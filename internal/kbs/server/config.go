@@ -21,6 +21,9 @@ type Config struct {
 	Dev bool `toml:"dev"`
 	// MaxBodyBytes bounds every request body (default 2 MiB, as Trustee).
 	MaxBodyBytes int64 `toml:"max_body_bytes"`
+	// AuditMaxEntries bounds the audit log: older entries are pruned
+	// (default 100000).
+	AuditMaxEntries int `toml:"audit_max_entries"`
 
 	Sessions    SessionConfig     `toml:"sessions"`
 	Admin       AdminConfig       `toml:"admin"`
@@ -42,7 +45,9 @@ type AttestationConfig struct {
 	// SNPCertCacheDir holds VCEK certificates (no network access).
 	SNPCertCacheDir string `toml:"snp_cert_cache_dir"`
 	AllowDebug      bool   `toml:"allow_debug"`
-	// TokenTTL is the attestation token lifetime (default 5m).
+	// TokenTTL is the attestation token lifetime (default 5m). Verifiers
+	// allow 60 s of clock skew past exp, as Trustee does, so a token is
+	// accepted for up to TokenTTL + 60 s.
 	TokenTTL Duration `toml:"token_ttl"`
 	// SignerKey is a PEM P-256 key for tokens; default: generated and
 	// kept in the data dir, so tokens survive a restart.
@@ -67,10 +72,10 @@ func DefaultConfig() Config {
 	return Config{
 		Listen:       "127.0.0.1:8080",
 		DataDir:      "/var/lib/coffer-kbs",
-		MaxBodyBytes: 2 << 20,
-		Sessions:     SessionConfig{Timeout: Duration{5 * time.Minute}, Max: 10000},
-		Admin:        AdminConfig{Mode: AdminJWT},
-		Attestation:  AttestationConfig{TokenTTL: Duration{5 * time.Minute}},
+		MaxBodyBytes: 2 << 20, AuditMaxEntries: 100000,
+		Sessions:    SessionConfig{Timeout: Duration{5 * time.Minute}, Max: 10000},
+		Admin:       AdminConfig{Mode: AdminJWT},
+		Attestation: AttestationConfig{TokenTTL: Duration{5 * time.Minute}},
 	}
 }
 
@@ -104,6 +109,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 2 << 20
+	}
+	if c.AuditMaxEntries <= 0 {
+		c.AuditMaxEntries = 100000
 	}
 	if c.Sessions.Timeout.Duration <= 0 {
 		c.Sessions.Timeout.Duration = 5 * time.Minute

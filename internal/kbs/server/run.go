@@ -75,7 +75,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Daemon, error) {
 			st.Close()
 		}
 	}()
-	if err := policy.WriteDefaults(ctx, st, cfg.Dev); err != nil {
+	if err := policy.WriteDefaults(ctx, st, cfg.Dev, log); err != nil {
 		return nil, fmt.Errorf("write default policies: %w", err)
 	}
 	rv := rvps.New(st)

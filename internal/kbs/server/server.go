@@ -74,6 +74,9 @@ type Server struct {
 
 	mu     sync.RWMutex
 	policy ResourcePolicy
+	// policyWrite serializes resource policy updates so the stored policy
+	// and the one in force never differ.
+	policyWrite sync.Mutex
 }
 
 // resourcePolicyKey is the store key of the resource policy.
@@ -118,6 +121,11 @@ func (s *Server) RunSweeper(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 			s.sessions.sweep()
+			if n, err := store.PruneAudit(ctx, s.deps.Store, s.cfg.AuditMaxEntries); err != nil {
+				s.log.Warn("prune the audit log", "err", err)
+			} else if n > 0 {
+				s.log.Debug("pruned the audit log", "removed", n)
+			}
 		}
 	}
 }
@@ -317,6 +325,7 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) error {
 	}
 	body, err := s.readBody(r)
 	if err != nil {
+		_ = fail(err)
 		return err
 	}
 	var att protocol.Attestation
@@ -370,7 +379,7 @@ func (s *Server) requestToken(r *http.Request) (string, error) {
 			return tok, nil
 		}
 	}
-	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && tok != "" {
+	if tok, ok := bearerToken(r); ok {
 		return tok, nil
 	}
 	return "", errorf(http.StatusUnauthorized, errTokenNotFound, "no attestation token: attest first (session cookie) or send Authorization: Bearer <token>")
@@ -560,6 +569,8 @@ func (s *Server) handleSetResourcePolicy(w http.ResponseWriter, r *http.Request)
 	if err != nil {
 		return errorf(http.StatusBadRequest, errParsePolicy, "%v", err)
 	}
+	s.policyWrite.Lock()
+	defer s.policyWrite.Unlock()
 	if _, err := s.deps.Store.Put(r.Context(), store.NSResourcePolicy, resourcePolicyKey, rego, true); err != nil {
 		return errorf(http.StatusInternalServerError, errPluginInternal, "store resource policy: %v", err)
 	}
@@ -599,4 +610,15 @@ func (s *Server) handleGetReferenceValue(w http.ResponseWriter, r *http.Request,
 	}
 	writeJSON(w, v)
 	return nil
+}
+
+// bearerToken returns the credentials of an "Authorization: Bearer" header
+// (the scheme is case-insensitive, RFC 9110).
+func bearerToken(r *http.Request) (string, bool) {
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
+	tok = strings.TrimSpace(tok)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+		return "", false
+	}
+	return tok, true
 }

@@ -1,0 +1,284 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coffer-project/coffer/internal/kbs/client"
+	"github.com/coffer-project/coffer/internal/kbs/protocol"
+	"github.com/coffer-project/coffer/internal/kbs/server"
+	"github.com/coffer-project/coffer/internal/policy"
+	"github.com/coffer-project/coffer/internal/tee"
+	"github.com/coffer-project/coffer/internal/tee/sim"
+)
+
+// openDaemon opens a daemon on dataDir with Open (the real wiring: bbolt
+// store, persisted signer key, simulated chip from <dataDir>/sim-snp) and
+// serves it on an httptest server. The shared chip is saved there first so
+// Open does not generate one.
+func openDaemon(t *testing.T, dataDir string, dev bool) (*server.Daemon, *httptest.Server) {
+	t.Helper()
+	simDir := filepath.Join(dataDir, "sim-snp")
+	if _, err := os.Stat(filepath.Join(simDir, "chip.json")); err != nil {
+		if err := simChip(t).Save(simDir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := server.DefaultConfig()
+	cfg.DataDir = dataDir
+	cfg.Dev = dev
+	cfg.InsecureHTTP = true
+	cfg.Listen = "127.0.0.1:0"
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := server.Open(context.Background(), cfg, quietLog)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	ts := httptest.NewServer(d.Server)
+	return d, ts
+}
+
+// Everything the operator set survives a restart on the bbolt store:
+// resources, reference values, the resource policy; and an attestation
+// token issued before the restart still verifies (the signer key is kept in
+// the data dir) and still releases the resource to its key.
+func TestPersistenceAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	d, ts := openDaemon(t, dir, true)
+	if d.SimRoots == nil {
+		t.Fatal("dev daemon has no simulated roots")
+	}
+	adm := client.NewAdmin(ts.URL, ts.Client(), "")
+	want := secret("persisted")
+	if err := adm.SetResource(ctx, "keep/me/please", want); err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range map[string]any{"svn": "1", "launch_digest": "abcde"} {
+		if err := adm.SetSampleReferenceValue(ctx, name, v, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, v := range map[string]any{"major_version": 1, "minimum_minor_version": 1} {
+		if err := adm.SetSampleReferenceValue(ctx, name, v, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	affirming, _ := policy.Default(policy.ResourceAffirming)
+	if err := adm.SetResourcePolicy(ctx, []byte(affirming)); err != nil {
+		t.Fatal(err)
+	}
+	// A guest attests (sample, affirming with the reference values) and
+	// keeps its token; a simulated SNP guest too, through Open's trust of
+	// the saved chip (measurement and TCB registered for it).
+	g := newGuest(t, ts.URL, tee.NewSample(), protocol.AlgRSAOAEP256, "")
+	tok := g.handshake()
+	if got := g.open(g.getNoCookie("keep/me/please", tok)); !bytes.Equal(got, want) {
+		t.Fatalf("before restart: got %q", got)
+	}
+	m := measurement(0x77)
+	tcb := simChip(t).TCB()
+	for name, v := range map[string]any{"snp_bootloader": tcb.Bootloader, "snp_tee_svn": tcb.TEE, "snp_snp_svn": tcb.SNP, "snp_microcode": tcb.Microcode} {
+		if err := adm.SetSampleReferenceValue(ctx, name, v, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := adm.SetSampleReferenceValue(ctx, "snp_launch_measurement", hex.EncodeToString(m[:]), false); err != nil {
+		t.Fatal(err)
+	}
+	sg := newGuest(t, ts.URL, simGuest(t, sim.LaunchConfig{Measurement: m}), protocol.AlgECDHESA256KW, protocol.CurveP521)
+	snpTok := sg.handshake()
+	if s := earStatus(t, snpTok); s != "affirming" {
+		t.Fatalf("sim-snp through Open: ear.status %q", s)
+	}
+	ts.Close()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	d2, ts2 := openDaemon(t, dir, true)
+	defer func() {
+		ts2.Close()
+		d2.Close()
+	}()
+	adm = client.NewAdmin(ts2.URL, ts2.Client(), "")
+	list, err := adm.ListResources(ctx)
+	if err != nil || strings.Join(list, ",") != "keep/me/please" {
+		t.Fatalf("resources after restart: %v %v", list, err)
+	}
+	rv, err := adm.GetReferenceValue(ctx, "launch_digest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var digests []string
+	if err := json.Unmarshal(rv, &digests); err != nil || len(digests) != 1 || digests[0] != "abcde" {
+		t.Fatalf("launch_digest after restart: %s (%v)", rv, err)
+	}
+	got, err := adm.GetResourcePolicy(ctx)
+	if err != nil || string(got) != affirming {
+		t.Fatalf("resource policy after restart is not the affirming policy (%v):\n%s", err, got)
+	}
+	// The old token, new server process: verified and released.
+	g.base = ts2.URL
+	if got := g.open(g.getNoCookie("keep/me/please", tok)); !bytes.Equal(got, want) {
+		t.Fatalf("old token after restart: got %q", got)
+	}
+	sg.base = ts2.URL
+	if got := sg.open(sg.getNoCookie("keep/me/please", snpTok)); !bytes.Equal(got, want) {
+		t.Fatalf("old sim-snp token after restart: got %q", got)
+	}
+	// Sessions are not persisted: the old cookie is unknown, not accepted.
+	wantError(t, g.get("keep/me/please", ""), http.StatusUnauthorized, protocol.KindTokenNotFound)
+	// And the signer key file is what made that work; secrets in the data
+	// dir are private to the KBS user.
+	for path, mode := range map[string]os.FileMode{
+		filepath.Join(dir, "token-signer.pem"): 0o600,
+		filepath.Join(dir, "kbs.db"):           0o600,
+	} {
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Errorf("%v", err)
+			continue
+		}
+		if st.Mode().Perm()&^mode != 0 {
+			t.Errorf("%s has mode %o, want at most %o", path, st.Mode().Perm(), mode)
+		}
+	}
+	// A token from another data dir (another signer) is refused.
+	d3, ts3 := openDaemon(t, t.TempDir(), true)
+	defer func() {
+		ts3.Close()
+		d3.Close()
+	}()
+	g3 := newGuest(t, ts3.URL, tee.NewSample(), "", "")
+	foreign := g3.handshake()
+	wantError(t, g3.getNoCookie("keep/me/please", "x"), http.StatusUnauthorized, protocol.KindTokenVerifierError)
+	g3.base = ts2.URL
+	wantError(t, g3.getNoCookie("keep/me/please", foreign), http.StatusUnauthorized, protocol.KindTokenVerifierError, "not trusted")
+}
+
+// A data dir first used in dev mode does not keep the dev resource policy
+// when restarted without --dev; a policy the operator set is kept.
+func TestDevPolicyNotKeptWithoutDev(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	d, ts := openDaemon(t, dir, true)
+	adm := client.NewAdmin(ts.URL, ts.Client(), "")
+	if err := adm.SetResource(ctx, "x/y/z", secret("dev")); err != nil {
+		t.Fatal(err)
+	}
+	g := newGuest(t, ts.URL, tee.NewSample(), "", "")
+	tok := g.handshake()
+	g.open(g.getNoCookie("x/y/z", tok))
+	ts.Close()
+	d.Close()
+
+	// Non-dev: admin needs a token; use deny-all to keep it simple and
+	// only check the release path.
+	cfg := server.DefaultConfig()
+	cfg.DataDir, cfg.InsecureHTTP, cfg.Listen = dir, true, "127.0.0.1:0"
+	cfg.Admin.Mode = server.AdminDenyAll
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	d2, err := server.Open(ctx, cfg, quietLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	if d2.SimRoots != nil {
+		t.Error("a non-dev daemon trusts the simulated chip")
+	}
+	ts2 := httptest.NewServer(d2.Server)
+	defer ts2.Close()
+	g.base = ts2.URL
+	wantError(t, g.getNoCookie("x/y/z", tok), http.StatusUnauthorized, protocol.KindPolicyDeny, "sample TEE")
+	// Simulated evidence is not even verified without --dev.
+	sg := newGuest(t, ts2.URL, simGuest(t, sim.LaunchConfig{}), "", "")
+	nonce := sg.auth()
+	wantError(t, sg.attestRaw(attestBody(t, nonce, sg.pub, sg.evidence(nonce, sg.pub))), http.StatusUnauthorized, protocol.KindAttestationError, "vcek-chain")
+	// deny-all admin.
+	r := send(t, &http.Client{}, http.MethodGet, ts2.URL, "/kbs/v0/resource", nil, nil)
+	wantError(t, r, http.StatusUnauthorized, protocol.KindAdminAuthAccess, "deny-all")
+}
+
+// Daemon.Serve in dev mode without --insecure-http generates a self-signed
+// certificate in the data dir; a guest trusting it fetches a resource over
+// HTTPS; cancelling the context shuts the server down.
+func TestServeDevTLS(t *testing.T) {
+	dir := t.TempDir()
+	if err := simChip(t).Save(filepath.Join(dir, "sim-snp")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := server.DefaultConfig()
+	cfg.DataDir, cfg.Dev, cfg.Listen = dir, true, "127.0.0.1:0"
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d, err := server.Open(ctx, cfg, quietLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	addrc := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() { errc <- d.Serve(ctx, func(addr string) { addrc <- addr }) }()
+	var url string
+	select {
+	case url = <-addrc:
+	case err := <-errc:
+		t.Fatalf("serve: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not report its address")
+	}
+	if !strings.HasPrefix(url, "https://127.0.0.1:") {
+		t.Fatalf("address %q", url)
+	}
+	certFile := filepath.Join(dir, "kbs-cert.pem")
+	hc, err := client.HTTPClient(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := secret("tls")
+	if err := client.NewAdmin(url, hc, "").SetResource(ctx, "t/l/s", want); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(url, simGuest(t, sim.LaunchConfig{}), client.Options{CertFile: certFile, Log: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.GetResource(ctx, "t/l/s")
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("over TLS: %q %v", got, err)
+	}
+	// Plain HTTP to the TLS port does not get a resource.
+	resp, err := http.Get(strings.Replace(url, "https", "http", 1) + "/healthz")
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Error("plain HTTP served on the TLS port")
+		}
+	}
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("serve returned %v after cancel", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not stop after cancel")
+	}
+}

@@ -1,0 +1,578 @@
+//go:build integration
+
+package test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The coffer-kbs integration tests run the real coffer-kbs binary (next to
+// COFFER_BIN: bin/coffer-kbs) on loopback and drive it with the real
+// `coffer kbs` CLI.
+
+// kbsBin returns the coffer-kbs binary built next to the coffer binary.
+func kbsBin(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(filepath.Dir(cofferBin), "coffer-kbs")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("coffer-kbs binary not found at %s (next to COFFER_BIN): run `make build`", p)
+	}
+	return p
+}
+
+// lockedBuffer collects a process's output for a concurrent reader.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// kbsServer is a running coffer-kbs.
+type kbsServer struct {
+	url     string
+	dataDir string
+	cmd     *exec.Cmd
+	log     *lockedBuffer
+	done    chan struct{}
+	exitErr error
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startKbs starts coffer-kbs with args plus --data-dir and --listen on a
+// free loopback port (retrying on a port collision), waits for /healthz
+// and stops it (SIGTERM, then SIGKILL) at cleanup. hc must trust the
+// server's certificate for an HTTPS server.
+func startKbs(t *testing.T, scheme, dataDir string, hc *http.Client, args ...string) *kbsServer {
+	t.Helper()
+	var lastLog string
+	for attempt := 0; attempt < 5; attempt++ {
+		port := freePort(t)
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		s := &kbsServer{url: scheme + "://" + addr, dataDir: dataDir, log: &lockedBuffer{}, done: make(chan struct{})}
+		full := append([]string{"--data-dir", dataDir, "--listen", addr}, args...)
+		s.cmd = exec.Command(kbsBin(t), full...)
+		s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+		s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := s.cmd.Start(); err != nil {
+			t.Fatalf("start coffer-kbs: %v", err)
+		}
+		go func() {
+			s.exitErr = s.cmd.Wait()
+			close(s.done)
+		}()
+		if s.waitHealthy(hc, 60*time.Second) {
+			t.Cleanup(func() { s.stop(t) })
+			t.Logf("coffer-kbs %s up at %s", strings.Join(args, " "), s.url)
+			return s
+		}
+		s.kill()
+		lastLog = s.log.String()
+		if !strings.Contains(lastLog, "address already in use") {
+			break
+		}
+	}
+	t.Fatalf("coffer-kbs did not become healthy; its output:\n%s", lastLog)
+	return nil
+}
+
+// waitHealthy polls /healthz until 200, the process exits or d passes.
+func (s *kbsServer) waitHealthy(hc *http.Client, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		select {
+		case <-s.done:
+			return false
+		default:
+		}
+		resp, err := hc.Get(s.url + "/healthz")
+		if err == nil {
+			ok := resp.StatusCode == http.StatusOK
+			resp.Body.Close()
+			if ok {
+				return true
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return false
+}
+
+func (s *kbsServer) kill() {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.done
+}
+
+// stop sends SIGTERM and expects a clean exit (graceful shutdown).
+func (s *kbsServer) stop(t *testing.T) {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+		if s.exitErr != nil {
+			t.Errorf("coffer-kbs exited with %v after SIGTERM; output:\n%s", s.exitErr, clip(s.log.String()))
+		}
+	case <-time.After(15 * time.Second):
+		t.Errorf("coffer-kbs did not stop within 15 s of SIGTERM; killing it")
+		s.kill()
+	}
+}
+
+// kbsCLI runs `coffer kbs --url URL ARGS...` with HOME set to home (so no
+// ~/.coffer/kbs-admin-token of the machine's user is picked up).
+func kbsCLI(t *testing.T, home, url string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	full := append([]string{"kbs", "--url", url}, args...)
+	cmd := exec.CommandContext(ctx, cofferBin, full...)
+	cmd.Env = append(os.Environ(), "HOME="+home)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String(), took: time.Since(start)}
+	if err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Fatalf("coffer %v: %v", full, err)
+		}
+		r.code = ee.ExitCode()
+	}
+	t.Logf("coffer %s -> exit %d in %s\nstdout: %q\nstderr: %q", strings.Join(full, " "), r.code, r.took.Round(time.Millisecond), clip(r.stdout), clip(r.stderr))
+	return r
+}
+
+// wantOK fails unless the CLI exited 0.
+func wantOK(t *testing.T, r result) string {
+	t.Helper()
+	if r.code != 0 {
+		t.Fatalf("exit %d, want 0; stderr: %s", r.code, r.stderr)
+	}
+	return strings.TrimSpace(r.stdout)
+}
+
+// wantFail fails unless the CLI exited 1 with every want in stderr and
+// printed no resource on stdout.
+func wantFail(t *testing.T, r result, want ...string) {
+	t.Helper()
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1; stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if strings.TrimSpace(r.stdout) != "" {
+		t.Errorf("a failed command printed %q", r.stdout)
+	}
+	for _, w := range want {
+		if !strings.Contains(r.stderr, w) {
+			t.Errorf("stderr %q does not contain %q", r.stderr, w)
+		}
+	}
+}
+
+// kbsKeyAlgs are the CLI's --key-algorithm/--key-curve combinations.
+var kbsKeyAlgs = [][]string{
+	{"--key-algorithm", "ECDH-ES+A256KW", "--key-curve", "P-256"},
+	{"--key-algorithm", "ECDH-ES+A256KW", "--key-curve", "P-521"},
+	{"--key-algorithm", "RSA-OAEP-256"},
+	{"--key-algorithm", "RSA1_5"},
+}
+
+// A dev coffer-kbs on plain HTTP, driven by the coffer kbs CLI: resources,
+// sample and simulated SNP guests with every key type, reference values,
+// a deny_all resource policy, traversal, oversized bodies, metrics, and a
+// restart on the same data dir.
+func TestKbsDevCLI(t *testing.T) {
+	t.Parallel()
+	home := t.TempDir()
+	data := filepath.Join(t.TempDir(), "data")
+	hc := &http.Client{Timeout: 10 * time.Second}
+	srv := startKbs(t, "http", data, hc, "--dev", "--insecure-http")
+	url := srv.url
+
+	secretBytes := make([]byte, 100)
+	if _, err := rand.Read(secretBytes); err != nil {
+		t.Fatal(err)
+	}
+	secretFile := filepath.Join(home, "secret.bin")
+	if err := os.WriteFile(secretFile, secretBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wantB64 := base64.StdEncoding.EncodeToString(secretBytes)
+
+	wantOK(t, kbsCLI(t, home, url, "set-resource", "--path", "repo/type/tag", "--file", secretFile))
+	wantOK(t, kbsCLI(t, home, url, "set-resource", "--path", "repo/type/other", "--file", secretFile))
+	if got := wantOK(t, kbsCLI(t, home, url, "list-resources")); got != "repo/type/other\nrepo/type/tag" {
+		t.Fatalf("list-resources: %q", got)
+	}
+
+	simDir := filepath.Join(data, "sim-snp")
+	tees := [][]string{{"--tee", "sample"}, {"--tee", "sim-snp", "--sim-dir", simDir}}
+	for _, teeArgs := range tees {
+		for _, alg := range kbsKeyAlgs {
+			args := append(append([]string{"get-resource", "--path", "repo/type/tag"}, teeArgs...), alg...)
+			if got := wantOK(t, kbsCLI(t, home, url, args...)); got != wantB64 {
+				t.Fatalf("%v: got %q, want %q", args, got, wantB64)
+			}
+		}
+	}
+	// kbs:/// URIs and --output.
+	out := filepath.Join(home, "out.bin")
+	wantOK(t, kbsCLI(t, home, url, "get-resource", "--path", "kbs:///repo/type/tag", "--tee", "sample", "--output", out))
+	if b, err := os.ReadFile(out); err != nil || !bytes.Equal(b, secretBytes) {
+		t.Fatalf("--output wrote %q (%v)", b, err)
+	}
+	// attest prints an EAR token.
+	if tok := wantOK(t, kbsCLI(t, home, url, "attest", "--tee", "sample")); strings.Count(tok, ".") != 2 {
+		t.Fatalf("attest printed %q, not a JWT", tok)
+	}
+
+	// Reference values.
+	wantOK(t, kbsCLI(t, home, url, "set-reference-value", "svn", "1"))
+	if got := wantOK(t, kbsCLI(t, home, url, "get-reference-value", "svn")); got != `["1"]` {
+		t.Fatalf("get-reference-value svn: %q", got)
+	}
+	wantOK(t, kbsCLI(t, home, url, "set-reference-value", "major_version", "1", "--as-integer", "--as-single-value"))
+	if got := wantOK(t, kbsCLI(t, home, url, "get-reference-value", "major_version")); got != `1` {
+		t.Fatalf("get-reference-value major_version: %q", got)
+	}
+	wantFail(t, kbsCLI(t, home, url, "get-reference-value", "nope"), "404")
+
+	// Not found, and traversal: refused with exit 1, nothing printed.
+	wantFail(t, kbsCLI(t, home, url, "get-resource", "--path", "repo/type/none", "--tee", "sample"), "404", "not found")
+	wantFail(t, kbsCLI(t, home, url, "get-resource", "--path", "repo/../type/tag", "--tee", "sample"), "404", "InvalidRequestPath")
+	wantFail(t, kbsCLI(t, home, url, "get-resource", "--path", "repo/type/tag/x", "--tee", "sample"), "404", "InvalidRequestPath")
+	wantFail(t, kbsCLI(t, home, url, "set-resource", "--path", "../../etc/x", "--file", secretFile), "404", "InvalidRequestPath")
+
+	// deny_all: get-resource fails with PolicyDeny, for both TEEs.
+	wantOK(t, kbsCLI(t, home, url, "set-resource-policy", "--builtin", "deny_all"))
+	for _, teeArgs := range tees {
+		args := append([]string{"get-resource", "--path", "repo/type/tag"}, teeArgs...)
+		wantFail(t, kbsCLI(t, home, url, args...), "PolicyDeny")
+	}
+	wantOK(t, kbsCLI(t, home, url, "set-resource-policy", "--builtin", "dev"))
+	wantOK(t, kbsCLI(t, home, url, "get-resource", "--path", "repo/type/tag", "--tee", "sample"))
+
+	// Raw protocol checks against the real binary: oversized body, bad
+	// version, ErrorInformation bodies.
+	big := bytes.NewReader(make([]byte, 2<<20+1))
+	resp, err := hc.Post(url+"/kbs/v0/auth", "application/json", big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !bytes.Contains(body, []byte("/errors/SerdeError")) {
+		t.Errorf("oversized /auth: %d %s", resp.StatusCode, body)
+	}
+	resp, err = hc.Post(url+"/kbs/v0/auth", "application/json", strings.NewReader(`{"version":"0.3.0","tee":"sample","extra-params":""}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || !bytes.Contains(body, []byte("/errors/AttestationError")) || !bytes.Contains(body, []byte("Version Mismatch")) {
+		t.Errorf("bad version: %d %s", resp.StatusCode, body)
+	}
+
+	// Metrics saw the handshakes.
+	resp, err = hc.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`kbs_attestations_total{outcome="success",tee="sample"}`,
+		`kbs_attestations_total{outcome="success",tee="snp"}`,
+		`kbs_resource_releases_total{outcome="released"}`,
+		`kbs_resource_releases_total{outcome="denied"}`,
+		`kbs_resource_releases_total{outcome="not_found"}`,
+	} {
+		if !bytes.Contains(metrics, []byte(want)) {
+			t.Errorf("/metrics has no %s", want)
+		}
+	}
+
+	// Restart on the same data dir: resources, reference values and the
+	// simulated chip are still there.
+	srv.stop(t)
+	srv2 := startKbs(t, "http", data, hc, "--dev", "--insecure-http")
+	if got := wantOK(t, kbsCLI(t, home, srv2.url, "list-resources")); got != "repo/type/other\nrepo/type/tag" {
+		t.Fatalf("list-resources after restart: %q", got)
+	}
+	if got := wantOK(t, kbsCLI(t, home, srv2.url, "get-reference-value", "svn")); got != `["1"]` {
+		t.Fatalf("get-reference-value after restart: %q", got)
+	}
+	if got := wantOK(t, kbsCLI(t, home, srv2.url, "get-resource", "--path", "repo/type/tag", "--tee", "sim-snp", "--sim-dir", simDir)); got != wantB64 {
+		t.Fatalf("sim-snp after restart: %q", got)
+	}
+}
+
+// selfSignedTLS writes a certificate and key for 127.0.0.1.
+func selfSignedTLS(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "kbs integration test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "tls-cert.pem"), filepath.Join(dir, "tls-key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+// A production-style coffer-kbs: HTTPS with the operator's certificate,
+// admin mode jwt with a key from `coffer kbs admin-keygen`, tokens from
+// `coffer kbs admin-token`. Admin verbs fail without a token, with a token
+// of an untrusted key and with a role whose ACL lacks the endpoint; they
+// work with a valid token. The default resource policy refuses the sample
+// TEE.
+func TestKbsAdminHTTPS(t *testing.T) {
+	t.Parallel()
+	home := t.TempDir()
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys")
+	wantOK(t, kbsCLI(t, home, "", "admin-keygen", "--out", keys))
+	for _, f := range []string{"admin-key.pem", "admin-pub.pem"} {
+		if _, err := os.Stat(filepath.Join(keys, f)); err != nil {
+			t.Fatalf("admin-keygen did not write %s: %v", f, err)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(keys, "admin-key.pem")); err == nil && st.Mode().Perm() != 0o600 {
+		t.Errorf("admin-key.pem mode %o, want 600", st.Mode().Perm())
+	}
+	// admin-keygen refuses to overwrite the private key.
+	wantFail(t, kbsCLI(t, home, "", "admin-keygen", "--out", keys), "exists")
+	otherKeys := filepath.Join(dir, "other-keys")
+	wantOK(t, kbsCLI(t, home, "", "admin-keygen", "--out", otherKeys))
+
+	cfgFile := filepath.Join(dir, "kbs.toml")
+	cfg := fmt.Sprintf(`[admin]
+mode = "jwt"
+public_keys = [%q]
+
+[[admin.acls]]
+role = "admin"
+allowed_endpoints = "^/kbs/v0/.+$"
+
+[[admin.acls]]
+role = "reader"
+allowed_endpoints = "^/kbs/v0/reference-value/.+$"
+`, filepath.Join(keys, "admin-pub.pem"))
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile, pool := selfSignedTLS(t, dir)
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	srv := startKbs(t, "https", filepath.Join(dir, "data"), hc, "--config", cfgFile, "--tls-cert", certFile, "--tls-key", keyFile)
+	url := srv.url
+
+	tokenFile := func(name, keyDir string, extra ...string) string {
+		args := append([]string{"admin-token", "--key", filepath.Join(keyDir, "admin-key.pem")}, extra...)
+		tok := wantOK(t, kbsCLI(t, home, "", args...))
+		if strings.Count(tok, ".") != 2 {
+			t.Fatalf("admin-token printed %q", tok)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(tok+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	adminTok := tokenFile("admin.tok", keys)
+	readerTok := tokenFile("reader.tok", keys, "--role", "reader")
+	untrustedTok := tokenFile("untrusted.tok", otherKeys)
+	expiredTok := tokenFile("expired.tok", keys, "--ttl=-2m")
+
+	secretFile := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secretFile, []byte("prod-secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	certArgs := []string{"--cert-file", certFile}
+	admin := func(tok string, args ...string) result {
+		full := append(append([]string{}, certArgs...), args...)
+		if tok != "" {
+			full = append([]string{"--admin-token-file", tok}, full...)
+		}
+		return kbsCLI(t, home, url, full...)
+	}
+	verbs := [][]string{
+		{"set-resource", "--path", "prod/keys/disk", "--file", secretFile},
+		{"list-resources"},
+		{"set-reference-value", "svn", "1"},
+		{"get-reference-value", "svn"},
+		{"set-resource-policy", "--builtin", "allow_all"},
+		{"delete-resource", "--path", "prod/keys/disk"},
+	}
+	for _, v := range verbs {
+		wantFail(t, admin("", v...), "AdminAuthAccess")
+		wantFail(t, admin(untrustedTok, v...), "AdminAuthAccess", "not from a trusted key")
+		wantFail(t, admin(expiredTok, v...), "AdminAuthAccess", "expired")
+		if v[0] != "get-reference-value" {
+			wantFail(t, admin(readerTok, v...), "AdminAuthAccess", `role "reader" may not`)
+		}
+	}
+	// Nothing was written by the refused calls.
+	if got := wantOK(t, admin(adminTok, "list-resources")); got != "" {
+		t.Fatalf("resources after refused calls: %q", got)
+	}
+	// Valid token: every verb works.
+	wantOK(t, admin(adminTok, "set-resource", "--path", "prod/keys/disk", "--file", secretFile))
+	if got := wantOK(t, admin(adminTok, "list-resources")); got != "prod/keys/disk" {
+		t.Fatalf("list-resources: %q", got)
+	}
+	wantOK(t, admin(adminTok, "set-reference-value", "svn", "1"))
+	if got := wantOK(t, admin(readerTok, "get-reference-value", "svn")); got != `["1"]` {
+		t.Fatalf("reader get-reference-value: %q", got)
+	}
+
+	// The default (production) resource policy refuses the sample TEE.
+	wantFail(t, kbsCLI(t, home, url, "get-resource", "--path", "prod/keys/disk", "--tee", "sample", "--cert-file", certFile), "PolicyDeny", "sample TEE")
+	// Without trusting the certificate the client does not talk to it.
+	wantFail(t, kbsCLI(t, home, url, "get-resource", "--path", "prod/keys/disk", "--tee", "sample"), "certificate")
+	wantFail(t, kbsCLI(t, home, url, "--admin-token-file", adminTok, "list-resources"), "certificate")
+	// Plain HTTP to the HTTPS port gets nothing.
+	if resp, err := http.Get(strings.Replace(url, "https://", "http://", 1) + "/kbs/v0/resource"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Error("the HTTPS port answered plain HTTP with 200")
+		}
+	}
+	// An admin token is not an attestation token.
+	tok, _ := os.ReadFile(adminTok)
+	req, _ := http.NewRequest(http.MethodGet, url+"/kbs/v0/resource/prod/keys/disk", nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || !bytes.Contains(body, []byte("/errors/TokenVerifierError")) || bytes.Contains(body, []byte("ciphertext")) {
+		t.Errorf("admin token as attestation token: %d %s", resp.StatusCode, body)
+	}
+	// allow_all, then the sample guest gets the resource.
+	wantOK(t, admin(adminTok, "set-resource-policy", "--builtin", "allow_all"))
+	if got := wantOK(t, kbsCLI(t, home, url, "get-resource", "--path", "prod/keys/disk", "--tee", "sample", "--cert-file", certFile)); got != base64.StdEncoding.EncodeToString([]byte("prod-secret")) {
+		t.Fatalf("after allow_all: %q", got)
+	}
+	wantOK(t, admin(adminTok, "delete-resource", "--path", "prod/keys/disk"))
+	wantFail(t, kbsCLI(t, home, url, "get-resource", "--path", "prod/keys/disk", "--tee", "sample", "--cert-file", certFile), "404")
+}
+
+// coffer-kbs refuses configurations that would be unsafe or broken, with
+// exit 1 and a clear message, before listening.
+func TestKbsRefusesBadConfig(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"https without cert", []string{"--data-dir", dir}, "--tls-cert"},
+		{"allow-all without dev", []string{"--insecure-http", "--config", write("allowall.toml", "[admin]\nmode = \"allow-all\"\n")}, "allow-all"},
+		{"jwt without keys", []string{"--insecure-http", "--data-dir", dir, "--config", write("nokeys.toml", "[admin]\nmode = \"jwt\"\n")}, "public key"},
+		{"unknown key", []string{"--insecure-http", "--config", write("unknown.toml", "bogus = 1\n")}, "unknown keys"},
+		{"bad flag", []string{"--bogus"}, "bogus"},
+	}
+	for _, c := range cases {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, kbsBin(t), append(c.args, "--listen", "127.0.0.1:1")...)
+		out, err := cmd.CombinedOutput()
+		cancel()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+			t.Errorf("%s: err %v, want a non-zero exit; output %s", c.name, err, out)
+			continue
+		}
+		if !strings.Contains(string(out), c.want) {
+			t.Errorf("%s: output %q does not mention %q", c.name, out, c.want)
+		}
+	}
+}
