@@ -22,7 +22,6 @@ import (
 	"github.com/coffer-project/coffer/internal/sandbox"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
-	"golang.org/x/term"
 )
 
 // runDetached hands the pod to a background owner process and returns
@@ -336,37 +335,16 @@ func newExecCmd(g *globalOpts) *cobra.Command {
 			if _, err := agent.ExecProcess(ctx, &api.ExecProcessRequest{ContainerId: cid, ExecId: execID, Process: proc}); err != nil {
 				return startError(sandbox.AgentError(err))
 			}
-			restore := func() {}
-			if tty && term.IsTerminal(int(os.Stdin.Fd())) {
-				if st, err := term.MakeRaw(int(os.Stdin.Fd())); err == nil {
-					restore = func() { _ = term.Restore(int(os.Stdin.Fd()), st) }
+			res, err := attach(ctx, log, agent, cid, execID, tty, interactive, sigs, nil, func() (*api.WaitProcessResponse, error) {
+				r, err := agent.WaitProcess(ctx, &api.WaitProcessRequest{ContainerId: cid, ExecId: execID})
+				if err != nil {
+					return nil, fmt.Errorf("wait for the exec: %w", sandbox.AgentError(err))
 				}
-				resizeTTY(ctx, agent, cid, execID)
-			}
-			defer restore()
-			var wg sync.WaitGroup
-			wg.Add(2)
-			go func() { defer wg.Done(); _ = sandbox.CopyOutput(ctx, agent, cid, execID, false, os.Stdout) }()
-			go func() { defer wg.Done(); _ = sandbox.CopyOutput(ctx, agent, cid, execID, true, os.Stderr) }()
-			if interactive {
-				go func() { _ = sandbox.CopyInput(ctx, agent, cid, execID, os.Stdin) }()
-			} else if !tty {
-				_, _ = agent.CloseStdin(ctx, &api.CloseStdinRequest{ContainerId: cid, ExecId: execID})
-			}
-			wctx, stop := context.WithCancel(ctx)
-			go forwardSignals(wctx, log, agent, cid, execID, sigs, tty)
-			res, err := agent.WaitProcess(ctx, &api.WaitProcessRequest{ContainerId: cid, ExecId: execID})
-			stop()
+				return r, nil
+			})
 			if err != nil {
-				return &exitError{code: exitCofferError, err: fmt.Errorf("wait for the exec: %w", sandbox.AgentError(err))}
+				return &exitError{code: exitCofferError, err: err}
 			}
-			done := make(chan struct{})
-			go func() { wg.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(2 * time.Second):
-			}
-			restore()
 			if res.ExitStatus != 0 {
 				return &exitError{code: int(res.ExitStatus)}
 			}

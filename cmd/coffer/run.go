@@ -273,65 +273,74 @@ func runForeground(ctx context.Context, log *slog.Logger, o *runOpts, dir string
 // attachAndWait connects the terminal or stdio to the container, starts
 // it, forwards signals and returns its exit code.
 func attachAndWait(ctx context.Context, log *slog.Logger, pod *sandbox.Pod, o *runOpts, sigs chan os.Signal) (int, error) {
-	agent := pod.Sandbox.Agent
-	cid := sandbox.ContainerID
+	res, err := attach(ctx, log, pod.Sandbox.Agent, sandbox.ContainerID, "", o.tty, o.interactive, sigs,
+		func() error { return pod.Start(ctx) }, func() (*api.WaitProcessResponse, error) { return pod.Wait(ctx) })
+	if err != nil {
+		return exitCofferError, err
+	}
+	if res.OomKilled {
+		fmt.Fprintf(os.Stderr, "coffer: container %s was killed: out of memory (limit %s)\n", pod.State.Name, o.memory)
+	}
+	return int(res.ExitStatus), nil
+}
+
+// attach connects this terminal (raw mode and size with tty) or stdio to
+// a process in the guest, calls start (if any), forwards signals until
+// wait returns, and drains the process's output.
+func attach(ctx context.Context, log *slog.Logger, agent api.AgentService, cid, execID string, tty, interactive bool,
+	sigs chan os.Signal, start func() error, wait func() (*api.WaitProcessResponse, error)) (*api.WaitProcessResponse, error) {
 	restore := func() {}
-	if o.tty && term.IsTerminal(int(os.Stdin.Fd())) {
+	if tty && term.IsTerminal(int(os.Stdin.Fd())) {
 		st, err := term.MakeRaw(int(os.Stdin.Fd()))
 		if err == nil {
 			restore = func() { _ = term.Restore(int(os.Stdin.Fd()), st) }
 		}
-		resizeTTY(ctx, agent, cid, "")
+		resizeTTY(ctx, agent, cid, execID)
 	}
 	defer restore()
 	var outputs sync.WaitGroup
-	stdout := io.Writer(os.Stdout)
-	outputs.Add(2)
-	go func() {
-		defer outputs.Done()
-		if err := sandbox.CopyOutput(ctx, agent, cid, "", false, stdout); err != nil {
-			log.Debug("stdout copy ended", "err", err)
-		}
-	}()
-	go func() {
-		defer outputs.Done()
-		if err := sandbox.CopyOutput(ctx, agent, cid, "", true, os.Stderr); err != nil {
-			log.Debug("stderr copy ended", "err", err)
-		}
-	}()
-	if err := pod.Start(ctx); err != nil {
-		return exitCofferError, err
-	}
-	if o.interactive {
+	for _, out := range []struct {
+		stderr bool
+		w      io.Writer
+	}{{false, os.Stdout}, {true, os.Stderr}} {
+		outputs.Add(1)
 		go func() {
-			if err := sandbox.CopyInput(ctx, agent, cid, "", os.Stdin); err != nil {
+			defer outputs.Done()
+			if err := sandbox.CopyOutput(ctx, agent, cid, execID, out.stderr, out.w); err != nil {
+				log.Debug("output copy ended", "stderr", out.stderr, "err", err)
+			}
+		}()
+	}
+	if start != nil {
+		if err := start(); err != nil {
+			return nil, err
+		}
+	}
+	if interactive {
+		go func() {
+			if err := sandbox.CopyInput(ctx, agent, cid, execID, os.Stdin); err != nil {
 				log.Debug("stdin copy ended", "err", err)
 			}
 		}()
-	} else if !o.tty {
-		_, _ = agent.CloseStdin(ctx, &api.CloseStdinRequest{ContainerId: cid})
+	} else if !tty {
+		_, _ = agent.CloseStdin(ctx, &api.CloseStdinRequest{ContainerId: cid, ExecId: execID})
 	}
 	wctx, stopSignals := context.WithCancel(ctx)
 	defer stopSignals()
-	go forwardSignals(wctx, log, agent, cid, "", sigs, o.tty)
-	res, err := pod.Wait(ctx)
+	go forwardSignals(wctx, log, agent, cid, execID, sigs, tty)
+	res, err := wait()
 	stopSignals()
 	if err != nil {
-		restore()
-		return exitCofferError, err
+		return nil, err
 	}
 	drained := make(chan struct{})
 	go func() { outputs.Wait(); close(drained) }()
 	select {
 	case <-drained:
 	case <-time.After(5 * time.Second):
-		log.Warn("container output did not end in time")
+		log.Warn("process output did not end in time")
 	}
-	restore()
-	if res.OomKilled {
-		fmt.Fprintf(os.Stderr, "coffer: container %s was killed: out of memory (limit %s)\n", pod.State.Name, o.memory)
-	}
-	return int(res.ExitStatus), nil
+	return res, nil
 }
 
 // forwardSignals sends the signals coffer receives to the container
