@@ -69,7 +69,10 @@ func Main() error {
 	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: cfg.logLevel}))
 	start := time.Now()
 	if pid1 {
-		if err := loadModules(log); err != nil {
+		want := func(name string) bool {
+			return bootModules[name] || (cfg.transport == "vsock" && vsockModules[name])
+		}
+		if err := loadModules(log, want); err != nil {
 			return err
 		}
 	}

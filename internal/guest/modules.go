@@ -29,6 +29,7 @@ func DefaultModules() []string {
 		"virtio_blk",
 		"virtio_net",
 		"virtio_rng",
+		"virtio_balloon",
 		"vsock",
 		"vmw_vsock_virtio_transport",
 		"overlay",
