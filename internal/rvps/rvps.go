@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/coffer-project/coffer/internal/store"
@@ -52,6 +53,27 @@ type Service struct {
 	st       store.Store
 	now      func() time.Time
 	validity time.Duration
+
+	// cache holds decoded values for Query, which runs several times per
+	// attestation; every write through this Service invalidates it (the
+	// store has no other writer).
+	mu    sync.Mutex
+	cache map[string]cachedValue
+}
+
+type cachedValue struct {
+	value      any
+	found      bool
+	expiration time.Time
+}
+
+// maxCached bounds the query cache.
+const maxCached = 4096
+
+func (s *Service) invalidate() {
+	s.mu.Lock()
+	s.cache = nil
+	s.mu.Unlock()
 }
 
 // Option configures a Service.
@@ -185,6 +207,7 @@ func (s *Service) put(ctx context.Context, r Record) error {
 	if err != nil {
 		return fmt.Errorf("store reference value %q: %w", r.Name, err)
 	}
+	defer s.invalidate()
 	if _, err := s.st.Put(ctx, store.NSReferenceValue, r.Name, b, true); err != nil {
 		return fmt.Errorf("store reference value %q: %w", r.Name, err)
 	}
@@ -215,27 +238,50 @@ func (s *Service) Query(ctx context.Context, name string) (any, bool, error) {
 	if store.ValidateKey(name) != nil {
 		return nil, false, nil // cannot exist
 	}
+	s.mu.Lock()
+	c, ok := s.cache[name]
+	s.mu.Unlock()
+	if !ok {
+		var err error
+		if c, err = s.load(ctx, name); err != nil {
+			return nil, false, err
+		}
+		s.mu.Lock()
+		if s.cache == nil || len(s.cache) >= maxCached {
+			s.cache = map[string]cachedValue{}
+		}
+		s.cache[name] = c
+		s.mu.Unlock()
+	}
+	// Expiry is checked on every query, cached or not.
+	if !c.found || !c.expiration.After(s.now()) {
+		return nil, false, nil
+	}
+	return c.value, true, nil
+}
+
+// load reads and decodes one value for the query cache. The value is
+// shared between callers: treat it as read-only.
+func (s *Service) load(ctx context.Context, name string) (cachedValue, error) {
 	r, err := s.Get(ctx, name)
 	if errors.Is(err, ErrNotFound) {
-		return nil, false, nil
+		return cachedValue{}, nil
 	}
 	if err != nil {
-		return nil, false, err
-	}
-	if r.Expired {
-		return nil, false, nil
+		return cachedValue{}, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(r.Value))
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil {
-		return nil, false, fmt.Errorf("reference value %q: stored value is not JSON (%v); register it again", name, err)
+		return cachedValue{}, fmt.Errorf("reference value %q: stored value is not JSON (%v); register it again", name, err)
 	}
-	return v, true, nil
+	return cachedValue{value: v, found: true, expiration: r.Expiration}, nil
 }
 
 // Delete removes name, or returns an error wrapping ErrNotFound.
 func (s *Service) Delete(ctx context.Context, name string) error {
+	defer s.invalidate()
 	err := s.st.Delete(ctx, store.NSReferenceValue, name)
 	if errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("%w: %q", ErrNotFound, name)

@@ -142,7 +142,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Daemon, error) {
 }
 
 // Close closes the store.
-func (d *Daemon) Close() error { return d.Store.Close() }
+func (d *Daemon) Close() error {
+	d.Server.Close()
+	return d.Store.Close()
+}
 
 // Serve listens and serves until ctx ends, then shuts down gracefully.
 // ready, if non-nil, receives the bound address.

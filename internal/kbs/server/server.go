@@ -72,6 +72,12 @@ type Server struct {
 	admin    *adminAuth
 	metrics  *metrics
 
+	// Audit events are written by background writers, off the request
+	// path; a full queue back-pressures requests rather than dropping.
+	auditCh   chan auditEvent
+	auditDone sync.WaitGroup
+	closeOnce sync.Once
+
 	mu     sync.RWMutex
 	policy ResourcePolicy
 	// policyWrite serializes resource policy updates so the stored policy
@@ -108,7 +114,33 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 		return nil, fmt.Errorf("the stored resource policy does not compile: %w", err)
 	}
 	s.policy = p
+	s.auditCh = make(chan auditEvent, 4096)
+	for range auditWriters {
+		s.auditDone.Add(1)
+		go s.auditWriter()
+	}
 	return s, nil
+}
+
+// auditWriters write audit events concurrently, so the store's group
+// commit shares one fsync among them.
+const auditWriters = 4
+
+func (s *Server) auditWriter() {
+	defer s.auditDone.Done()
+	for e := range s.auditCh {
+		if err := store.AppendAudit(context.Background(), s.deps.Store, e); err != nil {
+			s.log.Error("write audit log", "err", err)
+		}
+	}
+}
+
+// Close flushes the audit log; the server must not serve afterwards.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		close(s.auditCh)
+		s.auditDone.Wait()
+	})
 }
 
 // RunSweeper drops expired sessions every interval until ctx ends.
@@ -238,9 +270,7 @@ type auditEvent struct {
 
 func (s *Server) audit(ctx context.Context, e auditEvent) {
 	e.Time = s.now().UTC()
-	if err := store.AppendAudit(ctx, s.deps.Store, e); err != nil {
-		s.log.Error("write audit log", "err", err)
-	}
+	s.auditCh <- e
 	lvl := slog.LevelInfo
 	if e.Outcome != "ok" && e.Outcome != "released" && e.Outcome != "success" {
 		lvl = slog.LevelWarn

@@ -27,11 +27,11 @@ type session struct {
 	state   sessionState
 	token   string
 	expires time.Time
+	seq     uint64 // creation order
 }
 
 var (
 	errNoSession      = errors.New("no such session (expired or never created): call /auth again")
-	errSessionsFull   = errors.New("too many open sessions: retry later")
 	errNonceUsed      = errors.New("the session's nonce was already used: call /auth again")
 	errSessionExpired = errors.New("session expired: call /auth again")
 )
@@ -42,6 +42,7 @@ type sessions struct {
 	mu      sync.Mutex
 	byID    map[string]*session
 	max     int
+	seq     uint64
 	timeout time.Duration
 	now     func() time.Time
 }
@@ -65,10 +66,13 @@ func (s *sessions) create(tee, nonce string) (*session, error) {
 	if len(s.byID) >= s.max {
 		s.sweepLocked()
 		if len(s.byID) >= s.max {
-			return nil, errSessionsFull
+			// Still full of live sessions: drop the oldest (closest to
+			// expiry) rather than refuse every new guest until some expire.
+			s.evictOldestLocked()
 		}
 	}
-	ss := &session{id: randomHex(16), tee: tee, nonce: nonce, state: stateAuthed, expires: s.now().Add(s.timeout)}
+	s.seq++
+	ss := &session{id: randomHex(16), tee: tee, nonce: nonce, state: stateAuthed, expires: s.now().Add(s.timeout), seq: s.seq}
 	s.byID[ss.id] = ss
 	return ss, nil
 }
@@ -149,4 +153,16 @@ func (s *sessions) count() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.byID)
+}
+
+func (s *sessions) evictOldestLocked() {
+	var oldest *session
+	for _, ss := range s.byID {
+		if oldest == nil || ss.seq < oldest.seq {
+			oldest = ss
+		}
+	}
+	if oldest != nil {
+		delete(s.byID, oldest.id)
+	}
 }

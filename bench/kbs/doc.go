@@ -1,0 +1,20 @@
+// Command kbs benchmarks coffer-kbs, the relying party, in one run: full
+// RCAR handshakes (auth + attest + get-resource, a fresh client, session
+// and TEE key each) against the real coffer-kbs binary on loopback, at 1
+// and 64 concurrent clients, for the sample TEE and for simulated SEV-SNP;
+// and the crypto floor, the same key generation, evidence, verification,
+// token signing and JWE work done in-process without HTTP, sessions or
+// policy. It prints throughput, p50/p99 latency, the ratio to the floor,
+// the CPU each side used and PASS/MISS against the project's targets, as a
+// table or as JSON.
+//
+// With -cpuprofile it also runs the server in-process (server.Open behind a
+// loopback listener in the benchmark process) under the same load and
+// writes a CPU profile per TEE, with the server's goroutines labelled, and
+// prints the server's hot spots.
+//
+// It owns nothing outside its temporary directories: the server gets a
+// fresh data directory and a free loopback port, and the server process and
+// the directories are removed on exit, also on Ctrl-C. Run it with
+// ./bench/kbs/run.sh [-d 10s] [-json] [-cpuprofile kbs.pprof].
+package main
