@@ -182,7 +182,7 @@ func TestIsolationNamespacesAndCaps(t *testing.T) {
 	if !strings.Contains(r.stdout, "mount-denied") {
 		t.Errorf("an unprivileged container could mount: %q", r.stdout)
 	}
-	if !strings.Contains(r.stdout, "CapEff:\t00000000a80425fb") {
+	if !strings.Contains(r.stdout, "CapEff:\t00000000a00425fb") {
 		t.Errorf("unexpected effective capabilities: %q", r.stdout)
 	}
 }

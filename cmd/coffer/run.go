@@ -245,10 +245,18 @@ func runForeground(ctx context.Context, log *slog.Logger, o *runOpts, dir string
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
-		select {
-		case <-sigs:
-			cancel()
-		case <-sctx.Done():
+		for {
+			select {
+			case s := <-sigs:
+				switch s {
+				case unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT:
+					cancel()
+					return
+				}
+				// SIGWINCH, SIGUSR1/2 while booting: nothing to do yet.
+			case <-sctx.Done():
+				return
+			}
 		}
 	}()
 	pod, err := sandbox.StartPod(sctx, dir, req, false, log)
@@ -262,7 +270,7 @@ func runForeground(ctx context.Context, log *slog.Logger, o *runOpts, dir string
 	code, err := attachAndWait(ctx, log, pod, o, sigs)
 	pod.Close(&code, !o.rm)
 	if err != nil {
-		return &exitError{code: exitCofferError, err: err}
+		return startError(err)
 	}
 	if code != 0 {
 		return &exitError{code: code}

@@ -44,6 +44,7 @@ type container struct {
 	procs    map[string]*process
 	started  bool
 	removing bool
+	creating bool // CreateContainer has not finished yet
 }
 
 type process struct {
@@ -271,17 +272,18 @@ func (s *Server) CreateContainer(ctx context.Context, req *api.CreateContainerRe
 		s.mu.Unlock()
 		return nil, status.Errorf(codes.AlreadyExists, "container %q already exists", id)
 	}
-	c := &container{id: id, serial: req.Rootfs.Source, procs: map[string]*process{}}
+	c := &container{id: id, serial: req.Rootfs.Source, procs: map[string]*process{}, creating: true}
 	s.containers[id] = c // reserve the id
 	s.mu.Unlock()
 
 	ok := false
 	defer func() {
+		s.mu.Lock()
+		c.creating = false
 		if !ok {
-			s.mu.Lock()
 			delete(s.containers, id)
-			s.mu.Unlock()
 		}
+		s.mu.Unlock()
 	}()
 	diskCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -303,7 +305,9 @@ func (s *Server) CreateContainer(ctx context.Context, req *api.CreateContainerRe
 		if err != nil {
 			return nil, err
 		}
+		s.mu.Lock()
 		c.c = rc
+		s.mu.Unlock()
 		return rc.Init, nil
 	})
 	if err != nil {
@@ -343,6 +347,10 @@ func (s *Server) RemoveContainer(ctx context.Context, req *api.RemoveContainerRe
 	if c.removing {
 		s.mu.Unlock()
 		return nil, status.Errorf(codes.FailedPrecondition, "container %q is already being removed", c.id)
+	}
+	if c.creating {
+		s.mu.Unlock()
+		return nil, status.Errorf(codes.FailedPrecondition, "container %q is still being created: retry when CreateContainer has returned", c.id)
 	}
 	init := c.procs[""]
 	running := init != nil && c.started

@@ -46,6 +46,8 @@ type Service struct {
 
 	mu       sync.Mutex
 	policies map[string]*policy.Policy // by policy id
+	// policyWrite keeps the stored policy and the one in force equal.
+	policyWrite sync.Mutex
 }
 
 // Result describes an attestation: the token and the appraisal.
@@ -107,6 +109,8 @@ func (s *Service) SetPolicy(ctx context.Context, id string, rego []byte) error {
 	if err != nil {
 		return err
 	}
+	s.policyWrite.Lock()
+	defer s.policyWrite.Unlock()
 	if _, err := s.cfg.Store.Put(ctx, store.NSAttestPolicies, id, rego, true); err != nil {
 		return fmt.Errorf("store policy %s: %w", id, err)
 	}

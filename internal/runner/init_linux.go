@@ -71,7 +71,7 @@ func runStage(sync *syncConn, cfg *initConfig) error {
 		}
 	}
 	if p.Terminal {
-		if err := setupConsole(sync); err != nil {
+		if err := setupConsole(sync, cfg.Mode == "init"); err != nil {
 			return err
 		}
 	}
@@ -253,7 +253,7 @@ func setUserAndCaps(p *specs.Process) error {
 // setupConsole opens a pseudo-terminal in the container's own devpts,
 // makes its slave side the process's stdio and controlling terminal, and
 // sends the master to the agent.
-func setupConsole(sync *syncConn) error {
+func setupConsole(sync *syncConn, bindConsole bool) error {
 	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open /dev/ptmx in the container (is devpts mounted with newinstance?): %w", err)
@@ -271,10 +271,13 @@ func setupConsole(sync *syncConn) error {
 	if err != nil {
 		return fmt.Errorf("open %s: %w", slavePath, err)
 	}
-	// Best effort, as runc does: /dev/console is the container's terminal.
-	if f, err := os.OpenFile("/dev/console", os.O_CREATE|os.O_RDONLY, 0o600); err == nil {
-		f.Close()
-		_ = unix.Mount(slavePath, "/dev/console", "", unix.MS_BIND, "")
+	// Best effort, as runc does: /dev/console is the container's terminal
+	// (its init's; an exec's terminal must not replace it).
+	if bindConsole {
+		if f, err := os.OpenFile("/dev/console", os.O_CREATE|os.O_RDONLY, 0o600); err == nil {
+			f.Close()
+			_ = unix.Mount(slavePath, "/dev/console", "", unix.MS_BIND, "")
+		}
 	}
 	if _, err := unix.Setsid(); err != nil {
 		return fmt.Errorf("setsid: %w", err)

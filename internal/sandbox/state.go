@@ -96,6 +96,13 @@ func CreatePodDir(runtimeDir, name string) (string, error) {
 		if rerr == nil && st.Status == StatusExited {
 			return "", fmt.Errorf("a stopped pod named %q exists: `coffer rm %s` first or pick another --name", name, name)
 		}
+		// A pod being handed to its owner (coffer run -d) has no owner
+		// yet, and a directory without state may be seconds old: neither
+		// is stale until it has been left alone for a while.
+		if fi, err := os.Stat(dir); err == nil && time.Since(fi.ModTime()) < 2*time.Minute &&
+			(rerr != nil || (st.OwnerPID == 0 && st.Status == StatusStarting)) {
+			return "", fmt.Errorf("a pod named %q is being created: pick another --name", name)
+		}
 		if err := RemovePodDir(dir); err != nil {
 			return "", err
 		}

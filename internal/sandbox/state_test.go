@@ -287,6 +287,11 @@ func TestCreatePodDirReplacesDeadPod(t *testing.T) {
 			if err := os.MkdirAll(filepath.Join(dir, "vm", "sub"), 0o700); err != nil {
 				t.Fatal(err)
 			}
+			// Left alone long enough to count as stale.
+			old := time.Now().Add(-3 * time.Minute)
+			if err := os.Chtimes(dir, old, old); err != nil {
+				t.Fatal(err)
+			}
 			again, err := CreatePodDir(rt, name)
 			if err != nil || again != dir {
 				t.Fatalf("CreatePodDir over a dead pod = %q, %v", again, err)
@@ -467,5 +472,22 @@ func TestRuntimeDir(t *testing.T) {
 	}
 	if got := RuntimeDir(); got != want {
 		t.Fatalf("RuntimeDir = %q, want %q", got, want)
+	}
+}
+
+// A pod directory another coffer is still setting up (no owner yet, or no
+// state yet) is not taken over while it is young.
+func TestCreatePodDirRespectsPodBeingCreated(t *testing.T) {
+	rt := t.TempDir()
+	dir, err := CreatePodDir(rt, "young")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CreatePodDir(rt, "young"); err == nil || !strings.Contains(err.Error(), "being created") {
+		t.Fatalf("second create of a pod with no state yet: %v", err)
+	}
+	writeStateT(t, dir, &State{Status: StatusStarting})
+	if _, err := CreatePodDir(rt, "young"); err == nil || !strings.Contains(err.Error(), "being created") {
+		t.Fatalf("second create during the detached hand-off: %v", err)
 	}
 }

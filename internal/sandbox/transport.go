@@ -27,17 +27,19 @@ const agentVsockPort = 1024
 // VhostVsockDevice is the host device QEMU needs for vsock.
 const VhostVsockDevice = "/dev/vhost-vsock"
 
-// chooseTransport resolves TransportAuto: vsock when the host has a usable
-// vhost-vsock device, else virtio-serial (which works everywhere).
+// chooseTransport resolves TransportAuto to virtio-serial. vsock is opt-in:
+// any host process can connect to a guest's vsock port (the CID is on
+// QEMU's command line), and the agent does not yet authenticate its peer,
+// while the serial port's socket lives in a 0700 directory.
 func chooseTransport(requested string, deviceOK func() bool) (string, error) {
 	switch requested {
-	case TransportSerial, TransportVsock:
-		return requested, nil
-	case TransportAuto:
-		if deviceOK() {
-			return TransportVsock, nil
-		}
+	case TransportSerial, TransportAuto:
 		return TransportSerial, nil
+	case TransportVsock:
+		if !deviceOK() {
+			return "", fmt.Errorf("agent transport vsock needs %s, which this host lacks (or cannot open): use serial", VhostVsockDevice)
+		}
+		return requested, nil
 	}
 	return "", fmt.Errorf("unknown agent transport %q: use serial, vsock or auto", requested)
 }
