@@ -57,6 +57,7 @@ test: setup guest lint
 
 bench: guest
 	./bench/sandbox/run.sh
+	./bench/kbs/run.sh
 
 clean:
 	rm -rf $(BIN)
