@@ -166,7 +166,7 @@ func (c *Cgroup) Pids() ([]int, error) {
 // the context's deadline for the processes to go.
 func (c *Cgroup) Remove(ctx context.Context) error {
 	for {
-		err := os.Remove(c.Path)
+		err := removeCgroupTree(c.Path)
 		if err == nil || errors.Is(err, os.ErrNotExist) {
 			return nil
 		}
@@ -256,4 +256,28 @@ func readKeyed(path string) (map[string]uint64, error) {
 		}
 	}
 	return out, sc.Err()
+}
+
+// removeCgroupTree removes a cgroup and the child cgroups a (privileged)
+// container may have created in it, deepest first.
+func removeCgroupTree(path string) error {
+	var dirs []string
+	err := filepath.WalkDir(path, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := os.Remove(dirs[i]); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
 }

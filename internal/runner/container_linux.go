@@ -224,19 +224,27 @@ func (r *Runner) spawn(ctx context.Context, cg *Cgroup, stdio Stdio, terminal bo
 			CgroupFD:    int(cgfd.Fd()),
 		},
 	}
-	var proc *os.Process
-	if joinPid != nil {
-		attr.Env = []string{nsenter.EnvPID + "=" + strconv.Itoa(*joinPid)}
-		proc, err = startInPidNS(*joinPid, r.self(), attr)
-	} else {
-		proc, err = os.StartProcess(r.self(), []string{"coffer-agent", InitArg, cfg.Mode}, attr)
-	}
+	pid, exit, err := r.Reaper.Start(func() (int, error) {
+		var proc *os.Process
+		var err error
+		if joinPid != nil {
+			attr.Env = []string{nsenter.EnvPID + "=" + strconv.Itoa(*joinPid)}
+			proc, err = startInPidNS(*joinPid, r.self(), attr)
+		} else {
+			proc, err = os.StartProcess(r.self(), []string{"coffer-agent", InitArg, cfg.Mode}, attr)
+		}
+		if err != nil {
+			return 0, err
+		}
+		pid := proc.Pid
+		_ = proc.Release()
+		return pid, nil
+	})
 	if err != nil {
 		sc.Close()
 		return nil, nil, fmt.Errorf("start container %s stage: %w", cfg.Mode, err)
 	}
-	p := newProcess(proc.Pid, r.Reaper.Watch(proc.Pid))
-	_ = proc.Release()
+	p := newProcess(pid, exit)
 	fail := func(err error) (*Process, *syncConn, error) {
 		_ = unix.Kill(p.Pid, unix.SIGKILL)
 		select {

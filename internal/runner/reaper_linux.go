@@ -119,3 +119,21 @@ func (r *Reaper) Watch(pid int) <-chan Exit {
 	r.waiters[pid] = ch
 	return ch
 }
+
+// Start runs start (which forks a child and returns its pid) with exits
+// held back, and watches the new pid. An exit already recorded for that
+// pid can only be from an older process that had the same pid (the new
+// one cannot have been reaped while the lock is held), so it is dropped:
+// a recycled pid never inherits a stale exit.
+func (r *Reaper) Start(start func() (int, error)) (int, <-chan Exit, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pid, err := start()
+	if err != nil {
+		return 0, nil, err
+	}
+	delete(r.unclaimed, pid)
+	ch := make(chan Exit, 1)
+	r.waiters[pid] = ch
+	return pid, ch, nil
+}

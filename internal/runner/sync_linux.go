@@ -110,7 +110,14 @@ func (s *syncConn) recv(ctx context.Context, v any) (*os.File, error) {
 			_ = s.c.SetReadDeadline(time.Time{})
 		}
 	}()
-	buf := make([]byte, maxSyncMsg)
+	size, err := s.nextSize()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	buf := make([]byte, max(size, 1))
 	oob := make([]byte, unix.CmsgSpace(4))
 	n, oobn, _, _, err := s.c.ReadMsgUnix(buf, oob)
 	if err != nil {
@@ -153,4 +160,34 @@ func (e *errStage) Error() string { return e.msg }
 func IsStageError(err error) bool {
 	var e *errStage
 	return errors.As(err, &e)
+}
+
+// nextSize waits for the next message and returns its length without
+// consuming it (MSG_PEEK|MSG_TRUNC), so recv allocates what the message
+// needs rather than maxSyncMsg every time. It honours the read deadline.
+func (s *syncConn) nextSize() (int, error) {
+	rc, err := s.c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	size := 0
+	var opErr error
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, _, _, e := unix.Recvmsg(int(fd), nil, nil, unix.MSG_PEEK|unix.MSG_TRUNC|unix.MSG_DONTWAIT)
+		if e == unix.EAGAIN || e == unix.EINTR {
+			return false
+		}
+		size, opErr = n, e
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	if opErr != nil {
+		return 0, opErr
+	}
+	if size > maxSyncMsg {
+		return 0, fmt.Errorf("sync message of %d bytes is over the %d byte limit", size, maxSyncMsg)
+	}
+	return size, nil
 }
