@@ -72,6 +72,9 @@ func (p *process) discard() {
 	}
 }
 
+// stdinWriteTimeout bounds one WriteStdin without a request deadline.
+const stdinWriteTimeout = 10 * time.Second
+
 // maxExecs bounds the exec processes one container remembers; finished
 // execs whose exit was already reported are forgotten first.
 const maxExecs = 256
@@ -477,6 +480,9 @@ func (s *Server) ExecProcess(ctx context.Context, req *api.ExecProcessRequest) (
 		for id, p := range c.procs {
 			if id != "" && p.waited {
 				p.discard()
+				if p.stdin != nil {
+					p.stdin.Close()
+				}
 				delete(c.procs, id)
 			}
 		}
@@ -583,8 +589,18 @@ func (s *Server) WriteStdin(ctx context.Context, req *api.WriteStdinRequest) (*a
 	if p.closed || p.stdin == nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "stdin of %s/%s is closed", req.ContainerId, req.ExecId)
 	}
+	// A process that does not read its stdin must not hold this lock (and
+	// CloseStdin) forever: write until the request's deadline, or 10 s.
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(stdinWriteTimeout)
+	}
+	_ = p.stdin.SetWriteDeadline(dl)
 	n, err := p.stdin.Write(req.Data)
-	if err != nil {
+	if err != nil && n == 0 {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, status.Errorf(codes.Unavailable, "write stdin of %s/%s: the process is not reading its input", req.ContainerId, req.ExecId)
+		}
 		return nil, status.Errorf(codes.Unavailable, "write stdin: %v", err)
 	}
 	return &api.WriteStdinResponse{Len: uint32(n)}, nil
@@ -646,8 +662,14 @@ func (s *Server) TtyWinResize(ctx context.Context, req *api.TtyWinResizeRequest)
 		return nil, status.Errorf(codes.FailedPrecondition, "%s/%s has no terminal", req.ContainerId, req.ExecId)
 	}
 	ws := &unix.Winsize{Row: uint16(req.Rows), Col: uint16(req.Columns)}
-	if err := unix.IoctlSetWinsize(int(p.p.Console.Fd()), unix.TIOCSWINSZ, ws); err != nil {
+	// Through the raw conn: Fd() would switch the master to blocking mode.
+	rc, err := p.p.Console.SyscallConn()
+	if err != nil {
 		return nil, status.Errorf(codes.Internal, "resize terminal: %v", err)
+	}
+	var ioErr error
+	if err := rc.Control(func(fd uintptr) { ioErr = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, ws) }); err != nil || ioErr != nil {
+		return nil, status.Errorf(codes.Internal, "resize terminal: %v", errors.Join(err, ioErr))
 	}
 	return &api.Empty{}, nil
 }

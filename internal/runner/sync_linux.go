@@ -134,6 +134,9 @@ func (s *syncConn) recv(ctx context.Context, v any) (*os.File, error) {
 		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
 		if err == nil && len(msgs) > 0 {
 			if fds, err := unix.ParseUnixRights(&msgs[0]); err == nil && len(fds) > 0 {
+				// Non-blocking, so the agent's reads and writes on the pty
+				// master use the poller and honour deadlines.
+				_ = unix.SetNonblock(fds[0], true)
 				f = os.NewFile(uintptr(fds[0]), "console")
 				for _, extra := range fds[1:] {
 					unix.Close(extra)
