@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/coffer-project/coffer/bench/internal/benchutil"
 	"io"
 	"os"
 	"os/signal"
@@ -129,21 +129,8 @@ func realMain() int {
 		return 130
 	}
 	if rep != nil {
-		if opts.jsonFile != "" {
-			if err := writeJSONFile(opts.jsonFile, rep); err != nil {
-				fmt.Fprintf(os.Stderr, "bench: %v\n", err)
-				return 1
-			}
-		}
-		if opts.json {
-			enc := json.NewEncoder(os.Stdout)
-			enc.SetIndent("", "  ")
-			if err := enc.Encode(rep.toJSON()); err != nil {
-				fmt.Fprintf(os.Stderr, "bench: %v\n", err)
-				return 1
-			}
-		} else {
-			rep.printTable(os.Stdout)
+		if code := benchutil.Emit(func() any { return rep.toJSON() }, rep.printTable, opts.json, opts.jsonFile); code != 0 {
+			return code
 		}
 	}
 	if runErr != nil {
@@ -151,15 +138,4 @@ func realMain() int {
 		return 1
 	}
 	return 0
-}
-
-func writeJSONFile(path string, rep *report) error {
-	b, err := json.MarshalIndent(rep.toJSON(), "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write -json-file %s: %w", path, err)
-	}
-	return nil
 }

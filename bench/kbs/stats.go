@@ -1,9 +1,9 @@
 package main
 
 import (
+	"github.com/coffer-project/coffer/bench/internal/benchutil"
 	"math"
 	"slices"
-	"strconv"
 	"time"
 )
 
@@ -40,7 +40,7 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 }
 
 // ms is d in milliseconds rounded to microseconds, for JSON.
-func ms(d time.Duration) float64 { return math.Round(float64(d)/float64(time.Microsecond)) / 1000 }
+func ms(d time.Duration) float64 { return benchutil.Ms(d) }
 
 // us is d in microseconds rounded to 0.1, for JSON.
 func us(d time.Duration) float64 { return math.Round(float64(d)/100) / 10 }
@@ -55,18 +55,4 @@ func round3(f float64) float64 {
 
 // fmtDur prints a duration for tables: µs below 1 ms, ms with two
 // decimals below 10 ms, else ms or s.
-func fmtDur(d time.Duration) string {
-	switch {
-	case d == 0:
-		return "-"
-	case d < 0:
-		return "-" + fmtDur(-d)
-	case d < time.Millisecond:
-		return strconv.FormatFloat(float64(d)/float64(time.Microsecond), 'f', 0, 64) + " µs"
-	case d < 10*time.Millisecond:
-		return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + " ms"
-	case d < 10*time.Second:
-		return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64) + " ms"
-	}
-	return strconv.FormatFloat(d.Seconds(), 'f', 2, 64) + " s"
-}
+func fmtDur(d time.Duration) string { return benchutil.FmtDur(d) }

@@ -1,9 +1,9 @@
 package main
 
 import (
+	"github.com/coffer-project/coffer/bench/internal/benchutil"
 	"math"
 	"sort"
-	"strconv"
 	"time"
 )
 
@@ -39,7 +39,7 @@ func ratio(a, b time.Duration) float64 {
 	return float64(a) / float64(b)
 }
 
-func ms(d time.Duration) float64 { return math.Round(float64(d)/float64(time.Microsecond)) / 1000 }
+func ms(d time.Duration) float64 { return benchutil.Ms(d) }
 
 func msList(ds []time.Duration) []float64 {
 	out := make([]float64, len(ds))
@@ -50,18 +50,4 @@ func msList(ds []time.Duration) []float64 {
 }
 
 // fmtDur prints a duration in ms below 10 s, else in s, for tables.
-func fmtDur(d time.Duration) string {
-	switch {
-	case d == 0:
-		return "-"
-	case d < 0:
-		return "-" + fmtDur(-d)
-	case d < 10*time.Millisecond:
-		return trimFloat(float64(d)/float64(time.Millisecond), 2) + " ms"
-	case d < 10*time.Second:
-		return trimFloat(float64(d)/float64(time.Millisecond), 0) + " ms"
-	}
-	return trimFloat(d.Seconds(), 2) + " s"
-}
-
-func trimFloat(f float64, prec int) string { return strconv.FormatFloat(f, 'f', prec, 64) }
+func fmtDur(d time.Duration) string { return benchutil.FmtDur(d) }
