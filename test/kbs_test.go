@@ -23,7 +23,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -43,30 +42,12 @@ func kbsBin(t *testing.T) string {
 	return p
 }
 
-// lockedBuffer collects a process's output for a concurrent reader.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // kbsServer is a running coffer-kbs.
 type kbsServer struct {
 	url     string
 	dataDir string
 	cmd     *exec.Cmd
-	log     *lockedBuffer
+	log     *syncBuffer
 	done    chan struct{}
 	exitErr error
 }
@@ -92,7 +73,7 @@ func startKbs(t *testing.T, scheme, dataDir string, hc *http.Client, args ...str
 	for attempt := 0; attempt < 5; attempt++ {
 		port := freePort(t)
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		s := &kbsServer{url: scheme + "://" + addr, dataDir: dataDir, log: &lockedBuffer{}, done: make(chan struct{})}
+		s := &kbsServer{url: scheme + "://" + addr, dataDir: dataDir, log: &syncBuffer{}, done: make(chan struct{})}
 		full := append([]string{"--data-dir", dataDir, "--listen", addr}, args...)
 		s.cmd = exec.Command(kbsBin(t), full...)
 		s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
