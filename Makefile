@@ -27,6 +27,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/coffer ./cmd/coffer
 	CGO_ENABLED=1 $(GO) build -trimpath -tags netgo,osusergo -ldflags '$(AGENT_LDFLAGS)' -o $(BIN)/coffer-agent ./cmd/coffer-agent
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/coffer-kbs ./cmd/coffer-kbs
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/containerd-shim-coffer-v2 ./cmd/containerd-shim-coffer-v2
 
 guest: build
 	$(BIN)/coffer guest build --cache-dir $(GUEST_DIR) --agent $(BIN)/coffer-agent

@@ -14,6 +14,7 @@ PKGS=(
   erofs-utils       # mkfs.erofs (rootfs disks, default)
   kmod
   runc              # baseline in benchmarks
+  containerd        # containerd integration tests (ctr comes with it)
   swtpm swtpm-tools # vTPM for confidential mode
   protobuf-compiler # make proto
   gcc libc6-dev     # the agent links statically with cgo (nsenter)

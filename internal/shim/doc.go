@@ -1,0 +1,26 @@
+// Package shim is Coffer's containerd runtime v2 shim
+// (containerd-shim-coffer-v2, runtime name io.containerd.coffer.v2): it
+// serves containerd's task API and runs each pod's containers in one
+// Coffer VM, driven through the guest agent (internal/sandbox).
+//
+// It owns the shim's two lives: the short-lived `start` / `delete`
+// invocations (Manager: spawn the long-lived shim on a socket, clean up
+// after a dead one) and the long-lived task service (Service: Create,
+// Start, Exec, Wait, Kill, Delete, State, Pids, Stats, ResizePty,
+// CloseIO, Connect, Shutdown, with TaskCreate/Start/Exit/Delete events).
+//
+// Dependencies: containerd v1.7 (github.com/containerd/containerd
+// v1.7.35, package runtime/v2/shim) and its task API v2
+// (github.com/containerd/containerd/api runtime/task/v2) over ttrpc.
+// That shim package prints the bare socket address on `start`, which is
+// what containerd 1.6 (Debian 12's) expects, and containerd 1.7 and 2.x
+// still accept a bare address (they treat it as task API v2). containerd
+// v2's pkg/shim always prints a JSON bootstrap document, which
+// containerd 1.6 cannot parse, so it is not used. Serving task API v3
+// for containerd 2.x is future work.
+//
+// Where things live: the pod directory (rootfs image, VM sockets and
+// logs, shim.json) is $COFFER_RUNTIME_DIR/shim/<namespace>/<id>, or
+// /run/coffer/shim/... when COFFER_RUNTIME_DIR is unset. The guest image
+// comes from $COFFER_GUEST_DIR or guest.DefaultCacheDir().
+package shim

@@ -1,0 +1,59 @@
+package shim
+
+import (
+	"context"
+	"log/slog"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/pkg/shutdown"
+	"github.com/containerd/containerd/plugin"
+	cshim "github.com/containerd/containerd/runtime/v2/shim"
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+)
+
+// Run is the shim binary's main: it serves `start`, `delete` and the
+// long-lived task service the way containerd's shim package drives them.
+func Run(ctx context.Context) {
+	cfg := DefaultConfig()
+	plugin.Register(&plugin.Registration{
+		Type:     plugin.TTRPCPlugin,
+		ID:       "task",
+		Requires: []plugin.Type{plugin.EventPlugin, plugin.InternalPlugin},
+		InitFn: func(ic *plugin.InitContext) (interface{}, error) {
+			pp, err := ic.GetByID(plugin.EventPlugin, "publisher")
+			if err != nil {
+				return nil, err
+			}
+			ss, err := ic.GetByID(plugin.InternalPlugin, "shutdown")
+			if err != nil {
+				return nil, err
+			}
+			return NewService(ic.Context, cfg, pp.(cshim.Publisher), ss.(shutdown.Service), shimLogger(ic.Context))
+		},
+	})
+	// QEMU is waited for by its own exec.Cmd: the shim package's reaper
+	// would steal its exit status.
+	cshim.RunManager(ctx, NewManager(cfg, slog.Default()), func(c *cshim.Config) {
+		c.NoReaper = true
+		c.NoSubreaper = true
+	})
+}
+
+// shimLogger logs to the shim's log FIFO, which containerd reads and
+// merges into its own log.
+func shimLogger(ctx context.Context) *slog.Logger {
+	entry := log.G(ctx)
+	level := slog.LevelInfo
+	if entry.Logger.IsLevelEnabled(log.DebugLevel) {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(entry.Logger.Out, &slog.HandlerOptions{Level: level})).With("runtime", RuntimeName)
+}
+
+// RegisterTTRPC serves the task API v2 on server (the shim package calls
+// it for each service plugin).
+func (s *Service) RegisterTTRPC(server *ttrpc.Server) error {
+	taskAPI.RegisterTaskService(server, s)
+	return nil
+}

@@ -1,0 +1,723 @@
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	api "github.com/coffer-project/coffer/api/agent"
+	"github.com/coffer-project/coffer/internal/guest"
+	"github.com/coffer-project/coffer/internal/hypervisor"
+	"github.com/coffer-project/coffer/internal/sandbox"
+	eventstypes "github.com/containerd/containerd/api/events"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/mount"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/pkg/shutdown"
+	"github.com/containerd/containerd/protobuf"
+	ptypes "github.com/containerd/containerd/protobuf/types"
+	"github.com/containerd/containerd/runtime"
+	cshim "github.com/containerd/containerd/runtime/v2/shim"
+	"github.com/containerd/fifo"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// drainTimeout bounds how long an exited process's output may take to
+// reach containerd's FIFOs before the exit is reported anyway.
+const drainTimeout = 5 * time.Second
+
+// Service is the long-lived shim: containerd's task API v2 for one pod.
+type Service struct {
+	cfg       Config
+	ns        string
+	publisher cshim.Publisher
+	sd        shutdown.Service
+	log       *slog.Logger
+
+	mu         sync.Mutex
+	pod        *pod
+	containers map[string]*container
+}
+
+// pod is the VM shared by the pod's containers.
+type pod struct {
+	dir string
+	sb  *sandbox.Sandbox
+}
+
+type container struct {
+	id, bundle string
+	init       *process
+	execs      map[string]*process
+}
+
+// process is a container's init process or one of its execs.
+type process struct {
+	cid, execID string
+	stdio       taskIO
+	spec        *specs.Process // execs only
+
+	mu       sync.Mutex
+	status   task.Status
+	exitCode uint32
+	exitedAt time.Time
+	done     chan struct{} // closed once the exit is known
+
+	stdin    io.ReadWriteCloser
+	outs     []io.Writer // stdout, stderr (nil: none)
+	outputs  sync.WaitGroup
+	closers  []io.Closer
+	stdinEnd sync.Once
+}
+
+type taskIO struct {
+	stdin, stdout, stderr string
+	terminal              bool
+}
+
+var _ taskAPI.TaskService = (*Service)(nil)
+
+// NewService returns the task service. sd ends the shim.
+func NewService(ctx context.Context, cfg Config, publisher cshim.Publisher, sd shutdown.Service, log *slog.Logger) (*Service, error) {
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, ns: ns, publisher: publisher, sd: sd, log: log, containers: map[string]*container{}}
+	sd.RegisterCallback(func(context.Context) error {
+		s.stopPod()
+		return publisher.Close()
+	})
+	return s, nil
+}
+
+func (s *Service) publish(ctx context.Context, topic string, ev interface{ ProtoMessage() }) {
+	ctx = namespaces.WithNamespace(context.WithoutCancel(ctx), s.ns)
+	if err := s.publisher.Publish(ctx, topic, ev); err != nil {
+		s.log.Warn("publish event", "topic", topic, "err", err)
+	}
+}
+
+func grpcErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return errdefs.ToGRPC(err)
+}
+
+// Create boots the pod VM (first container) and creates the container in
+// it, not yet started.
+func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.containers[r.ID]; ok {
+		return nil, grpcErr(fmt.Errorf("container %s: %w", r.ID, errdefs.ErrAlreadyExists))
+	}
+	if s.pod != nil {
+		return nil, grpcErr(fmt.Errorf("container %s: a second container in a Coffer pod is not supported yet: %w", r.ID, errdefs.ErrNotImplemented))
+	}
+	if r.Checkpoint != "" || r.ParentCheckpoint != "" {
+		return nil, grpcErr(fmt.Errorf("checkpoint/restore is not supported by Coffer: %w", errdefs.ErrNotImplemented))
+	}
+	spec, err := readSpec(r.Bundle)
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	dir := s.cfg.PodDir(s.ns, r.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, grpcErr(fmt.Errorf("create pod dir: %w", err))
+	}
+	defer func() {
+		if retErr != nil {
+			s.stopPod()
+			_ = os.RemoveAll(dir)
+		}
+	}()
+	img := filepath.Join(dir, "rootfs.img")
+	if err := s.buildRootfs(ctx, r, spec, img); err != nil {
+		return nil, grpcErr(err)
+	}
+	m, err := guest.Load(s.cfg.GuestDir)
+	if err != nil {
+		return nil, grpcErr(fmt.Errorf("load the guest image: %w", err))
+	}
+	// The VM must outlive this request.
+	vctx := context.WithoutCancel(ctx)
+	sb, err := sandbox.Start(vctx, sandbox.Config{
+		ID: r.ID, StateDir: dir, Kernel: m.KernelPath(), Initrd: m.InitrdPath(), Cmdline: m.Cmdline,
+		MemoryMiB: s.cfg.MemoryMiB, VCPUs: s.cfg.VCPUs,
+		Disks: []hypervisor.Disk{{Serial: "rootfs0", Path: img, ReadOnly: true}},
+		Log:   s.log,
+	})
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	s.pod = &pod{dir: dir, sb: sb}
+	if err := writeRecord(dir, &podRecord{ID: r.ID, ShimPID: os.Getpid(), QEMUPID: sb.PID(), Bundle: r.Bundle,
+		Accel: string(sb.Accel()), GuestDir: s.cfg.GuestDir}); err != nil {
+		return nil, grpcErr(err)
+	}
+	hostname := spec.Hostname
+	if hostname == "" {
+		hostname = r.ID
+	}
+	if _, err := sb.Agent.CreateSandbox(vctx, &api.CreateSandboxRequest{SandboxId: r.ID, Hostname: hostname}); err != nil {
+		return nil, grpcErr(fmt.Errorf("create the sandbox in the guest: %w", sb.Explain(sandbox.AgentError(err))))
+	}
+	guestSpec(spec)
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	if _, err := sb.Agent.CreateContainer(vctx, &api.CreateContainerRequest{
+		ContainerId: r.ID, OciSpec: b,
+		Rootfs: &api.Storage{Driver: "blk", Source: "rootfs0", Fstype: sandbox.FSErofs},
+	}); err != nil {
+		return nil, grpcErr(fmt.Errorf("create container %s: %w", r.ID, sb.Explain(sandbox.AgentError(err))))
+	}
+	p := &process{cid: r.ID, status: task.Status_CREATED, done: make(chan struct{}),
+		stdio: taskIO{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal}}
+	if err := s.openIO(ctx, p); err != nil {
+		_, _ = sb.Agent.RemoveContainer(vctx, &api.RemoveContainerRequest{ContainerId: r.ID, Force: true})
+		return nil, grpcErr(err)
+	}
+	s.copyOutput(p)
+	s.containers[r.ID] = &container{id: r.ID, bundle: r.Bundle, init: p, execs: map[string]*process{}}
+	s.publish(ctx, runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{
+		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs, Pid: uint32(sb.PID()),
+		IO: &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+	})
+	return &taskAPI.CreateTaskResponse{Pid: uint32(sb.PID())}, nil
+}
+
+func readSpec(bundle string) (*specs.Spec, error) {
+	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("read the bundle's OCI spec: %w", err)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", filepath.Join(bundle, "config.json"), err)
+	}
+	if spec.Process == nil {
+		return nil, fmt.Errorf("the OCI spec in %s has no process: %w", bundle, errdefs.ErrInvalidArgument)
+	}
+	return &spec, nil
+}
+
+// guestSpec drops what names host resources the guest does not have:
+// host namespace paths (the VM is the isolation boundary) and the host
+// cgroup path.
+func guestSpec(spec *specs.Spec) {
+	if spec.Linux == nil {
+		return
+	}
+	spec.Linux.CgroupsPath = ""
+	var nss []specs.LinuxNamespace
+	for _, n := range spec.Linux.Namespaces {
+		if n.Path != "" {
+			continue
+		}
+		nss = append(nss, n)
+	}
+	spec.Linux.Namespaces = nss
+}
+
+// buildRootfs turns the container's rootfs into a read-only image: the
+// snapshot mounts containerd passed (mounted on the bundle's rootfs just
+// long enough to build the image), or the bundle's rootfs directory.
+func (s *Service) buildRootfs(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Spec, img string) error {
+	rootfs := filepath.Join(r.Bundle, "rootfs")
+	if len(r.Rootfs) == 0 {
+		if spec.Root != nil && spec.Root.Path != "" {
+			rootfs = spec.Root.Path
+			if !filepath.IsAbs(rootfs) {
+				rootfs = filepath.Join(r.Bundle, rootfs)
+			}
+		}
+		return sandbox.BuildRootfsImage(ctx, rootfs, img, sandbox.FSErofs)
+	}
+	mounts := make([]mount.Mount, 0, len(r.Rootfs))
+	for _, m := range r.Rootfs {
+		mounts = append(mounts, mount.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
+	}
+	if err := os.MkdirAll(rootfs, 0o711); err != nil {
+		return err
+	}
+	if err := mount.All(mounts, rootfs); err != nil {
+		return fmt.Errorf("mount the container's snapshot on %s: %w", rootfs, err)
+	}
+	defer func() {
+		if err := mount.UnmountAll(rootfs, unix.MNT_DETACH); err != nil {
+			s.log.Warn("unmount the container's snapshot", "path", rootfs, "err", err)
+		}
+	}()
+	return sandbox.BuildRootfsImage(ctx, rootfs, img, sandbox.FSErofs)
+}
+
+// openIO opens containerd's FIFOs for p. Opening a FIFO for writing
+// waits for its reader; fifo does that in the background, so this does
+// not block.
+func (s *Service) openIO(ctx context.Context, p *process) error {
+	if p.stdio.stdin != "" {
+		f, err := fifo.OpenFifo(context.WithoutCancel(ctx), p.stdio.stdin, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+		if err != nil {
+			return fmt.Errorf("open the stdin FIFO %s: %w", p.stdio.stdin, err)
+		}
+		p.stdin = f
+		p.closers = append(p.closers, f)
+	}
+	for i, path := range []string{p.stdio.stdout, p.stdio.stderr} {
+		// With a terminal, stderr is merged into stdout.
+		if path == "" || (i == 1 && p.stdio.terminal) {
+			p.outs = append(p.outs, nil)
+			continue
+		}
+		w, err := fifo.OpenFifo(context.WithoutCancel(ctx), path, unix.O_WRONLY, 0)
+		if err != nil {
+			p.closeIO()
+			return fmt.Errorf("open the output FIFO %s: %w", path, err)
+		}
+		p.closers = append(p.closers, w)
+		p.outs = append(p.outs, w)
+	}
+	return nil
+}
+
+// copyOutput copies the process's stdout and stderr to the FIFOs until
+// they end. The process must exist in the guest.
+func (s *Service) copyOutput(p *process) {
+	agent := s.pod.sb.Agent
+	for i, w := range p.outs {
+		if w == nil {
+			continue
+		}
+		p.outputs.Add(1)
+		go func() {
+			defer p.outputs.Done()
+			if err := sandbox.CopyOutput(context.Background(), agent, p.cid, p.execID, i == 1, w); err != nil {
+				s.log.Debug("output copy ended", "process", name(p), "stderr", i == 1, "err", err)
+			}
+		}()
+	}
+}
+
+func (p *process) closeIO() {
+	for _, c := range p.closers {
+		_ = c.Close()
+	}
+	p.closers = nil
+}
+
+// copyStdin sends containerd's stdin FIFO to the process, then closes its
+// stdin in the guest.
+func (s *Service) copyStdin(p *process) {
+	if p.stdin == nil {
+		return
+	}
+	agent := s.pod.sb.Agent
+	go func() {
+		err := sandbox.CopyInput(context.Background(), agent, p.cid, p.execID, p.stdin)
+		if err != nil {
+			s.log.Debug("stdin copy ended", "container", p.cid, "exec", p.execID, "err", err)
+		}
+	}()
+}
+
+func (s *Service) lookup(id, execID string) (*container, *process, error) {
+	c, ok := s.containers[id]
+	if !ok {
+		return nil, nil, fmt.Errorf("container %s: %w", id, errdefs.ErrNotFound)
+	}
+	if execID == "" {
+		return c, c.init, nil
+	}
+	p, ok := c.execs[execID]
+	if !ok {
+		return nil, nil, fmt.Errorf("exec %s in container %s: %w", execID, id, errdefs.ErrNotFound)
+	}
+	return c, p, nil
+}
+
+// Start starts the container's command, or an exec.
+func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, p, err := s.lookup(r.ID, r.ExecID)
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	p.mu.Lock()
+	st := p.status
+	p.mu.Unlock()
+	if st != task.Status_CREATED {
+		return nil, grpcErr(fmt.Errorf("%s is %s, not created: %w", name(p), st, errdefs.ErrFailedPrecondition))
+	}
+	sb := s.pod.sb
+	pid := uint32(sb.PID())
+	if r.ExecID == "" {
+		if _, err := sb.Agent.StartContainer(ctx, &api.StartContainerRequest{ContainerId: r.ID}); err != nil {
+			return nil, grpcErr(fmt.Errorf("start container %s: %w", r.ID, sb.Explain(sandbox.AgentError(err))))
+		}
+	} else {
+		b, err := json.Marshal(p.spec)
+		if err != nil {
+			return nil, grpcErr(err)
+		}
+		if err := s.openIO(ctx, p); err != nil {
+			return nil, grpcErr(err)
+		}
+		if _, err := sb.Agent.ExecProcess(ctx, &api.ExecProcessRequest{ContainerId: r.ID, ExecId: r.ExecID, Process: b}); err != nil {
+			p.closeIO()
+			return nil, grpcErr(fmt.Errorf("start exec %s in container %s: %w", r.ExecID, r.ID, sb.Explain(sandbox.AgentError(err))))
+		}
+		s.copyOutput(p)
+	}
+	p.mu.Lock()
+	p.status = task.Status_RUNNING
+	p.mu.Unlock()
+	s.copyStdin(p)
+	go s.waitProcess(p)
+	if r.ExecID == "" {
+		s.publish(ctx, runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: r.ID, Pid: pid})
+	} else {
+		s.publish(ctx, runtime.TaskExecStartedEventTopic, &eventstypes.TaskExecStarted{ContainerID: r.ID, ExecID: r.ExecID, Pid: pid})
+	}
+	return &taskAPI.StartResponse{Pid: pid}, nil
+}
+
+// waitProcess records p's exit (or the VM's death), lets its output
+// drain into the FIFOs and publishes TaskExit.
+func (s *Service) waitProcess(p *process) {
+	sb := s.pod.sb
+	type res struct {
+		r   *api.WaitProcessResponse
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		r, err := sb.Agent.WaitProcess(context.Background(), &api.WaitProcessRequest{ContainerId: p.cid, ExecId: p.execID})
+		ch <- res{r, err}
+	}()
+	code, exited := uint32(255), time.Time{}
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			s.log.Error("wait for process", "process", name(p), "err", sb.Explain(sandbox.AgentError(r.err)))
+		} else {
+			code = uint32(r.r.ExitStatus)
+			if r.r.ExitedAtUnixNano != 0 {
+				exited = time.Unix(0, r.r.ExitedAtUnixNano)
+			}
+		}
+	case <-sb.Done():
+		s.log.Error("the pod VM died", "process", name(p), "err", sb.VMError())
+	}
+	if exited.IsZero() {
+		exited = time.Now()
+	}
+	drained := make(chan struct{})
+	go func() { p.outputs.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(drainTimeout):
+		s.log.Warn("process output did not end in time", "process", name(p))
+	}
+	p.mu.Lock()
+	p.status, p.exitCode, p.exitedAt = task.Status_STOPPED, code, exited
+	p.closeIO()
+	p.mu.Unlock()
+	close(p.done)
+	s.publish(context.Background(), runtime.TaskExitEventTopic, &eventstypes.TaskExit{
+		ContainerID: p.cid, ID: idOr(p), Pid: uint32(sb.PID()), ExitStatus: code, ExitedAt: protobuf.ToTimestamp(exited),
+	})
+}
+
+func idOr(p *process) string {
+	if p.execID != "" {
+		return p.execID
+	}
+	return p.cid
+}
+
+func name(p *process) string {
+	if p.execID == "" {
+		return "container " + p.cid
+	}
+	return "exec " + p.execID + " in container " + p.cid
+}
+
+// Delete removes an exec, or the container; the pod's last container
+// takes the VM with it.
+func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, p, err := s.lookup(r.ID, r.ExecID)
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	p.mu.Lock()
+	st, code, exited := p.status, p.exitCode, p.exitedAt
+	p.mu.Unlock()
+	if st == task.Status_RUNNING {
+		return nil, grpcErr(fmt.Errorf("%s is still running: kill it first: %w", name(p), errdefs.ErrFailedPrecondition))
+	}
+	pid := uint32(0)
+	if s.pod != nil {
+		pid = uint32(s.pod.sb.PID())
+	}
+	if exited.IsZero() {
+		exited = time.Now()
+	}
+	if r.ExecID != "" {
+		p.closeIO()
+		delete(c.execs, r.ExecID)
+	} else {
+		if s.pod != nil {
+			if _, err := s.pod.sb.Agent.RemoveContainer(ctx, &api.RemoveContainerRequest{ContainerId: r.ID, Force: true}); err != nil {
+				s.log.Debug("remove container in the guest", "container", r.ID, "err", err)
+			}
+		}
+		p.closeIO()
+		for _, e := range c.execs {
+			e.closeIO()
+		}
+		delete(s.containers, r.ID)
+		if len(s.containers) == 0 {
+			s.stopPod()
+		}
+	}
+	s.publish(ctx, runtime.TaskDeleteEventTopic, &eventstypes.TaskDelete{
+		ContainerID: r.ID, ID: idOr(p), Pid: pid, ExitStatus: code, ExitedAt: protobuf.ToTimestamp(exited),
+	})
+	return &taskAPI.DeleteResponse{Pid: pid, ExitStatus: code, ExitedAt: protobuf.ToTimestamp(exited)}, nil
+}
+
+// stopPod stops the VM and removes the pod directory. Idempotent.
+func (s *Service) stopPod() {
+	if s.pod == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := s.pod.sb.Stop(ctx); err != nil {
+		s.log.Warn("stop the pod VM", "err", err)
+	}
+	if err := os.RemoveAll(s.pod.dir); err != nil {
+		s.log.Warn("remove the pod dir", "dir", s.pod.dir, "err", err)
+	}
+	s.pod = nil
+}
+
+// Exec registers an exec; it runs at Start.
+func (s *Service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*ptypes.Empty, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, _, err := s.lookup(r.ID, "")
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	if _, ok := c.execs[r.ExecID]; ok {
+		return nil, grpcErr(fmt.Errorf("exec %s: %w", r.ExecID, errdefs.ErrAlreadyExists))
+	}
+	if r.Spec == nil {
+		return nil, grpcErr(fmt.Errorf("exec %s has no process spec: %w", r.ExecID, errdefs.ErrInvalidArgument))
+	}
+	var ps specs.Process
+	if err := json.Unmarshal(r.Spec.GetValue(), &ps); err != nil {
+		return nil, grpcErr(fmt.Errorf("parse the process spec of exec %s: %w", r.ExecID, err))
+	}
+	ps.Terminal = r.Terminal
+	c.execs[r.ExecID] = &process{cid: r.ID, execID: r.ExecID, spec: &ps, status: task.Status_CREATED, done: make(chan struct{}),
+		stdio: taskIO{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal}}
+	s.publish(ctx, runtime.TaskExecAddedEventTopic, &eventstypes.TaskExecAdded{ContainerID: r.ID, ExecID: r.ExecID})
+	return &ptypes.Empty{}, nil
+}
+
+// State reports a process's status.
+func (s *Service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, p, err := s.lookup(r.ID, r.ExecID)
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	resp := &taskAPI.StateResponse{
+		ID: r.ID, ExecID: r.ExecID, Bundle: c.bundle, Status: p.status,
+		Stdin: p.stdio.stdin, Stdout: p.stdio.stdout, Stderr: p.stdio.stderr, Terminal: p.stdio.terminal,
+		ExitStatus: p.exitCode,
+	}
+	if s.pod != nil {
+		resp.Pid = uint32(s.pod.sb.PID())
+	}
+	if !p.exitedAt.IsZero() {
+		resp.ExitedAt = protobuf.ToTimestamp(p.exitedAt)
+	}
+	return resp, nil
+}
+
+// Wait blocks until the process exits.
+func (s *Service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
+	s.mu.Lock()
+	_, p, err := s.lookup(r.ID, r.ExecID)
+	s.mu.Unlock()
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		return nil, grpcErr(ctx.Err())
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return &taskAPI.WaitResponse{ExitStatus: p.exitCode, ExitedAt: protobuf.ToTimestamp(p.exitedAt)}, nil
+}
+
+// Kill signals a process (all of the container's with All).
+func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
+	s.mu.Lock()
+	_, p, err := s.lookup(r.ID, r.ExecID)
+	var sb *sandbox.Sandbox
+	if s.pod != nil {
+		sb = s.pod.sb
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	p.mu.Lock()
+	st := p.status
+	p.mu.Unlock()
+	if st == task.Status_STOPPED || sb == nil {
+		// Killing a finished process is not an error (CRI stops are
+		// idempotent).
+		return &ptypes.Empty{}, nil
+	}
+	if st == task.Status_CREATED && r.ExecID != "" {
+		return nil, grpcErr(fmt.Errorf("%s is not started: %w", name(p), errdefs.ErrFailedPrecondition))
+	}
+	if _, err := sb.Agent.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: r.ID, ExecId: r.ExecID, Signal: r.Signal, All: r.All}); err != nil {
+		select {
+		case <-p.done:
+			return &ptypes.Empty{}, nil
+		default:
+		}
+		return nil, grpcErr(fmt.Errorf("signal %s: %w", name(p), sb.Explain(sandbox.AgentError(err))))
+	}
+	return &ptypes.Empty{}, nil
+}
+
+// Pids lists the pod's host-visible process: the VM. Guest pids are not
+// host pids.
+func (s *Service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, _, err := s.lookup(r.ID, ""); err != nil {
+		return nil, grpcErr(err)
+	}
+	if s.pod == nil {
+		return &taskAPI.PidsResponse{}, nil
+	}
+	return &taskAPI.PidsResponse{Processes: []*task.ProcessInfo{{Pid: uint32(s.pod.sb.PID())}}}, nil
+}
+
+// CloseIO closes a process's stdin once containerd's side has ended.
+func (s *Service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptypes.Empty, error) {
+	s.mu.Lock()
+	_, p, err := s.lookup(r.ID, r.ExecID)
+	var sb *sandbox.Sandbox
+	if s.pod != nil {
+		sb = s.pod.sb
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	if !r.Stdin || sb == nil {
+		return &ptypes.Empty{}, nil
+	}
+	p.stdinEnd.Do(func() {
+		// The stdin copy ends on its own at EOF of the FIFO (the writer
+		// closed it before asking); this covers a process without a copy.
+		if p.stdin == nil {
+			_, _ = sb.Agent.CloseStdin(ctx, &api.CloseStdinRequest{ContainerId: r.ID, ExecId: r.ExecID})
+		}
+	})
+	return &ptypes.Empty{}, nil
+}
+
+// ResizePty resizes a process's terminal.
+func (s *Service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*ptypes.Empty, error) {
+	s.mu.Lock()
+	_, p, err := s.lookup(r.ID, r.ExecID)
+	var sb *sandbox.Sandbox
+	if s.pod != nil {
+		sb = s.pod.sb
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	if sb == nil || !p.stdio.terminal {
+		return &ptypes.Empty{}, nil
+	}
+	if _, err := sb.Agent.TtyWinResize(ctx, &api.TtyWinResizeRequest{ContainerId: r.ID, ExecId: r.ExecID, Rows: r.Height, Columns: r.Width}); err != nil {
+		return nil, grpcErr(fmt.Errorf("resize the terminal of %s: %w", name(p), sandbox.AgentError(err)))
+	}
+	return &ptypes.Empty{}, nil
+}
+
+// Connect returns the shim's and the VM's pids.
+func (s *Service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	resp := &taskAPI.ConnectResponse{ShimPid: uint32(os.Getpid())}
+	if s.pod != nil {
+		resp.TaskPid = uint32(s.pod.sb.PID())
+	}
+	return resp, nil
+}
+
+// Shutdown ends the shim once no container is left.
+func (s *Service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*ptypes.Empty, error) {
+	s.mu.Lock()
+	n := len(s.containers)
+	s.mu.Unlock()
+	if n > 0 && !r.Now {
+		return &ptypes.Empty{}, nil
+	}
+	s.sd.Shutdown()
+	return &ptypes.Empty{}, nil
+}
+
+// Update is not implemented yet.
+func (s *Service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*ptypes.Empty, error) {
+	return nil, grpcErr(fmt.Errorf("update of a Coffer task: %w", errdefs.ErrNotImplemented))
+}
+
+// Pause is not implemented.
+func (s *Service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*ptypes.Empty, error) {
+	return nil, grpcErr(fmt.Errorf("pause of a Coffer task: %w", errdefs.ErrNotImplemented))
+}
+
+// Resume is not implemented.
+func (s *Service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*ptypes.Empty, error) {
+	return nil, grpcErr(fmt.Errorf("resume of a Coffer task: %w", errdefs.ErrNotImplemented))
+}
+
+// Checkpoint is not supported.
+func (s *Service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskRequest) (*ptypes.Empty, error) {
+	return nil, grpcErr(fmt.Errorf("checkpoint of a Coffer task: %w", errdefs.ErrNotImplemented))
+}

@@ -1,0 +1,82 @@
+package shim
+
+import (
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	api "github.com/coffer-project/coffer/api/agent"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func TestPodDir(t *testing.T) {
+	c := Config{RuntimeDir: "/run/coffer/shim"}
+	if got := c.PodDir("default", "c1"); got != "/run/coffer/shim/default/c1" {
+		t.Errorf("PodDir(default, c1) = %s", got)
+	}
+	long := strings.Repeat("ab", 32) // a CRI id: 64 hex digits
+	got := c.PodDir("k8s.io", long)
+	if filepath.Dir(got) != "/run/coffer/shim/k8s.io" || len(filepath.Base(got)) != 16 {
+		t.Errorf("PodDir of a 64-char id = %s, want a 16-char hashed name", got)
+	}
+	if got == c.PodDir("k8s.io", strings.Repeat("ba", 32)) {
+		t.Error("two ids hash to the same pod dir")
+	}
+	for _, bad := range []string{"../x", "a/b", ".hidden"} {
+		if d := c.PodDir(bad, bad); !strings.HasPrefix(d, "/run/coffer/shim/") || strings.Count(d[len("/run/coffer/shim/"):], "/") != 1 {
+			t.Errorf("PodDir(%q) = %s escapes or nests", bad, d)
+		}
+	}
+}
+
+func TestGuestSpecDropsHostResources(t *testing.T) {
+	s := &specs.Spec{Linux: &specs.Linux{
+		CgroupsPath: "/default/c1",
+		Namespaces: []specs.LinuxNamespace{
+			{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace, Path: "/var/run/netns/cni-1"},
+		},
+	}}
+	guestSpec(s)
+	if s.Linux.CgroupsPath != "" {
+		t.Errorf("cgroups path kept: %q", s.Linux.CgroupsPath)
+	}
+	if len(s.Linux.Namespaces) != 1 || s.Linux.Namespaces[0].Type != specs.PIDNamespace {
+		t.Errorf("namespaces = %+v, want only the pid namespace", s.Linux.Namespaces)
+	}
+	guestSpec(&specs.Spec{}) // no Linux section: no panic
+}
+
+func TestMetricsV2(t *testing.T) {
+	m := metricsV2(&api.CgroupStats{
+		CpuUsageUsec: 10, PidsCurrent: 2, PidsMax: 0, MemoryCurrent: 4096, MemoryMax: 1 << 20,
+		MemoryOomKill: 1, MemoryStat: map[string]uint64{"anon": 7, "file": 8},
+	})
+	if m.CPU.UsageUsec != 10 || m.Pids.Current != 2 || m.Pids.Limit != math.MaxUint64 {
+		t.Errorf("cpu/pids = %+v %+v", m.CPU, m.Pids)
+	}
+	if m.Memory.Usage != 4096 || m.Memory.UsageLimit != 1<<20 || m.Memory.Anon != 7 || m.Memory.File != 8 {
+		t.Errorf("memory = %+v", m.Memory)
+	}
+	if m.MemoryEvents.OomKill != 1 {
+		t.Errorf("oom kills = %d, want 1", m.MemoryEvents.OomKill)
+	}
+	if metricsV2(nil) == nil {
+		t.Error("nil stats gave nil metrics")
+	}
+}
+
+func TestRecordRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	want := &podRecord{ID: "c1", ShimPID: 10, QEMUPID: 11, Bundle: "/b", GuestDir: "/g"}
+	if err := writeRecord(dir, want); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readRecord(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *got != *want {
+		t.Errorf("record = %+v, want %+v", got, want)
+	}
+}

@@ -1,0 +1,375 @@
+//go:build integration
+
+package test
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// busyboxImage is the name the test image is imported under.
+const busyboxImage = "docker.io/library/busybox:latest"
+
+// containerd is a private containerd daemon for one test.
+type containerd struct {
+	sock string
+	cmd  *exec.Cmd
+	log  *syncBuffer
+}
+
+// shimBinDir returns a directory holding containerd-shim-coffer-v2:
+// ../bin if `make build` put it there, else a fresh `go build`.
+func shimBinDir(t *testing.T) string {
+	t.Helper()
+	if p, err := filepath.Abs("../bin/containerd-shim-coffer-v2"); err == nil {
+		if _, err := os.Stat(p); err == nil && os.Getenv("COFFER_SHIM_REBUILD") == "" {
+			return filepath.Dir(p)
+		}
+	}
+	dir := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "containerd-shim-coffer-v2"), "../cmd/containerd-shim-coffer-v2")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build containerd-shim-coffer-v2: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// startContainerd runs Debian's containerd with its own root, state and
+// socket, CRI disabled, finding the Coffer shim through PATH.
+func startContainerd(t *testing.T) *containerd {
+	t.Helper()
+	for _, tool := range []string{"containerd", "ctr"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed (apt-get install containerd): %v", tool, err)
+		}
+	}
+	bin := shimBinDir(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "containerd.sock")
+	cfg := fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = %q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock)
+	cfgPath := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := &containerd{sock: sock, log: &syncBuffer{}}
+	c.cmd = exec.Command("containerd", "--config", cfgPath)
+	c.cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
+	c.cmd.SysProcAttr = &unix.SysProcAttr{Pdeathsig: unix.SIGKILL}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatalf("start containerd: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = c.cmd.Process.Signal(unix.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = c.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = c.cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("containerd log:\n%s", c.log.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		conn, err := net.Dial("unix", sock)
+		if err == nil {
+			conn.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("containerd did not come up: %v\n%s", err, c.log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return c
+}
+
+// ctr runs ctr against c.
+func (c *containerd) ctr(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", c.sock}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	start := time.Now()
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String(), took: time.Since(start)}
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("ctr %v: %v", args, err)
+		}
+		r.code = ee.ExitCode()
+	}
+	t.Logf("ctr %s -> exit %d in %s\nstdout: %q\nstderr: %q", strings.Join(args, " "), r.code, r.took.Round(time.Millisecond), clip(r.stdout), clip(r.stderr))
+	return r
+}
+
+// importBusybox imports the busybox rootfs as an OCI image.
+func (c *containerd) importBusybox(t *testing.T) {
+	t.Helper()
+	tarPath := filepath.Join(t.TempDir(), "busybox-oci.tar")
+	if err := writeOCIImage(busybox, busyboxImage, tarPath); err != nil {
+		t.Fatalf("build the busybox OCI image: %v", err)
+	}
+	if r := c.ctr(t, "", "images", "import", tarPath); r.code != 0 {
+		t.Fatalf("ctr images import failed: %s", r.stderr)
+	}
+	if r := c.ctr(t, "", "images", "ls", "-q"); !strings.Contains(r.stdout, busyboxImage) {
+		t.Fatalf("image %s not listed after import: %q", busyboxImage, r.stdout)
+	}
+}
+
+// writeOCIImage writes an OCI image layout tar of rootfs (one
+// uncompressed layer) named ref.
+func writeOCIImage(rootfs, ref, out string) error {
+	blobs := map[string][]byte{}
+	add := func(b []byte) (string, int) {
+		sum := sha256.Sum256(b)
+		d := "sha256:" + hex.EncodeToString(sum[:])
+		blobs[hex.EncodeToString(sum[:])] = b
+		return d, len(b)
+	}
+	layer, err := layerTar(rootfs)
+	if err != nil {
+		return err
+	}
+	layerDigest, layerSize := add(layer)
+	config, _ := json.Marshal(map[string]any{
+		"architecture": "amd64", "os": "linux",
+		"config": map[string]any{"Env": []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, "Cmd": []string{"sh"}},
+		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
+	})
+	configDigest, configSize := add(config)
+	manifest, _ := json.Marshal(map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     "application/vnd.oci.image.manifest.v1+json",
+		"config":        map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": configDigest, "size": configSize},
+		"layers":        []any{map[string]any{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layerDigest, "size": layerSize}},
+	})
+	manifestDigest, manifestSize := add(manifest)
+	tag := ref[strings.LastIndex(ref, ":")+1:]
+	index, _ := json.Marshal(map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     "application/vnd.oci.image.index.v1+json",
+		"manifests": []any{map[string]any{
+			"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifestDigest, "size": manifestSize,
+			"platform":    map[string]string{"architecture": "amd64", "os": "linux"},
+			"annotations": map[string]string{"io.containerd.image.name": ref, "org.opencontainers.image.ref.name": tag},
+		}},
+	})
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	file := func(name string, b []byte) error {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
+			return err
+		}
+		_, err := tw.Write(b)
+		return err
+	}
+	if err := file("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
+		return err
+	}
+	if err := file("index.json", index); err != nil {
+		return err
+	}
+	for h, b := range blobs {
+		if err := file("blobs/sha256/"+h, b); err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return os.WriteFile(out, buf.Bytes(), 0o600)
+}
+
+// layerTar archives dir (regular files, dirs, symlinks) with root owner.
+func layerTar(dir string) ([]byte, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == dir {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		link := ""
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			if link, err = os.Readlink(p); err != nil {
+				return err
+			}
+		}
+		h, err := tar.FileInfoHeader(fi, link)
+		if err != nil {
+			return err
+		}
+		h.Name, h.Uid, h.Gid, h.Uname, h.Gname = filepath.ToSlash(rel), 0, 0, "", ""
+		if fi.IsDir() {
+			h.Name += "/"
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if fi.Mode().IsRegular() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			if _, err := tw.Write(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// shimPodsLeft lists pod dirs the shim left behind.
+func shimPodsLeft() []string {
+	var left []string
+	nss, _ := os.ReadDir(filepath.Join(runtimeDir, "shim"))
+	for _, ns := range nss {
+		pods, _ := os.ReadDir(filepath.Join(runtimeDir, "shim", ns.Name()))
+		for _, p := range pods {
+			left = append(left, ns.Name()+"/"+p.Name())
+		}
+	}
+	return left
+}
+
+func hostKernel(t *testing.T) string {
+	t.Helper()
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// TestContainerdRun: `ctr run --runtime io.containerd.coffer.v2 --rm` on
+// Debian's containerd 1.6 runs the command in a Coffer VM (its own
+// kernel), streams its output and returns its exit code; nothing is left.
+func TestContainerdRun(t *testing.T) {
+	c := startContainerd(t)
+	c.importBusybox(t)
+	r := c.ctr(t, "", "run", "--runtime", "io.containerd.coffer.v2", "--rm", busyboxImage, "c1",
+		"sh", "-c", "echo hello; uname -r; echo oops >&2; exit 3")
+	if r.code != 3 {
+		t.Fatalf("exit code = %d, want 3 (the container's)\nstderr: %s", r.code, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 2 || strings.TrimSpace(lines[0]) != "hello" {
+		t.Fatalf("stdout = %q, want hello and the guest kernel release", r.stdout)
+	}
+	if guestKernel := strings.TrimSpace(lines[1]); guestKernel == hostKernel(t) {
+		t.Errorf("the container saw the host kernel %s: it did not run in a VM", guestKernel)
+	}
+	if !strings.Contains(r.stderr, "oops") {
+		t.Errorf("stderr = %q, want the container's stderr", r.stderr)
+	}
+	if r := c.ctr(t, "", "containers", "ls", "-q"); strings.TrimSpace(r.stdout) != "" {
+		t.Errorf("containers left after --rm: %q", r.stdout)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(shimPodsLeft()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if left := shimPodsLeft(); len(left) > 0 {
+		t.Errorf("shim pod dirs left: %v", left)
+	}
+}
+
+// TestContainerdTaskLifecycle: a detached task is listed with the VM's
+// pid, runs execs (output, stdin, exit code), reports metrics from the
+// guest, is killed and deleted, and its VM goes away.
+func TestContainerdTaskLifecycle(t *testing.T) {
+	c := startContainerd(t)
+	c.importBusybox(t)
+	if r := c.ctr(t, "", "run", "-d", "--runtime", "io.containerd.coffer.v2", busyboxImage, "c2", "sleep", "1000"); r.code != 0 {
+		t.Fatalf("detached run failed: %s", r.stderr)
+	}
+	ls := c.ctr(t, "", "task", "ls")
+	if !strings.Contains(ls.stdout, "c2") || !strings.Contains(ls.stdout, "RUNNING") {
+		t.Fatalf("task ls = %q, want c2 RUNNING", ls.stdout)
+	}
+	if qemus := ourQEMUs(); len(qemus) != 1 || !strings.Contains(ls.stdout, qemus[0]) {
+		t.Errorf("task ls = %q, want the pid of the pod's qemu %v", ls.stdout, qemus)
+	}
+	if r := c.ctr(t, "", "task", "exec", "--exec-id", "e1", "c2", "sh", "-c", "echo from-exec; exit 5"); r.code != 5 || strings.TrimSpace(r.stdout) != "from-exec" {
+		t.Errorf("exec: exit %d stdout %q, want 5 and from-exec", r.code, r.stdout)
+	}
+	if r := c.ctr(t, "line one\nline two\n", "task", "exec", "--exec-id", "e2", "c2", "cat"); r.code != 0 || r.stdout != "line one\nline two\n" {
+		t.Errorf("exec with stdin: exit %d stdout %q, want the input back", r.code, r.stdout)
+	}
+	if r := c.ctr(t, "", "task", "metrics", "c2"); r.code != 0 || !strings.Contains(r.stdout, "memory") {
+		t.Errorf("task metrics: exit %d stdout %q, want the guest's cgroup metrics", r.code, r.stdout)
+	}
+	if r := c.ctr(t, "", "task", "kill", "-s", "SIGKILL", "c2"); r.code != 0 {
+		t.Fatalf("task kill failed: %s", r.stderr)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ls := c.ctr(t, "", "task", "ls")
+		if strings.Contains(ls.stdout, "STOPPED") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task not stopped after kill: %q", ls.stdout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if r := c.ctr(t, "", "task", "delete", "c2"); r.code != 0 {
+		t.Fatalf("task delete failed: %s", r.stderr)
+	}
+	if r := c.ctr(t, "", "containers", "rm", "c2"); r.code != 0 {
+		t.Fatalf("container rm failed: %s", r.stderr)
+	}
+	for len(ourQEMUs()) > 0 || len(shimPodsLeft()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after delete: qemu %v, pod dirs %v left", ourQEMUs(), shimPodsLeft())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
