@@ -15,7 +15,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,6 +29,7 @@ const busyboxImage = "docker.io/library/busybox:latest"
 
 // containerd is a private containerd daemon for one test.
 type containerd struct {
+	dir  string // root, state and socket live below it
 	sock string
 	cmd  *exec.Cmd
 	log  *syncBuffer
@@ -72,7 +75,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c := &containerd{sock: sock, log: &syncBuffer{}}
+	c := &containerd{dir: dir, sock: sock, log: &syncBuffer{}}
 	c.cmd = exec.Command("containerd", "--config", cfgPath)
 	c.cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
@@ -371,5 +374,223 @@ func TestContainerdTaskLifecycle(t *testing.T) {
 			t.Fatalf("after delete: qemu %v, pod dirs %v left", ourQEMUs(), shimPodsLeft())
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestContainerdConfig: the runtime option ConfigPath (ctr's
+// --runtime-config-path) and the allow-listed annotations size the VM;
+// a bad config file fails the create with an error naming the key, and
+// leaves nothing behind.
+func TestContainerdConfig(t *testing.T) {
+	c := startContainerd(t)
+	c.importBusybox(t)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "pod.toml")
+	if err := os.WriteFile(good, []byte("memory_mib = 384\nvcpus = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := c.ctr(t, "", "run", "--runtime", "io.containerd.coffer.v2", "--runtime-config-path", good,
+		"--annotation", "io.coffer.vm.vcpus=2", "--rm", busyboxImage, "cfg1",
+		"sh", "-c", "nproc; grep MemTotal /proc/meminfo")
+	if r.code != 0 {
+		t.Fatalf("run with ConfigPath: exit %d\nstderr: %s", r.code, r.stderr)
+	}
+	f := strings.Fields(r.stdout)
+	if len(f) < 3 || f[0] != "2" {
+		t.Fatalf("stdout = %q, want nproc 2 (annotation) and MemTotal", r.stdout)
+	}
+	// The guest sees a little less than the VM's memory.
+	if kb, _ := strconv.Atoi(f[2]); kb < 300<<10 || kb > 384<<10 {
+		t.Errorf("MemTotal = %s kB, want about 384 MiB (memory_mib from ConfigPath)", f[2])
+	}
+
+	bad := filepath.Join(dir, "bad.toml")
+	if err := os.WriteFile(bad, []byte("memory_mib = 512\nmemroy = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = c.ctr(t, "", "run", "--runtime", "io.containerd.coffer.v2", "--runtime-config-path", bad, "--rm", busyboxImage, "cfg2", "true")
+	if r.code == 0 || !strings.Contains(r.stderr, "unknown keys memroy") || !strings.Contains(r.stderr, bad) {
+		t.Errorf("run with a bad config: exit %d stderr %q, want a failure naming the file and the key", r.code, r.stderr)
+	}
+	r = c.ctr(t, "", "run", "--runtime", "io.containerd.coffer.v2", "--annotation", "io.coffer.vm.memory_mib=lots", "--rm", busyboxImage, "cfg3", "true")
+	if r.code == 0 || !strings.Contains(r.stderr, "io.coffer.vm.memory_mib") {
+		t.Errorf("run with a bad annotation: exit %d stderr %q, want a failure naming the annotation", r.code, r.stderr)
+	}
+	waitFor(t, 10*time.Second, func() bool { return len(ourQEMUs()) == 0 && len(shimPodsLeft()) == 0 })
+}
+
+// TestContainerdTTY: `ctr run -t` gives the container a terminal of the
+// caller's size; keystrokes and the exit status pass through.
+func TestContainerdTTY(t *testing.T) {
+	c := startContainerd(t)
+	c.importBusybox(t)
+	master, slave := openPTY(t)
+	defer master.Close()
+	if err := unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 30, Col: 90}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ctr", "--address", c.sock, "run", "-t", "--rm", "--runtime", "io.containerd.coffer.v2", busyboxImage, "tty1", "sh")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	var out syncBuffer
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := master.Read(buf)
+			out.Write(buf[:n])
+			if err != nil {
+				return
+			}
+		}
+	}()
+	write := func(s string) {
+		if _, err := master.Write([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 90*time.Second, func() bool { return strings.Contains(out.String(), "# ") })
+	write("tty; stty size; echo MA''RK\r")
+	waitFor(t, 20*time.Second, func() bool { return strings.Contains(out.String(), "MARK") })
+	write("exit 4\r")
+	err := cmd.Wait()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	s := out.String()
+	t.Logf("terminal transcript: %q", s)
+	if code != 4 {
+		t.Errorf("ctr run -t exit %d, want 4", code)
+	}
+	for _, want := range []string{"/dev/pts/0", "30 90"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("terminal output lacks %q", want)
+		}
+	}
+	waitFor(t, 10*time.Second, func() bool { return len(ourQEMUs()) == 0 && len(shimPodsLeft()) == 0 })
+}
+
+// TestContainerdVMDeath: the pod's QEMU killed while `ctr run` waits:
+// ctr exits non-zero within seconds, containerd no longer shows the task
+// running, and the shim removes the VM's state.
+func TestContainerdVMDeath(t *testing.T) {
+	c := startContainerd(t)
+	c.importBusybox(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stdout, stderr syncBuffer
+	cmd := exec.CommandContext(ctx, "ctr", "--address", c.sock, "run", "--rm", "--runtime", "io.containerd.coffer.v2",
+		busyboxImage, "dies", "sh", "-c", "echo up; sleep 1000")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 90*time.Second, func() bool { return strings.Contains(stdout.String(), "up") })
+	qemus := ourQEMUs()
+	if len(qemus) != 1 {
+		t.Fatalf("qemu processes %v, want the pod's one", qemus)
+	}
+	if ls := c.ctr(t, "", "task", "ls"); !strings.Contains(ls.stdout, "dies") || !strings.Contains(ls.stdout, "RUNNING") {
+		t.Fatalf("task ls = %q, want dies RUNNING", ls.stdout)
+	}
+	pid, _ := strconv.Atoi(qemus[0])
+	killed := time.Now()
+	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	took := time.Since(killed)
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ctr run exited %d %s after the VM was killed; stderr %q", code, took.Round(time.Millisecond), stderr.String())
+	if code == 0 {
+		t.Errorf("ctr run exit 0 after the VM died, want non-zero")
+	}
+	if took > 15*time.Second {
+		t.Errorf("ctr run took %s to notice the VM's death, want seconds", took)
+	}
+	if ls := c.ctr(t, "", "task", "ls"); strings.Contains(ls.stdout, "RUNNING") {
+		t.Errorf("task ls = %q after the VM died, want no running task", ls.stdout)
+	}
+	waitFor(t, 15*time.Second, func() bool {
+		return len(ourQEMUs()) == 0 && len(shimPodsLeft()) == 0 && len(c.shims()) == 0
+	})
+}
+
+// shims lists the pids of Coffer shims serving c.
+func (c *containerd) shims() []string {
+	var out []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		if strings.Contains(s, "containerd-shim-coffer-v2") && strings.Contains(s, c.sock) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// ourMounts lists the host mounts below c's directories or the runtime
+// dir: the only ones this test's containers can create.
+func (c *containerd) ourMounts() []string {
+	var out []string
+	for _, l := range strings.Split(mounts(), "\n") {
+		if strings.Contains(l, c.dir) || strings.Contains(l, runtimeDir) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// TestContainerdCreateDeleteNoLeaks: N create/delete cycles (`ctr run
+// --rm ... true`) leave no qemu, shim, mount or pod dir behind. N is 10,
+// or the issue's 100 with COFFER_LONG_TESTS=1 (each cycle boots a VM).
+func TestContainerdCreateDeleteNoLeaks(t *testing.T) {
+	n := 10
+	if os.Getenv("COFFER_LONG_TESTS") == "1" {
+		n = 100
+	}
+	c := startContainerd(t)
+	c.importBusybox(t)
+	qemuBefore, shimsBefore, mountsBefore, podsBefore := len(ourQEMUs()), len(c.shims()), c.ourMounts(), len(shimPodsLeft())
+	start := time.Now()
+	for i := range n {
+		id := fmt.Sprintf("leak%d", i)
+		if r := c.ctr(t, "", "run", "--rm", "--runtime", "io.containerd.coffer.v2", busyboxImage, id, "true"); r.code != 0 {
+			t.Fatalf("cycle %d: exit %d\nstderr: %s", i, r.code, r.stderr)
+		}
+	}
+	t.Logf("%d create/delete cycles in %s (%s each)", n, time.Since(start).Round(time.Millisecond), (time.Since(start) / time.Duration(n)).Round(time.Millisecond))
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		qemu, shims, mnts, pods := len(ourQEMUs()), len(c.shims()), c.ourMounts(), len(shimPodsLeft())
+		if qemu == qemuBefore && shims == shimsBefore && pods == podsBefore && strings.Join(mnts, "\n") == strings.Join(mountsBefore, "\n") {
+			t.Logf("after %d cycles: qemu %d, shims %d, mounts %d, pod dirs %d (as before)", n, qemu, shims, len(mnts), pods)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %d cycles: qemu %d (before %d), shims %d (before %d), pod dirs %d (before %d), mounts %q (before %q)",
+				n, qemu, qemuBefore, shims, shimsBefore, pods, podsBefore, mnts, mountsBefore)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if r := c.ctr(t, "", "containers", "ls", "-q"); strings.TrimSpace(r.stdout) != "" {
+		t.Errorf("containers left: %q", r.stdout)
 	}
 }

@@ -19,8 +19,15 @@
 // containerd 1.6 cannot parse, so it is not used. Serving task API v3
 // for containerd 2.x is future work.
 //
+// Configuration (config.go, documented in docs/containerd.md): built-in
+// defaults, then /etc/coffer/config.toml or the file named by
+// containerd's runtime option ConfigPath (runtimeoptions.v1.Options),
+// then an allow-list of pod annotations; resolved per pod at Create, so a
+// bad value fails that Create before any VM starts.
+//
 // Where things live: the pod directory (rootfs image, VM sockets and
 // logs, shim.json) is $COFFER_RUNTIME_DIR/shim/<namespace>/<id>, or
 // /run/coffer/shim/... when COFFER_RUNTIME_DIR is unset. The guest image
-// comes from $COFFER_GUEST_DIR or guest.DefaultCacheDir().
+// comes from guest_dir in the config, else $COFFER_GUEST_DIR or
+// guest.DefaultCacheDir().
 package shim

@@ -29,7 +29,8 @@ func Run(ctx context.Context) {
 			if err != nil {
 				return nil, err
 			}
-			return NewService(ic.Context, cfg, pp.(cshim.Publisher), ss.(shutdown.Service), shimLogger(ic.Context))
+			logger, level := shimLogger(ic.Context, cfg)
+			return NewService(ic.Context, cfg, pp.(cshim.Publisher), ss.(shutdown.Service), logger, level)
 		},
 	})
 	// QEMU is waited for by its own exec.Cmd: the shim package's reaper
@@ -41,14 +42,27 @@ func Run(ctx context.Context) {
 }
 
 // shimLogger logs to the shim's log FIFO, which containerd reads and
-// merges into its own log.
-func shimLogger(ctx context.Context) *slog.Logger {
+// merges into its own log. The level is log_level from the default
+// config file (a pod's ConfigPath file may change it at Create), or
+// debug when containerd runs with debug logging. It returns nil for the
+// level when containerd asked for debug: then nothing lowers it.
+func shimLogger(ctx context.Context, cfg Config) (*slog.Logger, *slog.LevelVar) {
 	entry := log.G(ctx)
-	level := slog.LevelInfo
+	level := new(slog.LevelVar)
+	settable := level
 	if entry.Logger.IsLevelEnabled(log.DebugLevel) {
-		level = slog.LevelDebug
+		level.Set(slog.LevelDebug)
+		settable = nil
 	}
-	return slog.New(slog.NewTextHandler(entry.Logger.Out, &slog.HandlerOptions{Level: level})).With("runtime", RuntimeName)
+	l := slog.New(slog.NewTextHandler(entry.Logger.Out, &slog.HandlerOptions{Level: level})).With("runtime", RuntimeName)
+	if settable != nil {
+		if c, err := cfg.Resolve("", nil); err != nil {
+			l.Warn("the Coffer config file is invalid: pods will fail to start until it is fixed", "err", err)
+		} else {
+			level.Set(c.LogLevel)
+		}
+	}
+	return l, settable
 }
 
 // RegisterTTRPC serves the task API v2 on server (the shim package calls

@@ -42,6 +42,8 @@ type Service struct {
 	publisher cshim.Publisher
 	sd        shutdown.Service
 	log       *slog.Logger
+	// level is the log level a pod's config may set (nil: fixed).
+	level *slog.LevelVar
 
 	mu         sync.Mutex
 	pod        *pod
@@ -86,13 +88,15 @@ type taskIO struct {
 
 var _ taskAPI.TaskService = (*Service)(nil)
 
-// NewService returns the task service. sd ends the shim.
-func NewService(ctx context.Context, cfg Config, publisher cshim.Publisher, sd shutdown.Service, log *slog.Logger) (*Service, error) {
+// NewService returns the task service. sd ends the shim. cfg holds the
+// defaults; each pod's configuration is resolved at Create (see
+// Config.Resolve). level, if not nil, is set to the pod's log_level.
+func NewService(ctx context.Context, cfg Config, publisher cshim.Publisher, sd shutdown.Service, log *slog.Logger, level *slog.LevelVar) (*Service, error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, ns: ns, publisher: publisher, sd: sd, log: log, containers: map[string]*container{}}
+	s := &Service{cfg: cfg, ns: ns, publisher: publisher, sd: sd, log: log, level: level, containers: map[string]*container{}}
 	sd.RegisterCallback(func(context.Context) error {
 		s.stopPod()
 		return publisher.Close()
@@ -132,6 +136,19 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, grpcErr(err)
 	}
+	configPath, err := configPathOption(r.Options)
+	if err != nil {
+		return nil, grpcErr(fmt.Errorf("create container %s: %w", r.ID, err))
+	}
+	cfg, err := s.cfg.Resolve(configPath, spec.Annotations)
+	if err != nil {
+		return nil, grpcErr(fmt.Errorf("create container %s: %w", r.ID, err))
+	}
+	if s.level != nil {
+		s.level.Set(cfg.LogLevel)
+	}
+	s.log.Info("pod config", "id", r.ID, "config_path", configPath, "memory_mib", cfg.MemoryMiB, "vcpus", cfg.VCPUs,
+		"accel", cfg.Accel, "hypervisor", cfg.HypervisorPath, "guest_dir", cfg.GuestDir)
 	dir := s.cfg.PodDir(s.ns, r.ID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, grpcErr(fmt.Errorf("create pod dir: %w", err))
@@ -146,7 +163,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err := s.buildRootfs(ctx, r, spec, img); err != nil {
 		return nil, grpcErr(err)
 	}
-	m, err := guest.Load(s.cfg.GuestDir)
+	m, err := guest.Load(cfg.GuestDir)
 	if err != nil {
 		return nil, grpcErr(fmt.Errorf("load the guest image: %w", err))
 	}
@@ -154,7 +171,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	vctx := context.WithoutCancel(ctx)
 	sb, err := sandbox.Start(vctx, sandbox.Config{
 		ID: r.ID, StateDir: dir, Kernel: m.KernelPath(), Initrd: m.InitrdPath(), Cmdline: m.Cmdline,
-		MemoryMiB: s.cfg.MemoryMiB, VCPUs: s.cfg.VCPUs,
+		MemoryMiB: cfg.MemoryMiB, VCPUs: cfg.VCPUs, Accel: cfg.Accel, QEMUPath: cfg.HypervisorPath,
 		Disks: []hypervisor.Disk{{Serial: "rootfs0", Path: img, ReadOnly: true}},
 		Log:   s.log,
 	})
@@ -163,7 +180,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	s.pod = &pod{dir: dir, sb: sb}
 	if err := writeRecord(dir, &podRecord{ID: r.ID, ShimPID: os.Getpid(), QEMUPID: sb.PID(), Bundle: r.Bundle,
-		Accel: string(sb.Accel()), GuestDir: s.cfg.GuestDir}); err != nil {
+		Accel: string(sb.Accel()), GuestDir: cfg.GuestDir}); err != nil {
 		return nil, grpcErr(err)
 	}
 	hostname := spec.Hostname
