@@ -208,6 +208,9 @@ func TestConfigDefaultsAndValidate(t *testing.T) {
 		"has no Serial":       {StateDir: "/s", Kernel: "/k", Disks: []Disk{{Path: "/d"}}},
 		"/dev/virtio-ports":   {StateDir: "/s", Kernel: "/k", Ports: []Port{{Name: "a/b", Kind: PortFile}}},
 		"MemoryMiB=8":         {StateDir: "/s", Kernel: "/k", MemoryMiB: 8},
+		"use 0 to 32":         {StateDir: "/s", Kernel: "/k", HotplugSlots: 33},
+		"needs MachineType q35, not \"microvm,acpi=off\"": {StateDir: "/s", Kernel: "/k", HotplugSlots: 1, MachineType: "microvm,acpi=off"},
+		"needs MachineType q35, not \"pc\"":               {StateDir: "/s", Kernel: "/k", HotplugSlots: 1, MachineType: "pc"},
 	}
 	for want, cfg := range bad {
 		err := cfg.WithDefaults().Validate()

@@ -2,9 +2,9 @@
 // the choice of accelerator.
 //
 // It defines Config (kernel, initrd, command line, memory, vCPUs, disks,
-// virtio-serial ports, console log and the per-VM state directory), the VM
-// interface every driver implements, and DetectAccel, which decides between
-// KVM and TCG emulation:
+// virtio-serial ports, disk hot-plug slots, console log and the per-VM state
+// directory), the VM interface every driver implements, and DetectAccel,
+// which decides between KVM and TCG emulation:
 //
 //   - an explicit choice always wins: Config.Accel / DetectOptions.Requested,
 //     then the COFFER_ACCEL environment variable (kvm or tcg);

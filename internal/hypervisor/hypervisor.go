@@ -113,6 +113,11 @@ type Config struct {
 	Disks []Disk
 	// Ports become virtserialport devices on one virtio-serial controller.
 	Ports []Port
+	// HotplugSlots is how many disks can be hot-plugged into the running
+	// VM at once (0..MaxHotplugSlots, default 0 = none). On q35 each slot
+	// is a pcie-root-port created at boot, since q35 has no hotplug on its
+	// root bus; other machine types do not support it.
+	HotplugSlots int
 
 	// ConsoleLog receives the guest serial console (ttyS0); default
 	// <StateDir>/console.log. Output is appended.
@@ -170,6 +175,9 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
+// MaxHotplugSlots bounds Config.HotplugSlots.
+const MaxHotplugSlots = 32
+
 // maxVirtioBlkSerial is VIRTIO_BLK_ID_BYTES: the guest sees at most this many
 // bytes of a disk serial.
 const maxVirtioBlkSerial = 20
@@ -196,6 +204,12 @@ func (c Config) Validate() error {
 	case AccelAuto, AccelKVM, AccelTCG:
 	default:
 		return fmt.Errorf("vm %s: unknown accelerator %q: use kvm, tcg or leave empty for auto", c.ID, c.Accel)
+	}
+	if c.HotplugSlots < 0 || c.HotplugSlots > MaxHotplugSlots {
+		return fmt.Errorf("vm %s: HotplugSlots=%d: use 0 to %d", c.ID, c.HotplugSlots, MaxHotplugSlots)
+	}
+	if machine, _, _ := strings.Cut(c.MachineType, ","); c.HotplugSlots > 0 && machine != "q35" {
+		return fmt.Errorf("vm %s: HotplugSlots=%d needs MachineType q35, not %q: disk hot-plug uses PCIe root ports, which %s lacks (use q35 or set HotplugSlots to 0)", c.ID, c.HotplugSlots, c.MachineType, machine)
 	}
 	serials := map[string]bool{}
 	for i, d := range c.Disks {

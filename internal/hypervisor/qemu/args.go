@@ -112,6 +112,7 @@ func buildArgs(cfg hypervisor.Config, accel hypervisor.Accel, l layout) []string
 		"-serial", "chardev:con",
 		"-qmp", "unix:"+opt(l.qmp)+",server=on,wait=off",
 	)
+	args = append(args, rootPortArgs(cfg.HotplugSlots)...)
 	suffix := virtioSuffix(cfg.MachineType)
 	if len(cfg.Ports) > 0 {
 		args = append(args, "-device", "virtio-serial"+suffix+",id=vser0")
@@ -134,6 +135,32 @@ func buildArgs(cfg hypervisor.Config, accel hypervisor.Accel, l layout) []string
 		)
 	}
 	return append(args, cfg.ExtraArgs...)
+}
+
+// hotplugBus is the id of the pcie-root-port behind hot-plug slot i.
+func hotplugBus(i int) string { return fmt.Sprintf("hp%d", i) }
+
+// rootPortFirstSlot is the first pcie.0 slot holding hot-plug root ports.
+// They are packed eight to a slot as functions of multifunction devices, so
+// 32 ports take slots 0x08-0x0b and the rest of pcie.0 stays free for
+// devices QEMU places itself.
+const rootPortFirstSlot = 0x08
+
+// rootPortArgs returns the -device arguments for n hot-plug root ports on
+// pcie.0 (q35). Chassis numbers are unique; io-reserve=0 stops the firmware
+// reserving I/O space per port (a hot-plugged virtio-blk-pci on PCIe is
+// modern-only and has no I/O BAR, and 32 ports would exhaust I/O space).
+func rootPortArgs(n int) []string {
+	var args []string
+	for i := 0; i < n; i++ {
+		dev := fmt.Sprintf("pcie-root-port,id=%s,bus=pcie.0,chassis=%d,slot=%d,addr=0x%x.%d,io-reserve=0",
+			hotplugBus(i), i+1, i+1, rootPortFirstSlot+i/8, i%8)
+		if i%8 == 0 && i+1 < n {
+			dev += ",multifunction=on"
+		}
+		args = append(args, "-device", dev)
+	}
+	return args
 }
 
 // shellQuote renders argv so it can be pasted into a shell, for logs.

@@ -70,6 +70,67 @@ func TestBuildArgs(t *testing.T) {
 	}
 }
 
+func TestRootPortArgs(t *testing.T) {
+	if got := rootPortArgs(0); len(got) != 0 {
+		t.Errorf("rootPortArgs(0) = %v", got)
+	}
+	got := strings.Join(rootPortArgs(2), " ")
+	want := "-device pcie-root-port,id=hp0,bus=pcie.0,chassis=1,slot=1,addr=0x8.0,io-reserve=0,multifunction=on" +
+		" -device pcie-root-port,id=hp1,bus=pcie.0,chassis=2,slot=2,addr=0x8.1,io-reserve=0"
+	if got != want {
+		t.Errorf("rootPortArgs(2):\n got %s\nwant %s", got, want)
+	}
+	args := rootPortArgs(hypervisor.MaxHotplugSlots)
+	ids, chassis, addrs := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	for i := 1; i < len(args); i += 2 {
+		for _, kv := range strings.Split(args[i], ",")[1:] {
+			k, v, _ := strings.Cut(kv, "=")
+			m := map[string]map[string]bool{"id": ids, "chassis": chassis, "addr": addrs}[k]
+			if m == nil {
+				continue
+			}
+			if m[v] {
+				t.Errorf("%s=%s used twice", k, v)
+			}
+			m[v] = true
+		}
+	}
+	if len(ids) != 32 || len(chassis) != 32 || len(addrs) != 32 {
+		t.Errorf("32 ports: %d ids, %d chassis, %d addrs", len(ids), len(chassis), len(addrs))
+	}
+	if !strings.Contains(args[len(args)-1], "addr=0xb.7") {
+		t.Errorf("last port %s, want addr=0xb.7", args[len(args)-1])
+	}
+}
+
+func TestHotplugNames(t *testing.T) {
+	n1, d1 := hotplugNames("hot1")
+	if n1 != "hpn-s-hot1" || d1 != "hpd-s-hot1" {
+		t.Errorf("hotplugNames(hot1) = %q %q", n1, d1)
+	}
+	seen := map[string]string{}
+	for _, s := range []string{"a b", "a_b", "a,b", "12345678901234567890", "x/y", "é"} {
+		n, d := hotplugNames(s)
+		if len(n) > 31 || len(d) > 31 || !wellFormedID(n) || !wellFormedID(d) {
+			t.Errorf("hotplugNames(%q) = %q %q: not a valid QEMU id", s, n, d)
+		}
+		if other, ok := seen[n]; ok {
+			t.Errorf("serials %q and %q share node name %q", s, other, n)
+		}
+		seen[n] = s
+	}
+}
+
+func wellFormedID(s string) bool {
+	for i, r := range s {
+		letter := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'
+		if i == 0 && !letter || !(letter || r >= '0' && r <= '9' || strings.ContainsRune("-._", r)) {
+			return false
+		}
+	}
+	return s != ""
+}
+
 func TestShellQuote(t *testing.T) {
 	got := shellQuote([]string{"/usr/bin/qemu", "-append", "console=ttyS0 quiet", "it's", ""})
 	want := `/usr/bin/qemu -append 'console=ttyS0 quiet' 'it'\''s' ''`

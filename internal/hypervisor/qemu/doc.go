@@ -16,6 +16,17 @@
 // to quit and falls back to SIGKILL; Kill is immediate; Cleanup removes the
 // state directory.
 //
+// Disk hot-plug (q35 only): Config.HotplugSlots pcie-root-ports (ids
+// hp0..hpN-1, packed as functions of pcie.0 slots 0x08-0x0b) are created at
+// boot because q35's root bus has no hot-plug. HotplugDisk adds a block node
+// (blockdev-add, named after the serial) and a virtio-blk-pci device on a
+// free port, rolling the node back if device_add fails. UnplugDisk sends
+// device_del, waits (at most DefaultUnplugTimeout) for DEVICE_DELETED,
+// which QEMU sends only once the guest has ejected the device (QEMU 7.2 q35
+// uses ACPI PCI hot-plug; the guest's built-in acpiphp/pciehp handle it
+// with no virtio driver needed), then deletes the node. An unplug the guest
+// does not complete leaves the disk attached and can be retried.
+//
 // No orphans: QEMU runs in its own process group with Pdeathsig=SIGKILL. The
 // kernel delivers Pdeathsig when the *thread* that forked the child exits, so
 // the fork happens on a goroutine locked to its OS thread that then waits for

@@ -28,10 +28,42 @@ const (
 case "$cofftest" in
 sleep) while true; do /bin/busybox sleep 3600; done ;;
 exit) exit 3 ;;
+hotplug)
+	# Load the virtio block stack (modules in this kernel), then report
+	# every disk serial that appears or disappears.
+	/bin/busybox mkdir -p /sys
+	/bin/busybox mount -t sysfs sysfs /sys
+	for m in ` + hotplugModules + `; do
+		/bin/busybox insmod /mod/$m.ko || /bin/busybox echo "INSMOD-FAILED $m"
+	done
+	/bin/busybox echo "HOTPLUG-READY"
+	seen=""
+	while true; do
+		now=""
+		for f in /sys/block/*/serial; do
+			[ -e "$f" ] || continue
+			read s < "$f"
+			now="$now $s"
+			case " $seen " in *" $s "*) ;; *) /bin/busybox echo "SAW $s" ;; esac
+		done
+		for s in $seen; do
+			case " $now " in *" $s "*) ;; *) /bin/busybox echo "GONE $s" ;; esac
+		done
+		seen="$now"
+		/bin/busybox sleep 0.1
+	done ;;
 *) /bin/busybox poweroff -f ;;
 esac
 `
 	defaultTestKernel = "/tmp/k/x/boot/vmlinuz-6.1.0-56-cloud-amd64"
+	// hotplugModules is the virtio-blk stack in dependency order.
+	hotplugModules = "virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk"
+)
+
+// Environment passed to the TestNoOrphanOnOwnerDeath helper process.
+const (
+	envHelperKernel = "COFFER_QEMU_HELPER_KERNEL"
+	envHelperInitrd = "COFFER_QEMU_HELPER_INITRD"
 )
 
 // Set up by TestMain.
@@ -39,6 +71,9 @@ var (
 	testKernel string
 	testInitrd string
 	skipReason string // non-empty: VM tests skip with this reason
+	// noModules is non-empty when the guest kernel's virtio modules were
+	// not found: the initrd then cannot see hot-plugged disks.
+	noModules string
 )
 
 func TestMain(m *testing.M) {
@@ -46,6 +81,12 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
+	if initrd := os.Getenv(envHelperInitrd); initrd != "" {
+		// TestNoOrphanOnOwnerDeath's helper is SIGKILLed, so it never
+		// cleans up: it uses the parent's guest rather than a temp dir.
+		testKernel, testInitrd = os.Getenv(envHelperKernel), initrd
+		return m.Run()
+	}
 	tmp, err := os.MkdirTemp("", "coffer-qemu-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -86,6 +127,12 @@ func setupGuest(tmp string) string {
 	if err := os.WriteFile(filepath.Join(root, "init"), []byte(testInitSh), 0o755); err != nil {
 		return err.Error()
 	}
+	files := ".\nbin\nbin/busybox\ninit\n"
+	if mods, err := copyModules(root); err != nil {
+		noModules = err.Error()
+	} else {
+		files += mods
+	}
 	testInitrd = filepath.Join(tmp, "initrd.cpio")
 	out, err := os.Create(testInitrd)
 	if err != nil {
@@ -95,12 +142,67 @@ func setupGuest(tmp string) string {
 	var stderr bytes.Buffer
 	cmd := exec.Command("cpio", "--quiet", "-o", "-H", "newc")
 	cmd.Dir = root
-	cmd.Stdin = strings.NewReader(".\nbin\nbin/busybox\ninit\n")
+	cmd.Stdin = strings.NewReader(files)
 	cmd.Stdout, cmd.Stderr = out, &stderr
 	if err := cmd.Run(); err != nil {
 		return fmt.Sprintf("build test initrd with cpio: %v: %s", err, stderr.String())
 	}
 	return ""
+}
+
+// copyModules copies the hotplugModules of the test kernel into root/mod and
+// returns their cpio list entries. The modules are looked up next to the
+// kernel (an extracted .deb: <dir>/boot/vmlinuz-<rel> and
+// <dir>/lib/modules/<rel>), under $COFFER_TEST_KERNEL_DIR, and in the guest
+// kernel cache /var/lib/coffer/guest/kernel/<rel>.
+func copyModules(root string) (string, error) {
+	rel, ok := strings.CutPrefix(filepath.Base(testKernel), "vmlinuz-")
+	if !ok {
+		return "", fmt.Errorf("cannot tell the release of kernel %s (want vmlinuz-<release>)", testKernel)
+	}
+	var bases []string
+	if d := os.Getenv("COFFER_TEST_KERNEL_DIR"); d != "" {
+		bases = append(bases, d)
+	}
+	bases = append(bases, filepath.Dir(filepath.Dir(testKernel)), filepath.Join("/var/lib/coffer/guest/kernel", rel))
+	var tried []string
+	for _, b := range bases {
+		kdir := filepath.Join(b, "lib", "modules", rel, "kernel")
+		tried = append(tried, kdir)
+		if _, err := os.Stat(kdir); err != nil {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Join(root, "mod"), 0o755); err != nil {
+			return "", err
+		}
+		list := "mod\n"
+		for _, m := range strings.Fields(hotplugModules) {
+			var src string
+			for _, sub := range []string{"drivers/virtio", "drivers/block"} {
+				if p := filepath.Join(kdir, sub, m+".ko"); fileExists(p) {
+					src = p
+				}
+			}
+			if src == "" {
+				return "", fmt.Errorf("module %s.ko not found (uncompressed) under %s", m, kdir)
+			}
+			b, err := os.ReadFile(src)
+			if err != nil {
+				return "", err
+			}
+			if err := os.WriteFile(filepath.Join(root, "mod", m+".ko"), b, 0o644); err != nil {
+				return "", err
+			}
+			list += "mod/" + m + ".ko\n"
+		}
+		return list, nil
+	}
+	return "", fmt.Errorf("no modules for kernel %s in %s", rel, strings.Join(tried, ", "))
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // testAccel is TCG unless COFFER_ACCEL says otherwise.

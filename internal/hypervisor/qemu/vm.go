@@ -45,6 +45,13 @@ type VM struct {
 	qmp            *qmpClient
 	shutdownReason string
 	cleanupMu      sync.Mutex
+
+	// hpMu guards hot; it is never held across a QMP call (the QMP
+	// reader takes it to deliver DEVICE_DELETED).
+	hpMu sync.Mutex
+	// hot[i] is the disk in hot-plug slot i (root port hp<i>), nil when
+	// the slot is free. len(hot) == cfg.HotplugSlots.
+	hot []*hotDisk
 }
 
 var _ hypervisor.VM = (*VM)(nil)
@@ -98,7 +105,7 @@ func Start(ctx context.Context, cfg hypervisor.Config, log *slog.Logger) (*VM, e
 	if err := prepareStateDir(cfg.StateDir); err != nil {
 		return nil, fmt.Errorf("start vm %s: %w", cfg.ID, err)
 	}
-	v := &VM{cfg: cfg, accel: accel, log: log, layout: l, done: make(chan struct{})}
+	v := &VM{cfg: cfg, accel: accel, log: log, layout: l, done: make(chan struct{}), hot: make([]*hotDisk, cfg.HotplugSlots)}
 	fail := func(err error) (*VM, error) {
 		if cerr := v.Cleanup(); cerr != nil {
 			err = errors.Join(err, cerr)
@@ -193,6 +200,9 @@ func (v *VM) run(cmd *exec.Cmd, started chan<- error) {
 func (v *VM) connectQMP(ctx context.Context) error {
 	onEvent := func(name string, data json.RawMessage) {
 		v.log.Debug("qmp event", "event", name, "data", string(data))
+		if name == "DEVICE_DELETED" {
+			v.deviceDeleted(data)
+		}
 		if name == "SHUTDOWN" {
 			var d struct {
 				Reason string `json:"reason"`
@@ -388,17 +398,23 @@ func (v *VM) PortPath(name string) string {
 // QMP runs one QMP command (args may be nil) and returns its "return" value.
 // QMP error answers come back as *QMPError.
 func (v *VM) QMP(ctx context.Context, cmd string, args any) (json.RawMessage, error) {
-	v.mu.Lock()
-	q := v.qmp
-	v.mu.Unlock()
-	if q == nil {
-		return nil, fmt.Errorf("vm %s: qmp %s: not connected", v.cfg.ID, cmd)
-	}
-	ret, err := q.execute(ctx, cmd, args)
+	ret, err := v.qmpExec(ctx, cmd, args)
 	if err != nil {
 		return nil, fmt.Errorf("vm %s: %w", v.cfg.ID, err)
 	}
 	return ret, nil
+}
+
+// qmpExec is QMP without the "vm <id>:" prefix on errors, for callers that
+// add their own.
+func (v *VM) qmpExec(ctx context.Context, cmd string, args any) (json.RawMessage, error) {
+	v.mu.Lock()
+	q := v.qmp
+	v.mu.Unlock()
+	if q == nil {
+		return nil, fmt.Errorf("qmp %s: not connected", cmd)
+	}
+	return q.execute(ctx, cmd, args)
 }
 
 // Stop shuts the VM down: QMP "quit", then SIGKILL if qemu has not exited

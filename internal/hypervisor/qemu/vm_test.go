@@ -384,7 +384,7 @@ func TestNoOrphanOnOwnerDeath(t *testing.T) {
 	t.Parallel()
 	dir := vmTest(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "COFFER_QEMU_HELPER_DIR="+dir)
+	cmd.Env = append(os.Environ(), "COFFER_QEMU_HELPER_DIR="+dir, envHelperKernel+"="+testKernel, envHelperInitrd+"="+testInitrd)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
