@@ -158,7 +158,16 @@ func setupGuest(tmp string) string {
 func copyModules(root string) (string, error) {
 	rel, ok := strings.CutPrefix(filepath.Base(testKernel), "vmlinuz-")
 	if !ok {
-		return "", fmt.Errorf("cannot tell the release of kernel %s (want vmlinuz-<release>)", testKernel)
+		// A plain "vmlinuz" (the guest image's): take the release from the
+		// one kernel package unpacked in $COFFER_TEST_KERNEL_DIR.
+		if d := os.Getenv("COFFER_TEST_KERNEL_DIR"); d != "" {
+			if rels, _ := filepath.Glob(filepath.Join(d, "lib", "modules", "*")); len(rels) == 1 {
+				rel, ok = filepath.Base(rels[0]), true
+			}
+		}
+	}
+	if !ok {
+		return "", fmt.Errorf("cannot tell the release of kernel %s (want vmlinuz-<release>, or one release under $COFFER_TEST_KERNEL_DIR/lib/modules)", testKernel)
 	}
 	var bases []string
 	if d := os.Getenv("COFFER_TEST_KERNEL_DIR"); d != "" {
