@@ -594,3 +594,97 @@ func TestContainerdCreateDeleteNoLeaks(t *testing.T) {
 		t.Errorf("containers left: %q", r.stdout)
 	}
 }
+
+// TestContainerdPodSharesVM: a container whose CRI annotations name a
+// running pod sandbox joins that pod's VM (same guest boot_id, one qemu,
+// one shim) instead of booting its own; deleting both leaves nothing.
+func TestContainerdPodSharesVM(t *testing.T) {
+	c := startContainerd(t)
+	c.importBusybox(t)
+	// On failure, end the pod while containerd still runs (cleanups run
+	// last-in first-out), so no shim or qemu outlives the test.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, id := range []string{"c3", "c2", "pod1"} {
+			c.ctr(t, "", "task", "delete", "-f", id)
+			c.ctr(t, "", "containers", "rm", id)
+		}
+	})
+	qemuBefore, shimsBefore := len(ourQEMUs()), len(c.shims())
+	const bootID = "/proc/sys/kernel/random/boot_id"
+	if r := c.ctr(t, "", "run", "-d", "--runtime", "io.containerd.coffer.v2",
+		"--annotation", "io.kubernetes.cri.container-type=sandbox", "--annotation", "io.kubernetes.cri.sandbox-id=pod1",
+		busyboxImage, "pod1", "sleep", "1000"); r.code != 0 {
+		t.Fatalf("run the pod sandbox: exit %d\nstderr: %s", r.code, r.stderr)
+	}
+	r := c.ctr(t, "", "task", "exec", "--exec-id", "b1", "pod1", "cat", bootID)
+	if r.code != 0 {
+		t.Fatalf("exec in the sandbox: exit %d\nstderr: %s", r.code, r.stderr)
+	}
+	sandboxBoot := strings.TrimSpace(r.stdout)
+	hostBoot, err := os.ReadFile(bootID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sandboxBoot == "" || sandboxBoot == strings.TrimSpace(string(hostBoot)) {
+		t.Fatalf("sandbox boot_id = %q, want a guest's (host %q)", sandboxBoot, strings.TrimSpace(string(hostBoot)))
+	}
+	r = c.ctr(t, "", "run", "--rm", "--runtime", "io.containerd.coffer.v2",
+		"--annotation", "io.kubernetes.cri.container-type=container", "--annotation", "io.kubernetes.cri.sandbox-id=pod1",
+		busyboxImage, "c2", "sh", "-c", "cat "+bootID+"; ls /")
+	if r.code != 0 {
+		t.Fatalf("run a container in the pod: exit %d\nstderr: %s", r.code, r.stderr)
+	}
+	if lines := strings.SplitN(r.stdout, "\n", 2); strings.TrimSpace(lines[0]) != sandboxBoot {
+		t.Errorf("the joining container's boot_id = %q, want the sandbox's %q (same VM)", lines[0], sandboxBoot)
+	} else if !strings.Contains(lines[1], "bin") {
+		t.Errorf("the joining container's / = %q, want its busybox rootfs", lines[1])
+	}
+	if n := len(ourQEMUs()) - qemuBefore; n != 1 {
+		t.Errorf("%d qemu processes for the pod, want 1", n)
+	}
+	if n := len(c.shims()) - shimsBefore; n != 1 {
+		t.Errorf("%d shims for the pod, want 1", n)
+	}
+	// The sandbox survived the other container's delete.
+	if r := c.ctr(t, "", "task", "exec", "--exec-id", "b2", "pod1", "cat", bootID); r.code != 0 || strings.TrimSpace(r.stdout) != sandboxBoot {
+		t.Errorf("exec in the sandbox after c2 left: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	// A second joining container gets a fresh disk in the same VM.
+	if r := c.ctr(t, "", "run", "--rm", "--runtime", "io.containerd.coffer.v2",
+		"--annotation", "io.kubernetes.cri.container-type=container", "--annotation", "io.kubernetes.cri.sandbox-id=pod1",
+		busyboxImage, "c3", "cat", bootID); r.code != 0 || strings.TrimSpace(r.stdout) != sandboxBoot {
+		t.Errorf("second joining container: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	// Each joining container's disk was hot-plugged and unplugged cleanly.
+	if log := c.log.String(); strings.Count(log, "container joined the pod") != 2 || strings.Contains(log, "remove the rootfs disk") {
+		t.Errorf("shim log: want 2 containers joining and no disk removal warnings:\n%s", log)
+	}
+	if r := c.ctr(t, "", "task", "kill", "-s", "SIGKILL", "pod1"); r.code != 0 {
+		t.Fatalf("task kill failed: %s", r.stderr)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(c.ctr(t, "", "task", "ls").stdout, "STOPPED") {
+		if time.Now().After(deadline) {
+			t.Fatal("pod1 not stopped after kill")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if r := c.ctr(t, "", "task", "delete", "pod1"); r.code != 0 {
+		t.Fatalf("task delete failed: %s", r.stderr)
+	}
+	if r := c.ctr(t, "", "containers", "rm", "pod1"); r.code != 0 {
+		t.Fatalf("container rm failed: %s", r.stderr)
+	}
+	for len(ourQEMUs()) > qemuBefore || len(c.shims()) > shimsBefore || len(shimPodsLeft()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after delete: qemu %v, shims %d (before %d), pod dirs %v left", ourQEMUs(), len(c.shims()), shimsBefore, shimPodsLeft())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if r := c.ctr(t, "", "containers", "ls", "-q"); strings.TrimSpace(r.stdout) != "" {
+		t.Errorf("containers left: %q", r.stdout)
+	}
+}

@@ -41,7 +41,10 @@ type Config struct {
 	QEMUPath         string
 	MachineType      string
 	Disks            []hypervisor.Disk
-	BootTimeout      time.Duration
+	// HotplugSlots is the number of PCIe root ports for disks added
+	// later with AddDisk (q35 only; 0: none).
+	HotplugSlots int
+	BootTimeout  time.Duration
 	// AgentDebug turns on debug logging in the guest agent.
 	AgentDebug bool
 	// Transport is how the host reaches the agent: serial, vsock or
@@ -111,6 +114,7 @@ func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
 		AccelCacheDir: filepath.Join(RuntimeDir(), "accel"),
 		MachineType:   cfg.MachineType,
 		Disks:         cfg.Disks,
+		HotplugSlots:  cfg.HotplugSlots,
 		ExtraArgs:     extra,
 		Ports: []hypervisor.Port{
 			{Name: agentPort, Kind: hypervisor.PortSocket},
@@ -251,4 +255,22 @@ func (s *Sandbox) Kill() error {
 	s.client.Close()
 	_ = s.vm.Kill()
 	return s.vm.Cleanup()
+}
+
+// AddDisk hot-plugs d into the running VM; the guest sees it as a
+// virtio-blk disk with serial d.Serial. The VM needs Config.HotplugSlots.
+func (s *Sandbox) AddDisk(ctx context.Context, d hypervisor.Disk) error {
+	if err := s.vm.HotplugDisk(ctx, d); err != nil {
+		return fmt.Errorf("add disk %s to pod %s: %w", d.Serial, s.ID, err)
+	}
+	return nil
+}
+
+// RemoveDisk hot-unplugs the disk with serial from the VM; the guest must
+// have stopped using it.
+func (s *Sandbox) RemoveDisk(ctx context.Context, serial string) error {
+	if err := s.vm.UnplugDisk(ctx, serial); err != nil {
+		return fmt.Errorf("remove disk %s from pod %s: %w", serial, s.ID, err)
+	}
+	return nil
 }

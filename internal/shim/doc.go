@@ -19,6 +19,16 @@
 // containerd 1.6 cannot parse, so it is not used. Serving task API v3
 // for containerd 2.x is future work.
 //
+// Pods (podjoin.go): containers carrying the CRI annotations
+// io.kubernetes.cri.container-type=container and
+// io.kubernetes.cri.sandbox-id=<pod> join that pod's running shim and
+// VM: `start` returns the pod shim's address (the socket is named after
+// the sandbox id) instead of spawning a shim, and Create hot-plugs the
+// container's rootfs image as a disk with serial "c-<hash of id>"
+// (Delete unplugs it). The sandbox container (type "sandbox", or no
+// annotations) spawns the shim and boots the VM with hot-plug slots; the
+// VM goes when the pod's last container is deleted.
+//
 // Configuration (config.go, documented in docs/containerd.md): built-in
 // defaults, then /etc/coffer/config.toml or the file named by
 // containerd's runtime option ConfigPath (runtimeoptions.v1.Options),

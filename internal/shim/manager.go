@@ -53,7 +53,21 @@ func (m *Manager) Start(ctx context.Context, id string, opts cshim.StartOpts) (_
 	if err != nil {
 		return "", err
 	}
-	address, err := cshim.SocketAddress(ctx, opts.Address, id)
+	annotations, err := bundleAnnotations(cwd)
+	if err != nil {
+		return "", err
+	}
+	sandboxID, joining := podRole(annotations)
+	if joining {
+		return m.joinPod(ctx, id, sandboxID, opts)
+	}
+	// The shim's socket is named after the pod, so that the pod's other
+	// containers find it (see joinPod).
+	shimID := id
+	if sandboxID != "" {
+		shimID = sandboxID
+	}
+	address, err := cshim.SocketAddress(ctx, opts.Address, shimID)
 	if err != nil {
 		return "", err
 	}
@@ -107,12 +121,38 @@ func (m *Manager) Start(ctx context.Context, id string, opts cshim.StartOpts) (_
 	return address, nil
 }
 
+// joinPod returns the address of the running shim of pod sandboxID for
+// container id, which joins that pod's VM.
+func (m *Manager) joinPod(ctx context.Context, id, sandboxID string, opts cshim.StartOpts) (string, error) {
+	address, err := cshim.SocketAddress(ctx, opts.Address, sandboxID)
+	if err != nil {
+		return "", err
+	}
+	if !cshim.CanConnect(address) {
+		return "", fmt.Errorf("container %s joins pod %s, but no Coffer shim serves that pod (%s): start the pod's sandbox container first", id, sandboxID, address)
+	}
+	if err := cshim.WriteAddress("address", address); err != nil {
+		return "", err
+	}
+	return address, nil
+}
+
 // Stop is `containerd-shim-coffer-v2 delete`: the shim of task id is gone
 // (or never came up), so remove its VM and state. It is idempotent.
 func (m *Manager) Stop(ctx context.Context, id string) (cshim.StopStatus, error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
 		return cshim.StopStatus{}, err
+	}
+	if cwd, err := os.Getwd(); err == nil {
+		if annotations, err := bundleAnnotations(cwd); err == nil {
+			if _, joining := podRole(annotations); joining {
+				// The VM and the socket belong to the pod's sandbox
+				// container; its shim removes this container's disk.
+				_ = mount.UnmountAll(filepath.Join(cwd, "rootfs"), unix.MNT_DETACH)
+				return cshim.StopStatus{ExitStatus: 128 + int(unix.SIGKILL), ExitedAt: time.Now()}, nil
+			}
+		}
 	}
 	dir := m.cfg.PodDir(ns, id)
 	pid := 0

@@ -60,6 +60,10 @@ type container struct {
 	id, bundle string
 	init       *process
 	execs      map[string]*process
+	// disk and img are the hot-plugged rootfs disk's serial and image of
+	// a container that joined the pod ("" for the pod's first container,
+	// whose rootfs disk goes with the VM).
+	disk, img string
 }
 
 // process is a container's init process or one of its execs.
@@ -126,15 +130,19 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if _, ok := s.containers[r.ID]; ok {
 		return nil, grpcErr(fmt.Errorf("container %s: %w", r.ID, errdefs.ErrAlreadyExists))
 	}
-	if s.pod != nil {
-		return nil, grpcErr(fmt.Errorf("container %s: a second container in a Coffer pod is not supported yet: %w", r.ID, errdefs.ErrNotImplemented))
-	}
 	if r.Checkpoint != "" || r.ParentCheckpoint != "" {
 		return nil, grpcErr(fmt.Errorf("checkpoint/restore is not supported by Coffer: %w", errdefs.ErrNotImplemented))
 	}
 	spec, err := readSpec(r.Bundle)
 	if err != nil {
 		return nil, grpcErr(err)
+	}
+	if sandboxID, joining := podRole(spec.Annotations); joining {
+		return s.createInPod(ctx, r, spec, sandboxID)
+	}
+	if s.pod != nil {
+		return nil, grpcErr(fmt.Errorf("container %s: this shim already runs a pod; a second container must carry the CRI annotations %s=%s and %s: %w",
+			r.ID, AnnotationContainerType, containerTypeContainer, AnnotationSandboxID, errdefs.ErrAlreadyExists))
 	}
 	configPath, err := configPathOption(r.Options)
 	if err != nil {
@@ -172,8 +180,9 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	sb, err := sandbox.Start(vctx, sandbox.Config{
 		ID: r.ID, StateDir: dir, Kernel: m.KernelPath(), Initrd: m.InitrdPath(), Cmdline: m.Cmdline,
 		MemoryMiB: cfg.MemoryMiB, VCPUs: cfg.VCPUs, Accel: cfg.Accel, QEMUPath: cfg.HypervisorPath,
-		Disks: []hypervisor.Disk{{Serial: "rootfs0", Path: img, ReadOnly: true}},
-		Log:   s.log,
+		Disks:        []hypervisor.Disk{{Serial: "rootfs0", Path: img, ReadOnly: true}},
+		HotplugSlots: hotplugSlots,
+		Log:          s.log,
 	})
 	if err != nil {
 		return nil, grpcErr(err)
@@ -209,6 +218,62 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	s.copyOutput(p)
 	s.containers[r.ID] = &container{id: r.ID, bundle: r.Bundle, init: p, execs: map[string]*process{}}
+	s.publish(ctx, runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{
+		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs, Pid: uint32(sb.PID()),
+		IO: &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+	})
+	return &taskAPI.CreateTaskResponse{Pid: uint32(sb.PID())}, nil
+}
+
+// createInPod creates a container that joins the running pod VM: its
+// rootfs image is hot-plugged as a disk of its own.
+func (s *Service) createInPod(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Spec, sandboxID string) (_ *taskAPI.CreateTaskResponse, retErr error) {
+	if s.pod == nil {
+		return nil, grpcErr(fmt.Errorf("container %s joins pod %s, but this shim runs no pod VM: create the pod's sandbox container first: %w",
+			r.ID, sandboxID, errdefs.ErrFailedPrecondition))
+	}
+	sb := s.pod.sb
+	vctx := context.WithoutCancel(ctx)
+	serial := diskSerial(r.ID)
+	img := filepath.Join(s.pod.dir, serial+".img")
+	defer func() {
+		if retErr != nil {
+			_ = os.Remove(img)
+		}
+	}()
+	if err := s.buildRootfs(ctx, r, spec, img); err != nil {
+		return nil, grpcErr(err)
+	}
+	if err := sb.AddDisk(vctx, hypervisor.Disk{Serial: serial, Path: img, ReadOnly: true}); err != nil {
+		return nil, grpcErr(fmt.Errorf("create container %s: %w", r.ID, err))
+	}
+	defer func() {
+		if retErr != nil {
+			if err := sb.RemoveDisk(vctx, serial); err != nil {
+				s.log.Warn("remove the rootfs disk of a failed container", "container", r.ID, "err", err)
+			}
+		}
+	}()
+	guestSpec(spec)
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	if _, err := sb.Agent.CreateContainer(vctx, &api.CreateContainerRequest{
+		ContainerId: r.ID, OciSpec: b,
+		Rootfs: &api.Storage{Driver: "blk", Source: serial, Fstype: sandbox.FSErofs},
+	}); err != nil {
+		return nil, grpcErr(fmt.Errorf("create container %s in pod %s: %w", r.ID, sandboxID, sb.Explain(sandbox.AgentError(err))))
+	}
+	p := &process{cid: r.ID, status: task.Status_CREATED, done: make(chan struct{}),
+		stdio: taskIO{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal}}
+	if err := s.openIO(ctx, p); err != nil {
+		_, _ = sb.Agent.RemoveContainer(vctx, &api.RemoveContainerRequest{ContainerId: r.ID, Force: true})
+		return nil, grpcErr(err)
+	}
+	s.copyOutput(p)
+	s.containers[r.ID] = &container{id: r.ID, bundle: r.Bundle, init: p, execs: map[string]*process{}, disk: serial, img: img}
+	s.log.Info("container joined the pod", "id", r.ID, "sandbox_id", sandboxID, "disk", serial)
 	s.publish(ctx, runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{
 		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs, Pid: uint32(sb.PID()),
 		IO: &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
@@ -507,6 +572,14 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		p.closeIO()
 		for _, e := range c.execs {
 			e.closeIO()
+		}
+		if s.pod != nil && c.disk != "" {
+			if err := s.pod.sb.RemoveDisk(ctx, c.disk); err != nil {
+				s.log.Warn("remove the rootfs disk of a deleted container", "container", r.ID, "err", err)
+			}
+		}
+		if c.img != "" {
+			_ = os.Remove(c.img)
 		}
 		delete(s.containers, r.ID)
 		if len(s.containers) == 0 {
