@@ -75,6 +75,7 @@ type Server struct {
 	// Audit events are written by background writers, off the request
 	// path; a full queue back-pressures requests rather than dropping.
 	auditCh   chan auditEvent
+	closing   chan struct{} // closed by Close; auditCh is never closed
 	auditDone sync.WaitGroup
 	closeOnce sync.Once
 
@@ -115,6 +116,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 	}
 	s.policy = p
 	s.auditCh = make(chan auditEvent, 4096)
+	s.closing = make(chan struct{})
 	for range auditWriters {
 		s.auditDone.Add(1)
 		go s.auditWriter()
@@ -128,9 +130,24 @@ const auditWriters = 4
 
 func (s *Server) auditWriter() {
 	defer s.auditDone.Done()
-	for e := range s.auditCh {
+	write := func(e auditEvent) {
 		if err := store.AppendAudit(context.Background(), s.deps.Store, e); err != nil {
 			s.log.Error("write audit log", "err", err)
+		}
+	}
+	for {
+		select {
+		case e := <-s.auditCh:
+			write(e)
+		case <-s.closing:
+			for { // flush what is queued, then stop
+				select {
+				case e := <-s.auditCh:
+					write(e)
+				default:
+					return
+				}
+			}
 		}
 	}
 }
@@ -138,7 +155,7 @@ func (s *Server) auditWriter() {
 // Close flushes the audit log; the server must not serve afterwards.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
-		close(s.auditCh)
+		close(s.closing)
 		s.auditDone.Wait()
 	})
 }
@@ -270,7 +287,12 @@ type auditEvent struct {
 
 func (s *Server) audit(ctx context.Context, e auditEvent) {
 	e.Time = s.now().UTC()
-	s.auditCh <- e
+	select {
+	case s.auditCh <- e:
+	case <-s.closing:
+		// A handler still running after Close (shutdown timed out): the
+		// event stays in the server log below only.
+	}
 	lvl := slog.LevelInfo
 	if e.Outcome != "ok" && e.Outcome != "released" && e.Outcome != "success" {
 		lvl = slog.LevelWarn
