@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -115,26 +114,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 // ctr runs ctr against c.
 func (c *containerd) ctr(t *testing.T, stdin string, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", c.sock}, args...)...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if stdin != "" {
-		cmd.Stdin = strings.NewReader(stdin)
-	}
-	start := time.Now()
-	err := cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String(), took: time.Since(start)}
-	if err != nil {
-		ee, ok := err.(*exec.ExitError)
-		if !ok {
-			t.Fatalf("ctr %v: %v", args, err)
-		}
-		r.code = ee.ExitCode()
-	}
-	t.Logf("ctr %s -> exit %d in %s\nstdout: %q\nstderr: %q", strings.Join(args, " "), r.code, r.took.Round(time.Millisecond), clip(r.stdout), clip(r.stderr))
-	return r
+	return runCmd(t, nil, stdin, "ctr", append([]string{"--address", c.sock}, args...)...)
 }
 
 // importBusybox imports the busybox rootfs as an OCI image.
@@ -432,28 +412,7 @@ func TestContainerdTTY(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "ctr", "--address", c.sock, "run", "-t", "--rm", "--runtime", "io.containerd.coffer.v2", busyboxImage, "tty1", "sh")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	slave.Close()
-	var out syncBuffer
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := master.Read(buf)
-			out.Write(buf[:n])
-			if err != nil {
-				return
-			}
-		}
-	}()
-	write := func(s string) {
-		if _, err := master.Write([]byte(s)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	out, write := startOnPTY(t, cmd, master, slave)
 	waitFor(t, 90*time.Second, func() bool { return strings.Contains(out.String(), "# ") })
 	write("tty; stty size; echo MA''RK\r")
 	waitFor(t, 20*time.Second, func() bool { return strings.Contains(out.String(), "MARK") })

@@ -155,25 +155,7 @@ func (s *kbsServer) stop(t *testing.T) {
 // ~/.coffer/kbs-admin-token of the machine's user is picked up).
 func kbsCLI(t *testing.T, home, url string, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	full := append([]string{"kbs", "--url", url}, args...)
-	cmd := exec.CommandContext(ctx, cofferBin, full...)
-	cmd.Env = append(os.Environ(), "HOME="+home)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	start := time.Now()
-	err := cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String(), took: time.Since(start)}
-	if err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			t.Fatalf("coffer %v: %v", full, err)
-		}
-		r.code = ee.ExitCode()
-	}
-	t.Logf("coffer %s -> exit %d in %s\nstdout: %q\nstderr: %q", strings.Join(full, " "), r.code, r.took.Round(time.Millisecond), clip(r.stdout), clip(r.stderr))
-	return r
+	return runCmd(t, []string{"HOME=" + home}, "", cofferBin, append([]string{"kbs", "--url", url}, args...)...)
 }
 
 // wantOK fails unless the CLI exited 0.

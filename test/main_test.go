@@ -163,12 +163,16 @@ type result struct {
 	took           time.Duration
 }
 
-// coffer runs the coffer binary with args and optional stdin.
-func coffer(t *testing.T, stdin string, args ...string) result {
+// runCmd runs a program with args, optional stdin and extra environment,
+// logs the outcome and returns it; a failure to start is fatal.
+func runCmd(t *testing.T, env []string, stdin, prog string, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, cofferBin, args...)
+	cmd := exec.CommandContext(ctx, prog, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if stdin != "" {
@@ -180,12 +184,18 @@ func coffer(t *testing.T, stdin string, args ...string) result {
 	if err != nil {
 		ee, ok := err.(*exec.ExitError)
 		if !ok {
-			t.Fatalf("coffer %v: %v", args, err)
+			t.Fatalf("%s %v: %v", filepath.Base(prog), args, err)
 		}
 		r.code = ee.ExitCode()
 	}
-	t.Logf("coffer %s -> exit %d in %s\nstdout: %q\nstderr: %q", strings.Join(args, " "), r.code, r.took.Round(time.Millisecond), clip(r.stdout), clip(r.stderr))
+	t.Logf("%s %s -> exit %d in %s\nstdout: %q\nstderr: %q", filepath.Base(prog), strings.Join(args, " "), r.code, r.took.Round(time.Millisecond), clip(r.stdout), clip(r.stderr))
 	return r
+}
+
+// coffer runs the coffer binary with args and optional stdin.
+func coffer(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	return runCmd(t, nil, stdin, cofferBin, args...)
 }
 
 // runIn runs CMD in a fresh pod with the busybox rootfs.

@@ -36,23 +36,18 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 	return m, s
 }
 
-func TestTTYSession(t *testing.T) {
-	t.Parallel()
-	master, slave := openPTY(t)
-	defer master.Close()
-	if err := unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 40, Col: 100}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, cofferBin, "run", "--rm", "-it", "--rootfs", busybox, "--", "sh")
+// startOnPTY starts cmd as a session leader with slave as its controlling
+// terminal and stdio, collects what it writes, and returns the output and
+// a function that types into the terminal.
+func startOnPTY(t *testing.T, cmd *exec.Cmd, master, slave *os.File) (*syncBuffer, func(string)) {
+	t.Helper()
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	slave.Close()
-	var out syncBuffer
+	out := &syncBuffer{}
 	go func() {
 		buf := make([]byte, 4096)
 		for {
@@ -68,6 +63,20 @@ func TestTTYSession(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	return out, write
+}
+
+func TestTTYSession(t *testing.T) {
+	t.Parallel()
+	master, slave := openPTY(t)
+	defer master.Close()
+	if err := unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 40, Col: 100}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, cofferBin, "run", "--rm", "-it", "--rootfs", busybox, "--", "sh")
+	out, write := startOnPTY(t, cmd, master, slave)
 	// The shell's prompt shows the guest is interactive.
 	waitFor(t, 90*time.Second, func() bool { return strings.Contains(out.String(), "# ") })
 	write("tty; stty size; echo MARK1\r")

@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -98,15 +97,8 @@ func StartPod(ctx context.Context, dir string, req *PodRequest, detached bool, l
 	if _, err := sb.Agent.CreateSandbox(ctx, &api.CreateSandboxRequest{SandboxId: req.Name, Hostname: hostname, Sysctls: req.GuestSysctl}); err != nil {
 		return nil, fmt.Errorf("create the sandbox in the guest: %w", sb.Explain(AgentError(err)))
 	}
-	spec, err := json.Marshal(req.Spec)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := sb.Agent.CreateContainer(ctx, &api.CreateContainerRequest{
-		ContainerId: ContainerID, OciSpec: spec,
-		Rootfs: &api.Storage{Driver: "blk", Source: "rootfs0", Fstype: fstype},
-	}); err != nil {
-		return nil, fmt.Errorf("create the container: %w", sb.Explain(AgentError(err)))
+	if err := sb.CreateContainer(ctx, ContainerID, req.Spec, "rootfs0", fstype); err != nil {
+		return nil, fmt.Errorf("create the container: %w", err)
 	}
 	pctx, cancel := context.WithCancel(context.Background())
 	p.stop = cancel

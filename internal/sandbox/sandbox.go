@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"github.com/coffer-project/coffer/internal/hypervisor"
 	"github.com/coffer-project/coffer/internal/hypervisor/qemu"
 	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // Virtio-serial port names; the agent looks for the same names.
@@ -273,4 +275,19 @@ func (s *Sandbox) RemoveDisk(ctx context.Context, serial string) error {
 		return fmt.Errorf("remove disk %s from pod %s: %w", serial, s.ID, err)
 	}
 	return nil
+}
+
+// CreateContainer creates container id from spec in the guest, its rootfs
+// being the read-only disk with the given serial and filesystem. An error
+// explains a VM that died meanwhile.
+func (s *Sandbox) CreateContainer(ctx context.Context, id string, spec *specs.Spec, serial, fstype string) error {
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return fmt.Errorf("encode the OCI spec: %w", err)
+	}
+	_, err = s.Agent.CreateContainer(ctx, &api.CreateContainerRequest{
+		ContainerId: id, OciSpec: b,
+		Rootfs: &api.Storage{Driver: "blk", Source: serial, Fstype: fstype},
+	})
+	return s.Explain(AgentError(err))
 }

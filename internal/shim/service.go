@@ -200,15 +200,8 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return nil, grpcErr(fmt.Errorf("create the sandbox in the guest: %w", sb.Explain(sandbox.AgentError(err))))
 	}
 	guestSpec(spec)
-	b, err := json.Marshal(spec)
-	if err != nil {
-		return nil, grpcErr(err)
-	}
-	if _, err := sb.Agent.CreateContainer(vctx, &api.CreateContainerRequest{
-		ContainerId: r.ID, OciSpec: b,
-		Rootfs: &api.Storage{Driver: "blk", Source: "rootfs0", Fstype: sandbox.FSErofs},
-	}); err != nil {
-		return nil, grpcErr(fmt.Errorf("create container %s: %w", r.ID, sb.Explain(sandbox.AgentError(err))))
+	if err := sb.CreateContainer(vctx, r.ID, spec, "rootfs0", sandbox.FSErofs); err != nil {
+		return nil, grpcErr(fmt.Errorf("create container %s: %w", r.ID, err))
 	}
 	p := &process{cid: r.ID, status: task.Status_CREATED, done: make(chan struct{}),
 		stdio: taskIO{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal}}
@@ -255,15 +248,8 @@ func (s *Service) createInPod(ctx context.Context, r *taskAPI.CreateTaskRequest,
 		}
 	}()
 	guestSpec(spec)
-	b, err := json.Marshal(spec)
-	if err != nil {
-		return nil, grpcErr(err)
-	}
-	if _, err := sb.Agent.CreateContainer(vctx, &api.CreateContainerRequest{
-		ContainerId: r.ID, OciSpec: b,
-		Rootfs: &api.Storage{Driver: "blk", Source: serial, Fstype: sandbox.FSErofs},
-	}); err != nil {
-		return nil, grpcErr(fmt.Errorf("create container %s in pod %s: %w", r.ID, sandboxID, sb.Explain(sandbox.AgentError(err))))
+	if err := sb.CreateContainer(vctx, r.ID, spec, serial, sandbox.FSErofs); err != nil {
+		return nil, grpcErr(fmt.Errorf("create container %s in pod %s: %w", r.ID, sandboxID, err))
 	}
 	p := &process{cid: r.ID, status: task.Status_CREATED, done: make(chan struct{}),
 		stdio: taskIO{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal}}
@@ -413,6 +399,22 @@ func (s *Service) copyStdin(p *process) {
 			s.log.Debug("stdin copy ended", "container", p.cid, "exec", p.execID, "err", err)
 		}
 	}()
+}
+
+// lookupProcess finds a process and the pod's sandbox (nil before the VM
+// exists) under the service lock.
+func (s *Service) lookupProcess(id, execID string) (*process, *sandbox.Sandbox, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, p, err := s.lookup(id, execID)
+	if err != nil {
+		return nil, nil, err
+	}
+	var sb *sandbox.Sandbox
+	if s.pod != nil {
+		sb = s.pod.sb
+	}
+	return p, sb, nil
 }
 
 func (s *Service) lookup(id, execID string) (*container, *process, error) {
@@ -677,13 +679,7 @@ func (s *Service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.Wa
 
 // Kill signals a process (all of the container's with All).
 func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
-	s.mu.Lock()
-	_, p, err := s.lookup(r.ID, r.ExecID)
-	var sb *sandbox.Sandbox
-	if s.pod != nil {
-		sb = s.pod.sb
-	}
-	s.mu.Unlock()
+	p, sb, err := s.lookupProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, grpcErr(err)
 	}
@@ -725,13 +721,7 @@ func (s *Service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.Pi
 
 // CloseIO closes a process's stdin once containerd's side has ended.
 func (s *Service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptypes.Empty, error) {
-	s.mu.Lock()
-	_, p, err := s.lookup(r.ID, r.ExecID)
-	var sb *sandbox.Sandbox
-	if s.pod != nil {
-		sb = s.pod.sb
-	}
-	s.mu.Unlock()
+	p, sb, err := s.lookupProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, grpcErr(err)
 	}
@@ -750,13 +740,7 @@ func (s *Service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptyp
 
 // ResizePty resizes a process's terminal.
 func (s *Service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*ptypes.Empty, error) {
-	s.mu.Lock()
-	_, p, err := s.lookup(r.ID, r.ExecID)
-	var sb *sandbox.Sandbox
-	if s.pod != nil {
-		sb = s.pod.sb
-	}
-	s.mu.Unlock()
+	p, sb, err := s.lookupProcess(r.ID, r.ExecID)
 	if err != nil {
 		return nil, grpcErr(err)
 	}
