@@ -94,9 +94,8 @@ func TestDetachedExecKillRm(t *testing.T) {
 	if r.code != 0 || strings.TrimSpace(r.stdout) != name {
 		t.Fatalf("run -d: %+v", r)
 	}
-	r = coffer(t, "", "ps")
-	if !strings.Contains(r.stdout, name) || !strings.Contains(r.stdout, "running") {
-		t.Fatalf("ps does not show the running pod: %q", r.stdout)
+	if line := psLine(t, name); !strings.Contains(line, "running") {
+		t.Fatalf("ps does not show the running pod: %q", line)
 	}
 	// A second pod with the same name is refused.
 	if r := coffer(t, "", "run", "-d", "--name", name, "--rootfs", busybox, "--", "true"); r.code != 125 || !strings.Contains(r.stderr, "already exists") {
@@ -120,7 +119,7 @@ func TestDetachedExecKillRm(t *testing.T) {
 		t.Fatalf("kill: %+v", r)
 	}
 	waitFor(t, 30*time.Second, func() bool {
-		return strings.Contains(coffer(t, "", "ps").stdout, "exited (137)")
+		return strings.Contains(psLine(t, name), "exited (137)")
 	})
 	if r := coffer(t, "", "logs", name); r.code != 0 || r.stdout != "started\n" {
 		t.Errorf("coffer logs: %+v", r)
@@ -146,6 +145,18 @@ func TestRmForceRunningPod(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(runtimeDir, "pods", name)); err == nil {
 		t.Fatal("pod dir left after rm -f")
 	}
+}
+
+// psLine is the `coffer ps` row of one pod (other tests run pods in
+// parallel, so the whole listing says nothing about this one).
+func psLine(t *testing.T, name string) string {
+	t.Helper()
+	for _, line := range strings.Split(coffer(t, "", "ps").stdout, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == name {
+			return line
+		}
+	}
+	return ""
 }
 
 func waitFor(t *testing.T, d time.Duration, cond func() bool) {
@@ -203,8 +214,8 @@ func TestCrashedOwnerCleanedUp(t *testing.T) {
 	_ = cmd.Wait()
 	waitFor(t, 5*time.Second, func() bool { return unix.Kill(st.QEMUPID, 0) != nil })
 	// (A run in a parallel test may already have swept it.)
-	if r := coffer(t, "", "ps"); strings.Contains(r.stdout, name) && !strings.Contains(r.stdout, "dead") {
-		t.Fatalf("ps should show the crashed pod as dead: %q", r.stdout)
+	if line := psLine(t, name); line != "" && !strings.Contains(line, "dead") {
+		t.Fatalf("ps should show the crashed pod as dead: %q", line)
 	}
 	// Any later run sweeps it.
 	if r := runIn(t, nil, "true"); r.code != 0 {

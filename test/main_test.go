@@ -22,6 +22,7 @@ var (
 	cofferBin  string
 	busybox    string // rootfs dir with a static busybox
 	runtimeDir string
+	suiteDir   string // this suite's temp dir; other suites have their own
 )
 
 func TestMain(m *testing.M) {
@@ -47,6 +48,16 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(tmp)
+	suiteDir = tmp
+	// Everything this suite starts (coffer, containerd, shims) makes its
+	// temp files in a private TMPDIR, so leaks are ours to find even when
+	// another suite runs on the same machine.
+	privTmp := filepath.Join(tmp, "tmp")
+	if err := os.Mkdir(privTmp, 0o1777); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	os.Setenv("TMPDIR", privTmp)
 	runtimeDir = filepath.Join(tmp, "run")
 	os.Setenv("COFFER_RUNTIME_DIR", runtimeDir)
 	busybox = filepath.Join(tmp, "busybox")
@@ -100,9 +111,18 @@ func makeBusyboxRootfs(dir string) error {
 	return os.WriteFile(filepath.Join(dir, "etc", "group"), []byte("root:x:0:\nnogroup:x:65534:\n"), 0o644)
 }
 
+// mounts is the host's mount table without the lines of other integration
+// suites that may run on this machine at the same time.
 func mounts() string {
 	b, _ := os.ReadFile("/proc/self/mounts")
-	return string(b)
+	var keep []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "/coffer-it-") && !strings.Contains(line, suiteDir) {
+			continue
+		}
+		keep = append(keep, line)
+	}
+	return strings.Join(keep, "\n")
 }
 
 // checkNoLeaks fails if a qemu of ours still runs, a pod dir remains or
@@ -125,7 +145,7 @@ func checkNoLeaks(mountsBefore string, tmpBefore map[string]bool) error {
 			problems = append(problems, "host mount table changed")
 		}
 		for e := range tmpEntries() {
-			if !tmpBefore[e] && strings.Contains(e, "coffer") {
+			if !tmpBefore[e] {
 				problems = append(problems, "temp dir left: "+e)
 			}
 		}
@@ -215,7 +235,7 @@ func clip(s string) string {
 
 func tmpEntries() map[string]bool {
 	out := map[string]bool{}
-	entries, _ := os.ReadDir(os.TempDir())
+	entries, _ := os.ReadDir(os.TempDir()) // the suite's private TMPDIR once set
 	for _, e := range entries {
 		out[e.Name()] = true
 	}
