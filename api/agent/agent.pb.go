@@ -354,7 +354,11 @@ type CreateContainerRequest struct {
 	OciSpec []byte `protobuf:"bytes,2,opt,name=oci_spec,json=ociSpec,proto3" json:"oci_spec,omitempty"`
 	// Read-only lower layer of the container rootfs; the agent overlays a
 	// guest tmpfs on top, so the container never writes to the host copy.
-	Rootfs        *Storage `protobuf:"bytes,3,opt,name=rootfs,proto3" json:"rootfs,omitempty"`
+	Rootfs *Storage `protobuf:"bytes,3,opt,name=rootfs,proto3" json:"rootfs,omitempty"`
+	// Start the process as soon as it is created, as StartContainer would:
+	// saves a round trip when the host has nothing to do in between (stdio
+	// is buffered in the guest until read).
+	Start         bool `protobuf:"varint,4,opt,name=start,proto3" json:"start,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -408,6 +412,13 @@ func (x *CreateContainerRequest) GetRootfs() *Storage {
 		return x.Rootfs
 	}
 	return nil
+}
+
+func (x *CreateContainerRequest) GetStart() bool {
+	if x != nil {
+		return x.Start
+	}
+	return false
 }
 
 type CreateContainerResponse struct {
@@ -1600,11 +1611,12 @@ const file_agent_proto_rawDesc = "" +
 	"\x06fstype\x18\x03 \x01(\tR\x06fstype\x12\x18\n" +
 	"\aoptions\x18\x04 \x03(\tR\aoptions\x12\x1f\n" +
 	"\vmount_point\x18\x05 \x01(\tR\n" +
-	"mountPoint\"\x88\x01\n" +
+	"mountPoint\"\x9e\x01\n" +
 	"\x16CreateContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x19\n" +
 	"\boci_spec\x18\x02 \x01(\fR\aociSpec\x120\n" +
-	"\x06rootfs\x18\x03 \x01(\v2\x18.coffer.agent.v1.StorageR\x06rootfs\"+\n" +
+	"\x06rootfs\x18\x03 \x01(\v2\x18.coffer.agent.v1.StorageR\x06rootfs\x12\x14\n" +
+	"\x05start\x18\x04 \x01(\bR\x05start\"+\n" +
 	"\x17CreateContainerResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\":\n" +
 	"\x15StartContainerRequest\x12!\n" +

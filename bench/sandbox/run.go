@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/coffer-project/coffer/internal/hypervisor"
+	"github.com/coffer-project/coffer/internal/hypervisor/qemu"
 	"github.com/coffer-project/coffer/internal/sandbox"
 	"golang.org/x/sys/unix"
 )
@@ -367,7 +368,8 @@ func (b *bench) rawArgs(initrd, console string) []string {
 	return []string{
 		"-name", "guest=coffer-bench-raw",
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-		"-machine", hypervisor.DefaultMachineType + ",accel=" + string(b.accel),
+		"-machine", hypervisor.DefaultMachineType,
+		"-accel", qemu.AccelArg(b.accel, hypervisor.DefaultTCGCacheMiB),
 		"-cpu", cpu,
 		"-m", strconv.Itoa(hypervisor.DefaultMemoryMiB),
 		"-smp", strconv.Itoa(hypervisor.DefaultVCPUs),

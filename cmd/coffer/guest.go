@@ -70,6 +70,7 @@ func newGuestBuildCmd() *cobra.Command {
 	f.StringVar(&cfg.KernelDeb, "kernel-deb", "", "use this linux-image-<release>-cloud-amd64 .deb instead of apt-get (offline)")
 	f.StringVar(&cfg.KernelDir, "kernel-dir", "", "use this already-unpacked kernel package directory (boot/ and lib/modules/)")
 	f.StringVar(&cfg.Compression, "compression", guest.CompressionNone, "initrd compression: none|gzip (none boots faster under TCG)")
+	f.BoolVar(&cfg.KeepModuleSignatures, "keep-module-signatures", false, "keep kernel modules' signatures (default: stripped; the initrd is hashed as a whole, and checking them costs boot time; keep them for a kernel that enforces module signatures)")
 	f.StringSliceVar(&cfg.Modules, "modules", nil, "kernel modules to include, dependencies added (default: "+strings.Join(guest.DefaultModules(), ",")+")")
 	f.BoolVar(&noDefaults, "no-modules", false, "include no kernel modules")
 	f.StringVar(&cfg.Cmdline, "cmdline", guest.DefaultCmdline, "guest kernel command line")

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"io"
 	"log/slog"
 	"math"
@@ -149,6 +150,13 @@ func buildRequest(g *globalOpts, o *runOpts, args []string) (*sandbox.PodRequest
 	if err != nil {
 		return nil, err
 	}
+	if o.tty {
+		// The process starts with its creation: give its terminal our
+		// size from the start (SIGWINCH follows changes).
+		if w, h, err := term.GetSize(int(os.Stdin.Fd())); err == nil && w > 0 && h > 0 {
+			spec.Process.ConsoleSize = &specs.Box{Width: uint(w), Height: uint(h)}
+		}
+	}
 	accel, err := hypervisor.ParseAccel(o.accel)
 	if err != nil {
 		return nil, err
@@ -186,6 +194,7 @@ func buildRequest(g *globalOpts, o *runOpts, args []string) (*sandbox.PodRequest
 		Name: o.name, Rootfs: rootfs, RootfsType: o.rootfsType, Spec: spec,
 		Kernel: m.KernelPath(), Initrd: m.InitrdPath(), Cmdline: m.Cmdline,
 		MemoryMiB: vmMiB, VCPUs: vcpus, Accel: accel, AgentDebug: g.debug, BootTimeout: o.bootTimeout,
+		StartNow: true,
 	}, nil
 }
 

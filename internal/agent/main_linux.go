@@ -68,13 +68,15 @@ func Main() error {
 	}
 	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: cfg.logLevel}))
 	start := time.Now()
+	var boot *bootWork
 	if pid1 {
 		want := func(name string) bool {
-			return bootModules[name] || (cfg.transport == "vsock" && vsockModules[name])
+			return channelModules[name] || (cfg.transport == "vsock" && vsockModules[name])
 		}
 		if err := loadModules(log, want); err != nil {
 			return err
 		}
+		boot = startBootWork(log, func(name string) bool { return podModules[name] })
 	}
 	// Forward our logs to the host over the log port when there is one.
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -98,6 +100,9 @@ func Main() error {
 			log.Error("power off", "err", err)
 		}
 	})
+	if boot != nil {
+		srv.storage.ready = boot.wait
+	}
 	var tr Transport = VirtioSerial{Name: AgentPortName}
 	if cfg.transport == "vsock" {
 		tr = Vsock{Port: VsockPort}

@@ -2,12 +2,14 @@ package agent
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -71,18 +73,66 @@ func mountEarly() error {
 	return nil
 }
 
-// bootModules are the modules every pod needs at boot: the virtio PCI
-// transport, the agent's serial port, the rootfs disk and its filesystems.
-// Everything else in ModulesLoadFile (vsock, networking, dm-crypt and
-// dm-verity, the RNG) is loaded only when asked for: each module costs
-// milliseconds of boot time (signature check and relocation; tens of ms
-// under TCG).
-var bootModules = map[string]bool{
+// channelModules are loaded before the agent listens: the virtio PCI
+// transport and the agent's serial port.
+var channelModules = map[string]bool{
 	"virtio": true, "virtio_ring": true, "virtio_pci": true, "virtio_pci_legacy_dev": true,
-	"virtio_pci_modern_dev": true, "virtio_console": true, "virtio_blk": true,
-	"overlay": true, "erofs": true, "libcrc32c": true,
-	// Free page reporting hands memory the guest frees back to the host.
+	"virtio_pci_modern_dev": true, "virtio_console": true,
+}
+
+// podModules are the rest of what every pod needs: the rootfs disk and its
+// filesystems, and the balloon whose free page reporting hands memory the
+// guest frees back to the host. They load in the background while the
+// host connects; storage waits for them. Everything else in
+// ModulesLoadFile (vsock, networking, dm-crypt and dm-verity, the RNG) is
+// not loaded at boot: each module costs milliseconds of boot time (tens of
+// ms under TCG).
+var podModules = map[string]bool{
+	"virtio_blk": true, "overlay": true, "erofs": true, "libcrc32c": true,
 	"virtio_balloon": true,
+}
+
+// pageReportingOrder is where the kernel keeps the smallest block of free
+// memory (2^order pages) that free page reporting hands back to the host.
+// virtio_balloon sets it to 9 (2 MiB); after boot, most memory the guest
+// touched and freed again sits in smaller blocks, so the agent lowers it.
+const pageReportingOrder = "/sys/module/page_reporting/parameters/page_reporting_order"
+
+// bootWork is module loading that runs in the background; wait blocks
+// until it is done and returns its error.
+type bootWork struct {
+	done chan struct{}
+	err  error
+}
+
+func startBootWork(log *slog.Logger, want func(name string) bool) *bootWork {
+	w := &bootWork{done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		start := time.Now()
+		if w.err = loadModules(log, want); w.err != nil {
+			log.Error("load kernel modules", "err", w.err)
+			return
+		}
+		if err := os.WriteFile(pageReportingOrder, []byte("0"), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+			log.Warn("lower the free page reporting order (the host gets less of the guest's free memory back)", "err", err)
+		}
+		log.Debug("pod kernel modules loaded", "took", time.Since(start))
+
+	}()
+	return w
+}
+
+func (w *bootWork) wait(ctx context.Context) error {
+	select {
+	case <-w.done:
+		if w.err != nil {
+			return fmt.Errorf("the guest could not load its kernel modules at boot: %w", w.err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the guest's kernel modules: %w", ctx.Err())
+	}
 }
 
 // vsockModules are loaded at boot when the agent serves on vsock.

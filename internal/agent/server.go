@@ -288,6 +288,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *api.CreateContainerRe
 		}
 		s.mu.Unlock()
 	}()
+	t0 := time.Now()
 	diskCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	lower, err := s.storage.acquire(diskCtx, req.Rootfs.Source, req.Rootfs.Fstype, req.Rootfs.Options)
@@ -303,6 +304,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *api.CreateContainerRe
 		_ = removeContainerDir(id)
 		_ = s.storage.release(req.Rootfs.Source)
 	}
+	t1 := time.Now()
 	pr, err := startProcess("", spec.Process.Terminal, func(stdio runner.Stdio) (*runner.Process, error) {
 		rc, err := s.runner.Create(ctx, id, spec, rootfs, stdio)
 		if err != nil {
@@ -321,7 +323,13 @@ func (s *Server) CreateContainer(ctx context.Context, req *api.CreateContainerRe
 	c.procs[""] = pr
 	s.mu.Unlock()
 	ok = true
-	s.log.Info("container created", "id", id, "pid", pr.p.Pid, "args", spec.Process.Args)
+	s.log.Info("container created", "id", id, "pid", pr.p.Pid, "args", spec.Process.Args,
+		"rootfs_took", t1.Sub(t0), "init_stage_took", time.Since(t1))
+	if req.Start {
+		if err := s.startContainer(ctx, c, pr); err != nil {
+			return nil, err
+		}
+	}
 	return &api.CreateContainerResponse{Pid: uint32(pr.p.Pid)}, nil
 }
 
@@ -330,15 +338,23 @@ func (s *Server) StartContainer(ctx context.Context, req *api.StartContainerRequ
 	if err != nil {
 		return nil, err
 	}
+	if err := s.startContainer(ctx, c, p); err != nil {
+		return nil, err
+	}
+	return &api.Empty{}, nil
+}
+
+// startContainer lets a created container's init process exec its command.
+func (s *Server) startContainer(ctx context.Context, c *container, p *process) error {
 	if err := c.c.Start(ctx); err != nil {
-		return nil, stageError(err)
+		return stageError(err)
 	}
 	s.mu.Lock()
 	c.started = true
 	p.started = time.Now()
 	s.mu.Unlock()
 	s.log.Info("container started", "id", c.id)
-	return &api.Empty{}, nil
+	return nil
 }
 
 func (s *Server) RemoveContainer(ctx context.Context, req *api.RemoveContainerRequest) (*api.Empty, error) {

@@ -51,6 +51,9 @@ func findDiskBySerial(ctx context.Context, serial string) (string, error) {
 
 // storageMounts mounts shared read-only disks once and counts their users.
 type storageMounts struct {
+	// ready, when set, blocks until the disk and filesystem drivers are
+	// loaded (they load in the background at boot).
+	ready  func(context.Context) error
 	mu     sync.Mutex
 	mounts map[string]*diskMount // by serial
 }
@@ -73,6 +76,11 @@ func (s *storageMounts) acquire(ctx context.Context, serial, fstype string, opti
 	case "ext4", "erofs", "squashfs", "xfs":
 	default:
 		return "", fmt.Errorf("unsupported rootfs filesystem %q (want ext4 or erofs)", fstype)
+	}
+	if s.ready != nil {
+		if err := s.ready(ctx); err != nil {
+			return "", err
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -67,6 +67,14 @@ type BuildConfig struct {
 	// Compression of the initrd: "none" (default: decompressing under TCG
 	// emulation is slow) or "gzip".
 	Compression string
+	// KeepModuleSignatures copies modules with their signatures. By default
+	// the signatures are stripped: the whole initrd is hashed into
+	// guest.json (and measured in confidential mode), so per-module
+	// signatures protect nothing more, and checking them is about half of
+	// a module's load time under TCG. The kernel logs that it is tainted
+	// by unsigned modules; a kernel that enforces signatures
+	// (module.sig_enforce, lockdown) needs them kept.
+	KeepModuleSignatures bool
 	// Refresh downloads the kernel again and rebuilds even when the
 	// cached image is up to date.
 	Refresh bool
@@ -86,6 +94,8 @@ type Manifest struct {
 	// Modules are the module files in the initrd in load order, relative
 	// to /lib/modules/<release>: the content of /etc/coffer/modules.load.
 	Modules []string `json:"modules"`
+	// ModuleSignatures is "stripped" or "kept".
+	ModuleSignatures string `json:"module_signatures"`
 	// InputsSHA256 hashes everything the image is built from: format
 	// version, kernel (sha256, release, package), agent (sha256,
 	// version), requested modules, cmdline, compression and mtime.
@@ -159,6 +169,7 @@ type buildInputs struct {
 	Modules              []string `json:"modules"`
 	Cmdline              string   `json:"cmdline"`
 	Compression          string   `json:"compression"`
+	KeepModuleSignatures bool     `json:"keep_module_signatures,omitempty"`
 	Mtime                int64    `json:"mtime"`
 }
 
@@ -266,6 +277,7 @@ func Build(ctx context.Context, cfg BuildConfig) (*Manifest, error) {
 		Modules:              modules,
 		Cmdline:              cmdline,
 		Compression:          compression,
+		KeepModuleSignatures: cfg.KeepModuleSignatures,
 		Mtime:                mtime,
 	}
 	inputsSum := inputs.sum()
@@ -293,7 +305,7 @@ func Build(ctx context.Context, cfg BuildConfig) (*Manifest, error) {
 	if len(res.Builtin) > 0 {
 		log.Debug("modules built into the kernel, not copied", "modules", res.Builtin)
 	}
-	spec := &initrdSpec{release: k.Release, agentPath: agentPath, agentSHA: agentSHA, modulesDir: k.ModulesDir, modules: res.Load}
+	spec := &initrdSpec{release: k.Release, agentPath: agentPath, agentSHA: agentSHA, modulesDir: k.ModulesDir, modules: res.Load, stripSignatures: !cfg.KeepModuleSignatures}
 	entries, err := spec.entries()
 	if err != nil {
 		return nil, err
@@ -327,18 +339,27 @@ func Build(ctx context.Context, cfg BuildConfig) (*Manifest, error) {
 			Path: KernelFile, SHA256: kernelSHA, Release: k.Release,
 			Package: k.Package, PackageVersion: k.PackageVersion,
 		},
-		Initrd:       InitrdInfo{Path: InitrdFile, SHA256: initrdSHA, Size: initrdSize, Compression: compression},
-		Cmdline:      cmdline,
-		Agent:        AgentInfo{Version: agentVersion, SHA256: agentSHA},
-		Modules:      append([]string{}, res.Load...),
-		InputsSHA256: inputsSum,
-		Dir:          dir,
+		Initrd:           InitrdInfo{Path: InitrdFile, SHA256: initrdSHA, Size: initrdSize, Compression: compression},
+		Cmdline:          cmdline,
+		Agent:            AgentInfo{Version: agentVersion, SHA256: agentSHA},
+		Modules:          append([]string{}, res.Load...),
+		ModuleSignatures: moduleSignatures(cfg.KeepModuleSignatures),
+		InputsSHA256:     inputsSum,
+		Dir:              dir,
 	}
 	if err := writeJSONAtomic(dir, ManifestFile, m); err != nil {
 		return nil, err
 	}
 	log.Info("guest image built", "dir", dir, "initrd_bytes", initrdSize, "initrd_sha256", initrdSHA)
 	return m, nil
+}
+
+// moduleSignatures is Manifest.ModuleSignatures for a build.
+func moduleSignatures(keep bool) string {
+	if keep {
+		return "kept"
+	}
+	return "stripped"
 }
 
 // buildKernel finds the kernel for cfg: an unpacked directory if one is

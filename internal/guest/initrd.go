@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -41,6 +43,7 @@ type initrdEntry struct {
 	src          string // regular file: host path to copy, or
 	data         []byte // inline content when src is empty
 	wantSHA256   string // regular file from src: expected content hash
+	stripSig     bool   // a kernel module whose appended signature is dropped
 }
 
 // initrdSpec describes the whole initrd content.
@@ -50,6 +53,8 @@ type initrdSpec struct {
 	agentSHA   string
 	modulesDir string
 	modules    []string // load order, relative to modulesDir
+	// stripSignatures drops modules' appended signatures.
+	stripSignatures bool
 }
 
 // entries returns the initrd content sorted by name, with every parent
@@ -90,7 +95,8 @@ func (s *initrdSpec) entries() ([]initrdEntry, error) {
 		files = append(files, initrdEntry{
 			name: "lib/modules/" + s.release + "/" + m,
 			kind: kindFile, perm: 0o644,
-			src: filepath.Join(s.modulesDir, filepath.FromSlash(m)),
+			src:      filepath.Join(s.modulesDir, filepath.FromSlash(m)),
+			stripSig: s.stripSignatures,
 		})
 	}
 	files = append(files, initrdEntry{name: strings.TrimPrefix(ModulesLoadPath, "/"), kind: kindFile, perm: 0o644, data: load.Bytes()})
@@ -167,6 +173,20 @@ func writeInitrdFile(cw *cpioWriter, e initrdEntry) error {
 	if !st.Mode().IsRegular() {
 		return fmt.Errorf("%s is not a regular file", e.src)
 	}
+	if e.stripSig {
+		if st.Size() > maxModuleSize {
+			return fmt.Errorf("kernel module %s is %d bytes, more than the %d a module may have", e.src, st.Size(), maxModuleSize)
+		}
+		b, err := io.ReadAll(f)
+		if err != nil {
+			return err
+		}
+		b, err = stripModuleSignature(b)
+		if err != nil {
+			return fmt.Errorf("kernel module %s: %w", e.src, err)
+		}
+		return cw.File(e.name, e.perm, int64(len(b)), bytes.NewReader(b))
+	}
 	h := sha256.New()
 	if err := cw.File(e.name, e.perm, st.Size(), io.TeeReader(f, h)); err != nil {
 		return err
@@ -177,4 +197,34 @@ func writeInitrdFile(cw *cpioWriter, e initrdEntry) error {
 		}
 	}
 	return nil
+}
+
+// maxModuleSize bounds a kernel module read whole to strip its signature.
+const maxModuleSize = 64 << 20
+
+// moduleSigMagic ends a signed kernel module. Before it come the
+// signature and a 12-byte struct module_signature whose last field is the
+// signature's length (big-endian), preceded by the signer's name and key
+// id lengths (zero for the PKCS#7 signatures of current kernels).
+const moduleSigMagic = "~Module signature appended~\n"
+
+// stripModuleSignature returns the module without its appended signature;
+// an unsigned module is returned as is.
+func stripModuleSignature(b []byte) ([]byte, error) {
+	if !bytes.HasSuffix(b, []byte(moduleSigMagic)) {
+		return b, nil
+	}
+	const infoLen = 12
+	end := len(b) - len(moduleSigMagic)
+	if end < infoLen {
+		return nil, errors.New("signature trailer is truncated")
+	}
+	info := b[end-infoLen : end]
+	signerLen, keyIDLen := int(info[3]), int(info[4])
+	sigLen := int(binary.BigEndian.Uint32(info[8:12]))
+	cut := end - infoLen - sigLen - signerLen - keyIDLen
+	if sigLen <= 0 || cut <= 0 {
+		return nil, fmt.Errorf("signature trailer is malformed (signature length %d in a %d-byte file)", sigLen, len(b))
+	}
+	return b[:cut], nil
 }

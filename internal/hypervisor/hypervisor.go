@@ -108,6 +108,11 @@ type Config struct {
 	AccelCacheDir string
 	// MachineType is the QEMU machine: q35 (default), pc or microvm.
 	MachineType string
+	// TCGCacheMiB bounds QEMU's translated-code buffer under TCG
+	// (tb-size; default DefaultTCGCacheMiB). QEMU's own default reserves
+	// 1 GiB, of which a booted guest touches ~66 MiB: host memory per pod.
+	// Ignored under KVM.
+	TCGCacheMiB int
 
 	// Disks become virtio-blk devices, in order.
 	Disks []Disk
@@ -136,6 +141,7 @@ const (
 	DefaultMemoryMiB   = 256
 	DefaultVCPUs       = 1
 	DefaultMachineType = "q35"
+	DefaultTCGCacheMiB = 32
 	DefaultDiskFormat  = "raw"
 	DefaultDiskCache   = "writeback"
 )
@@ -154,6 +160,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MachineType == "" {
 		c.MachineType = DefaultMachineType
+	}
+	if c.TCGCacheMiB == 0 {
+		c.TCGCacheMiB = DefaultTCGCacheMiB
 	}
 	if c.ID == "" && c.StateDir != "" {
 		c.ID = filepath.Base(c.StateDir)
@@ -190,6 +199,9 @@ func (c Config) Validate() error {
 	}
 	if !filepath.IsAbs(c.StateDir) {
 		return fmt.Errorf("vm config: StateDir %q is not absolute: use an absolute path", c.StateDir)
+	}
+	if c.TCGCacheMiB < 0 || c.TCGCacheMiB > 4096 {
+		return fmt.Errorf("vm %s: TCGCacheMiB=%d is out of range: use 1-4096 MiB (or 0 for the default %d)", c.ID, c.TCGCacheMiB, DefaultTCGCacheMiB)
 	}
 	if c.Kernel == "" {
 		return fmt.Errorf("vm %s: Kernel is empty: direct kernel boot needs a kernel image (build one with `coffer guest build`)", c.ID)

@@ -71,7 +71,7 @@ func runStage(sync *syncConn, cfg *initConfig) error {
 		}
 	}
 	if p.Terminal {
-		if err := setupConsole(sync, cfg.Mode == "init"); err != nil {
+		if err := setupConsole(sync, cfg.Mode == "init", p.ConsoleSize); err != nil {
 			return err
 		}
 	}
@@ -253,7 +253,7 @@ func setUserAndCaps(p *specs.Process) error {
 // setupConsole opens a pseudo-terminal in the container's own devpts,
 // makes its slave side the process's stdio and controlling terminal, and
 // sends the master to the agent.
-func setupConsole(sync *syncConn, bindConsole bool) error {
+func setupConsole(sync *syncConn, bindConsole bool, size *specs.Box) error {
 	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open /dev/ptmx in the container (is devpts mounted with newinstance?): %w", err)
@@ -270,6 +270,12 @@ func setupConsole(sync *syncConn, bindConsole bool) error {
 	slave, err := unix.Open(slavePath, unix.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", slavePath, err)
+	}
+	if size != nil && size.Height > 0 && size.Width > 0 && size.Height <= 0xffff && size.Width <= 0xffff {
+		ws := &unix.Winsize{Row: uint16(size.Height), Col: uint16(size.Width)}
+		if err := unix.IoctlSetWinsize(slave, unix.TIOCSWINSZ, ws); err != nil {
+			return fmt.Errorf("set the terminal size to %dx%d: %w", size.Width, size.Height, err)
+		}
 	}
 	// Best effort, as runc does: /dev/console is the container's terminal
 	// (its init's; an exec's terminal must not replace it).

@@ -32,6 +32,10 @@ type PodRequest struct {
 	GuestSysctl map[string]string `json:"guest_sysctl,omitempty"`
 	AgentDebug  bool              `json:"agent_debug,omitempty"`
 	BootTimeout time.Duration     `json:"boot_timeout,omitempty"`
+	// StartNow starts the container's process with its creation (one
+	// round trip less); Pod.Start then only records the pod as running.
+	// The process's output waits in the guest until it is read.
+	StartNow bool `json:"start_now,omitempty"`
 }
 
 // Pod is a running one-container pod owned by this process.
@@ -42,10 +46,11 @@ type Pod struct {
 	log     *slog.Logger
 	stop    context.CancelFunc // stops the proxy
 	proxyCh chan error
+	started bool // the process was started with its creation
 }
 
 // StartPod builds the rootfs disk, boots the VM, creates the sandbox and
-// the container (not yet started) and serves the agent proxy socket. dir
+// the container (started too with req.StartNow) and serves the agent proxy socket. dir
 // is the pod directory (CreatePodDir). On failure the VM and the pod
 // directory are removed.
 func StartPod(ctx context.Context, dir string, req *PodRequest, detached bool, log *slog.Logger) (_ *Pod, err error) {
@@ -97,9 +102,14 @@ func StartPod(ctx context.Context, dir string, req *PodRequest, detached bool, l
 	if _, err := sb.Agent.CreateSandbox(ctx, &api.CreateSandboxRequest{SandboxId: req.Name, Hostname: hostname, Sysctls: req.GuestSysctl}); err != nil {
 		return nil, fmt.Errorf("create the sandbox in the guest: %w", sb.Explain(AgentError(err)))
 	}
-	if err := sb.CreateContainer(ctx, ContainerID, req.Spec, "rootfs0", fstype); err != nil {
-		return nil, fmt.Errorf("create the container: %w", err)
+	create, what := sb.CreateContainer, "create"
+	if req.StartNow {
+		create, what = sb.RunContainer, "create and start"
 	}
+	if err := create(ctx, ContainerID, req.Spec, "rootfs0", fstype); err != nil {
+		return nil, fmt.Errorf("%s the container: %w", what, err)
+	}
+	p.started = req.StartNow
 	pctx, cancel := context.WithCancel(context.Background())
 	p.stop = cancel
 	p.proxyCh = make(chan error, 1)
@@ -109,6 +119,10 @@ func StartPod(ctx context.Context, dir string, req *PodRequest, detached bool, l
 
 // Start runs the container's command and records the pod as running.
 func (p *Pod) Start(ctx context.Context) error {
+	if p.started {
+		p.State.Status = StatusRunning
+		return WriteState(p.Dir, p.State)
+	}
 	if _, err := p.Sandbox.Agent.StartContainer(ctx, &api.StartContainerRequest{ContainerId: ContainerID}); err != nil {
 		return fmt.Errorf("start the container: %w", p.Sandbox.Explain(AgentError(err)))
 	}

@@ -167,7 +167,14 @@ func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
 				return fail(fmt.Errorf("the guest agent did not answer within %s (accelerator %s); last console lines:\n%s",
 					cfg.BootTimeout, vm.Accel(), indent(vm.ConsoleTail(15))))
 			}
-			return fail(fmt.Errorf("wait for the guest agent: %w", res.err))
+			// A connection closed under us is mostly a VM that died:
+			// say why, with its console.
+			select {
+			case <-vm.Done():
+				return fail(s.vmError("the VM exited while booting"))
+			case <-time.After(500 * time.Millisecond):
+			}
+			return fail(fmt.Errorf("wait for the guest agent: %w; last console lines:\n%s", res.err, indent(vm.ConsoleTail(15))))
 		}
 		s.Info = res.r
 	case <-vm.Done():
@@ -281,6 +288,15 @@ func (s *Sandbox) RemoveDisk(ctx context.Context, serial string) error {
 // being the read-only disk with the given serial and filesystem. An error
 // explains a VM that died meanwhile.
 func (s *Sandbox) CreateContainer(ctx context.Context, id string, spec *specs.Spec, serial, fstype string) error {
+	return s.createContainer(ctx, id, spec, serial, fstype, false)
+}
+
+// RunContainer is CreateContainer and StartContainer in one round trip.
+func (s *Sandbox) RunContainer(ctx context.Context, id string, spec *specs.Spec, serial, fstype string) error {
+	return s.createContainer(ctx, id, spec, serial, fstype, true)
+}
+
+func (s *Sandbox) createContainer(ctx context.Context, id string, spec *specs.Spec, serial, fstype string, start bool) error {
 	b, err := json.Marshal(spec)
 	if err != nil {
 		return fmt.Errorf("encode the OCI spec: %w", err)
@@ -288,6 +304,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, id string, spec *specs.Sp
 	_, err = s.Agent.CreateContainer(ctx, &api.CreateContainerRequest{
 		ContainerId: id, OciSpec: b,
 		Rootfs: &api.Storage{Driver: "blk", Source: serial, Fstype: fstype},
+		Start:  start,
 	})
 	return s.Explain(AgentError(err))
 }

@@ -83,6 +83,15 @@ func onOff(b bool) string {
 	return "off"
 }
 
+// AccelArg is the value of QEMU's -accel option: under TCG it bounds the
+// translated-code buffer to tcgCacheMiB (QEMU's default reserves 1 GiB).
+func AccelArg(accel hypervisor.Accel, tcgCacheMiB int) string {
+	if accel == hypervisor.AccelTCG && tcgCacheMiB > 0 {
+		return "tcg,tb-size=" + strconv.Itoa(tcgCacheMiB)
+	}
+	return string(accel)
+}
+
 // buildArgs returns QEMU's arguments (without argv[0]) for cfg, which must
 // have its defaults applied; accel must be kvm or tcg.
 func buildArgs(cfg hypervisor.Config, accel hypervisor.Accel, l layout) []string {
@@ -95,7 +104,8 @@ func buildArgs(cfg hypervisor.Config, accel hypervisor.Accel, l layout) []string
 		"-nodefaults", "-no-user-config",
 		"-display", "none",
 		"-no-reboot",
-		"-machine", cfg.MachineType + ",accel=" + string(accel),
+		"-machine", cfg.MachineType,
+		"-accel", AccelArg(accel, cfg.TCGCacheMiB),
 		"-cpu", cpu,
 		"-m", strconv.Itoa(cfg.MemoryMiB),
 		"-smp", strconv.Itoa(cfg.VCPUs),
