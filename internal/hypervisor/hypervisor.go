@@ -110,8 +110,9 @@ type Config struct {
 	MachineType string
 	// TCGCacheMiB bounds QEMU's translated-code buffer under TCG
 	// (tb-size; default DefaultTCGCacheMiB). QEMU's own default reserves
-	// 1 GiB, of which a booted guest touches ~66 MiB: host memory per pod.
-	// Ignored under KVM.
+	// 1 GiB, of which a booted guest touches ~66 MiB and a busy one more:
+	// host memory per pod. Smaller saves memory but costs boot time (see
+	// docs/architecture.md). Ignored under KVM.
 	TCGCacheMiB int
 
 	// Disks become virtio-blk devices, in order.
@@ -141,7 +142,7 @@ const (
 	DefaultMemoryMiB   = 256
 	DefaultVCPUs       = 1
 	DefaultMachineType = "q35"
-	DefaultTCGCacheMiB = 32
+	DefaultTCGCacheMiB = 64
 	DefaultDiskFormat  = "raw"
 	DefaultDiskCache   = "writeback"
 )

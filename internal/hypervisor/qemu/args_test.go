@@ -35,7 +35,7 @@ func TestBuildArgs(t *testing.T) {
 	got := strings.Join(buildArgs(cfg, hypervisor.AccelTCG, l), " ")
 	want := strings.Join([]string{
 		"-name guest=pod,,1 -nodefaults -no-user-config -display none -no-reboot",
-		"-machine q35 -accel tcg,tb-size=32 -cpu max -m 256 -smp 1",
+		"-machine q35 -accel tcg,tb-size=64 -cpu max -m 256 -smp 1",
 		"-kernel /k/vmlinuz -initrd /k/initrd -append console=ttyS0 quiet",
 		"-chardev file,id=con,path=/run/coffer/pod,,1/console.log,append=on -serial chardev:con",
 		"-qmp unix:/run/coffer/pod,,1/qmp.sock,server=on,wait=off",
