@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -449,4 +450,18 @@ func TestServerContainerState(t *testing.T) {
 	if err != nil || len(l.Containers) != 3 || l.Containers[1].ContainerId != "run" || l.Containers[1].Status != "running" || l.Containers[1].Pid != 1<<30 {
 		t.Fatalf("ListContainers = %+v, %v", l, err)
 	}
+}
+
+// FuzzSafeID checks the hand-written identifier check against the regexp
+// it spells out.
+func FuzzSafeID(f *testing.F) {
+	re := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+	for _, s := range []string{"a", "a-b.c_d", "-a", "", "a/b", strings.Repeat("x", 128), strings.Repeat("x", 129), "a\n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := safeID(s), re.MatchString(s); got != want {
+			t.Fatalf("safeID(%q) = %v, the regexp says %v", s, got, want)
+		}
+	})
 }
