@@ -36,6 +36,9 @@ type loadConfig struct {
 	want    []byte // the resource's content
 	// attester returns the attester of one new client.
 	attester func() tee.Attester
+	// freshClient: a new client (and TEE key pair) per handshake rather
+	// than one per worker.
+	freshClient bool
 	// serverCPU returns the server process's CPU time; nil when the server
 	// runs in the benchmark process.
 	serverCPU func() (cpuTimes, error)
@@ -117,12 +120,20 @@ func newHTTPClient(n int, dials *atomic.Int64) (*http.Client, *http.Transport) {
 // discardLog silences the KBS client.
 var discardLog = slog.New(slog.DiscardHandler)
 
-// handshake is one full RCAR exchange by a fresh client (new session, new
-// TEE key): auth, attest, get-resource, and the check of the plaintext.
-func handshake(ctx context.Context, cfg *loadConfig, hc *http.Client) (token string, err error) {
-	c, err := client.New(cfg.url, cfg.attester(), client.Options{HTTPClient: hc, Log: discardLog})
-	if err != nil {
-		return "", err
+// newClient returns a KBS client with its own cookie jar, attester and
+// TEE key pair.
+func newClient(cfg *loadConfig, hc *http.Client) (*client.Client, error) {
+	return client.New(cfg.url, cfg.attester(), client.Options{HTTPClient: hc, Log: discardLog})
+}
+
+// handshake is one full RCAR exchange on a new session: auth, attest,
+// get-resource, and the check of the plaintext. c is nil for a fresh
+// client (and TEE key).
+func handshake(ctx context.Context, cfg *loadConfig, hc *http.Client, c *client.Client) (token string, err error) {
+	if c == nil {
+		if c, err = newClient(cfg, hc); err != nil {
+			return "", err
+		}
 	}
 	tok, err := c.Attest(ctx)
 	if err != nil {
@@ -179,7 +190,7 @@ func runLoad(ctx context.Context, cfg loadConfig) (*caseResult, error) {
 	defer tr.CloseIdleConnections()
 
 	// One handshake first, so a broken set-up fails fast and clearly.
-	tok, err := handshake(ctx, &cfg, hc)
+	tok, err := handshake(ctx, &cfg, hc, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s handshake against %s failed before measuring: %w", cfg.tee, cfg.url, err)
 	}
@@ -253,12 +264,21 @@ func runLoad(ctx context.Context, cfg loadConfig) (*caseResult, error) {
 
 func worker(ctx context.Context, cfg *loadConfig, hc *http.Client, winStart, winEnd time.Time, r *workerResult) {
 	r.lats = make([]time.Duration, 0, 1024)
+	var c *client.Client // one per worker: a guest's client for one boot
+	if !cfg.freshClient {
+		var err error
+		if c, err = newClient(cfg, hc); err != nil {
+			r.errs++
+			r.errSamples = append(r.errSamples, err.Error())
+			return
+		}
+	}
 	for ctx.Err() == nil {
 		t0 := time.Now()
 		if !t0.Before(winEnd) {
 			return
 		}
-		tok, err := handshake(ctx, cfg, hc)
+		tok, err := handshake(ctx, cfg, hc, c)
 		t1 := time.Now()
 		inWindow := !t0.Before(winStart)
 		if err != nil {

@@ -174,22 +174,30 @@ func parsePrivateKeyPEM(data []byte) (*ecdsa.PrivateKey, error) {
 // Sign returns the compact JWS (JWT) of the claims with header
 // {"alg":"ES256","jwk":{…,"alg":"ES256"},"typ":"JWT"}.
 func (s *Signer) Sign(c *Claims) (string, error) {
+	tok, _, err := s.SignPayload(c)
+	return tok, err
+}
+
+// SignPayload is Sign that also returns the signed claims JSON (the
+// token's payload), so that the issuer can keep it without decoding the
+// token again.
+func (s *Signer) SignPayload(c *Claims) (token string, payload []byte, err error) {
 	if c == nil {
-		return "", errors.New("sign EAR: nil claims")
+		return "", nil, errors.New("sign EAR: nil claims")
 	}
-	payload, err := json.Marshal(c)
+	payload, err = json.Marshal(c)
 	if err != nil {
-		return "", fmt.Errorf("sign EAR: marshal claims: %w", err)
+		return "", nil, fmt.Errorf("sign EAR: marshal claims: %w", err)
 	}
 	obj, err := s.signer.Sign(payload)
 	if err != nil {
-		return "", fmt.Errorf("sign EAR: %w", err)
+		return "", nil, fmt.Errorf("sign EAR: %w", err)
 	}
 	tok, err := obj.CompactSerialize()
 	if err != nil {
-		return "", fmt.Errorf("sign EAR: serialize: %w", err)
+		return "", nil, fmt.Errorf("sign EAR: serialize: %w", err)
 	}
-	return tok, nil
+	return tok, payload, nil
 }
 
 // PublicKey returns the verification key.

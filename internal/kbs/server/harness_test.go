@@ -132,7 +132,7 @@ func (r rvLookup) Lookup(ctx context.Context, name string) (any, bool, error) {
 
 type regoPolicy struct{ p *policy.Policy }
 
-func (r regoPolicy) Allow(ctx context.Context, claims map[string]any, data map[string]any) (bool, string, error) {
+func (r regoPolicy) Allow(ctx context.Context, claims json.RawMessage, data map[string]any) (bool, string, error) {
 	d, err := r.p.EvaluateAllow(ctx, claims, data)
 	if err != nil {
 		return false, "", err
