@@ -333,7 +333,8 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req protocol.Request
-	if err := json.Unmarshal(body, &req); err != nil {
+	// UnmarshalJSON validates the whole body in the same pass.
+	if err := req.UnmarshalJSON(body); err != nil {
 		return errorf(http.StatusUnauthorized, errAttestation, "bad auth request: %v", err)
 	}
 	if err := protocol.CheckVersion(req.Version); err != nil {
@@ -386,7 +387,9 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var att protocol.Attestation
-	if err := json.Unmarshal(body, &att); err != nil {
+	// UnmarshalJSON validates the whole body in the same pass (the SNP
+	// evidence in it is ~18 KB).
+	if err := att.UnmarshalJSON(body); err != nil {
 		return fail(fmt.Errorf("bad attestation request: %w", err))
 	}
 	if subtle.ConstantTimeCompare([]byte(att.RuntimeData.Nonce), []byte(sess.nonce)) != 1 {
