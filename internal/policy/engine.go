@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -370,9 +369,9 @@ func toValue(x any) (ast.Value, error) {
 	case ast.Value:
 		return v, nil
 	case json.RawMessage:
-		return ast.ValueFromReader(bytes.NewReader(v))
+		return jsonToValue(v)
 	case []byte:
-		return ast.ValueFromReader(bytes.NewReader(v))
+		return jsonToValue(v)
 	}
 	return ast.InterfaceToValue(x)
 }
