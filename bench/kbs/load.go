@@ -39,6 +39,10 @@ type loadConfig struct {
 	// freshClient: a new client (and TEE key pair) per handshake rather
 	// than one per worker.
 	freshClient bool
+	// netHTTP: the workers share one net/http Transport instead of each
+	// using a connTransport; addr is the server's host:port.
+	netHTTP bool
+	addr    string
 	// serverCPU returns the server process's CPU time; nil when the server
 	// runs in the benchmark process.
 	serverCPU func() (cpuTimes, error)
@@ -186,11 +190,13 @@ type workerResult struct {
 // to back for the warm-up plus the measured window.
 func runLoad(ctx context.Context, cfg loadConfig) (*caseResult, error) {
 	var dials atomic.Int64
-	hc, tr := newHTTPClient(cfg.clients, &dials)
-	defer tr.CloseIdleConnections()
+	shared, closeShared := cfg.sharedClient(&dials)
+	defer closeShared()
 
 	// One handshake first, so a broken set-up fails fast and clearly.
-	tok, err := handshake(ctx, &cfg, hc, nil)
+	probe, closeProbe := cfg.clientTransport(shared, &dials)
+	tok, err := handshake(ctx, &cfg, probe, nil)
+	closeProbe()
 	if err != nil {
 		return nil, fmt.Errorf("%s handshake against %s failed before measuring: %w", cfg.tee, cfg.url, err)
 	}
@@ -203,6 +209,8 @@ func runLoad(ctx context.Context, cfg loadConfig) (*caseResult, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			hc, release := cfg.clientTransport(shared, &dials)
+			defer release()
 			work := func(ctx context.Context) { worker(ctx, &cfg, hc, winStart, winEnd, &results[i]) }
 			if cfg.label {
 				pprof.Do(ctx, pprof.Labels("side", "client", "tee", cfg.tee), work)

@@ -182,8 +182,12 @@ func (r *report) printTable(w io.Writer) {
 	if o.maxLoad > 0 {
 		waited = fmt.Sprintf("waited %s for <= %.2f", r.LoadWaited.Round(time.Second), o.maxLoad)
 	}
-	fmt.Fprintf(w, "load:     %s warm-up + %s per case, resource %d bytes, HTTP/1.1 keep-alive; loadavg %s before, %s after (%s)\n",
-		o.warmup, o.dur, o.resourceSize, r.LoadBefore, orDash(r.LoadAfter), waited)
+	transport := "one keep-alive connection per client worker (bench connTransport)"
+	if o.netHTTP {
+		transport = "a shared net/http Transport (-client-net-http)"
+	}
+	fmt.Fprintf(w, "load:     %s warm-up + %s per case, resource %d bytes, HTTP/1.1 keep-alive, %s; loadavg %s before, %s after (%s)\n",
+		o.warmup, o.dur, o.resourceSize, transport, r.LoadBefore, orDash(r.LoadAfter), waited)
 	fmt.Fprintf(w, "NOTE:     the clients (TEE key generation, evidence, JWE decryption, HTTP) run in this process on the SAME %d CPUs as the server;\n", m.CPUs)
 	fmt.Fprintf(w, "          see the CPU split below. The crypto floor does the client's and the server's crypto, in-process, on the same CPUs.\n\n")
 
@@ -458,6 +462,7 @@ type jsonReport struct {
 	RefValues    bool          `json:"reference_values_registered"`
 	FreshClient  bool          `json:"fresh_client_per_handshake"`
 	FloorVerify  bool          `json:"floor_token_verify"`
+	NetHTTP      bool          `json:"clients_net_http_transport"`
 	LoadBefore   string        `json:"loadavg_before"`
 	LoadAfter    string        `json:"loadavg_after"`
 	LoadWaitedS  float64       `json:"load_waited_s"`
@@ -485,7 +490,7 @@ func (r *report) jsonCase(c *caseResult) jsonCase {
 func (r *report) toJSON() jsonReport {
 	o := r.Opts
 	j := jsonReport{Machine: r.Machine, Started: r.Started, Finished: r.Finished, DurationS: o.dur.Seconds(),
-		WarmupS: o.warmup.Seconds(), FloorS: o.floorDur.Seconds(), SessionsMax: o.sessionsMax, ResourceSize: o.resourceSize, RefValues: o.referenceValues, FreshClient: o.freshClient, FloorVerify: o.floorTokenVerify,
+		WarmupS: o.warmup.Seconds(), FloorS: o.floorDur.Seconds(), SessionsMax: o.sessionsMax, ResourceSize: o.resourceSize, RefValues: o.referenceValues, FreshClient: o.freshClient, FloorVerify: o.floorTokenVerify, NetHTTP: o.netHTTP,
 		LoadBefore: r.LoadBefore, LoadAfter: r.LoadAfter, LoadWaitedS: r.LoadWaited.Seconds(),
 		Note:    fmt.Sprintf("the clients run in the benchmark process on the same %d CPUs as the server", r.Machine.CPUs),
 		Targets: r.targets()}
