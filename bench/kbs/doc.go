@@ -1,6 +1,7 @@
 // Command kbs benchmarks coffer-kbs, the relying party, in one run: full
-// RCAR handshakes (auth + attest + get-resource, a fresh client, session
-// and TEE key each) against the real coffer-kbs binary on loopback, at 1
+// RCAR handshakes (auth + attest + get-resource on a new session each;
+// each client worker keeps one client and TEE key pair, as a guest does
+// per boot, or, with -fresh-client, a new one per handshake) against the real coffer-kbs binary on loopback, at 1
 // and 64 concurrent clients, for the sample TEE and for simulated SEV-SNP;
 // and the crypto floor, the same key generation, evidence, verification,
 // token signing and JWE work done in-process without HTTP, sessions or

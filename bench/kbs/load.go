@@ -36,6 +36,13 @@ type loadConfig struct {
 	want    []byte // the resource's content
 	// attester returns the attester of one new client.
 	attester func() tee.Attester
+	// freshClient: a new client (and TEE key pair) per handshake rather
+	// than one per worker.
+	freshClient bool
+	// netHTTP: the workers share one net/http Transport instead of each
+	// using a connTransport; addr is the server's host:port.
+	netHTTP bool
+	addr    string
 	// serverCPU returns the server process's CPU time; nil when the server
 	// runs in the benchmark process.
 	serverCPU func() (cpuTimes, error)
@@ -117,12 +124,20 @@ func newHTTPClient(n int, dials *atomic.Int64) (*http.Client, *http.Transport) {
 // discardLog silences the KBS client.
 var discardLog = slog.New(slog.DiscardHandler)
 
-// handshake is one full RCAR exchange by a fresh client (new session, new
-// TEE key): auth, attest, get-resource, and the check of the plaintext.
-func handshake(ctx context.Context, cfg *loadConfig, hc *http.Client) (token string, err error) {
-	c, err := client.New(cfg.url, cfg.attester(), client.Options{HTTPClient: hc, Log: discardLog})
-	if err != nil {
-		return "", err
+// newClient returns a KBS client with its own cookie jar, attester and
+// TEE key pair.
+func newClient(cfg *loadConfig, hc *http.Client) (*client.Client, error) {
+	return client.New(cfg.url, cfg.attester(), client.Options{HTTPClient: hc, Log: discardLog})
+}
+
+// handshake is one full RCAR exchange on a new session: auth, attest,
+// get-resource, and the check of the plaintext. c is nil for a fresh
+// client (and TEE key).
+func handshake(ctx context.Context, cfg *loadConfig, hc *http.Client, c *client.Client) (token string, err error) {
+	if c == nil {
+		if c, err = newClient(cfg, hc); err != nil {
+			return "", err
+		}
 	}
 	tok, err := c.Attest(ctx)
 	if err != nil {
@@ -175,11 +190,13 @@ type workerResult struct {
 // to back for the warm-up plus the measured window.
 func runLoad(ctx context.Context, cfg loadConfig) (*caseResult, error) {
 	var dials atomic.Int64
-	hc, tr := newHTTPClient(cfg.clients, &dials)
-	defer tr.CloseIdleConnections()
+	shared, closeShared := cfg.sharedClient(&dials)
+	defer closeShared()
 
 	// One handshake first, so a broken set-up fails fast and clearly.
-	tok, err := handshake(ctx, &cfg, hc)
+	probe, closeProbe := cfg.clientTransport(shared, &dials)
+	tok, err := handshake(ctx, &cfg, probe, nil)
+	closeProbe()
 	if err != nil {
 		return nil, fmt.Errorf("%s handshake against %s failed before measuring: %w", cfg.tee, cfg.url, err)
 	}
@@ -192,6 +209,8 @@ func runLoad(ctx context.Context, cfg loadConfig) (*caseResult, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			hc, release := cfg.clientTransport(shared, &dials)
+			defer release()
 			work := func(ctx context.Context) { worker(ctx, &cfg, hc, winStart, winEnd, &results[i]) }
 			if cfg.label {
 				pprof.Do(ctx, pprof.Labels("side", "client", "tee", cfg.tee), work)
@@ -253,12 +272,21 @@ func runLoad(ctx context.Context, cfg loadConfig) (*caseResult, error) {
 
 func worker(ctx context.Context, cfg *loadConfig, hc *http.Client, winStart, winEnd time.Time, r *workerResult) {
 	r.lats = make([]time.Duration, 0, 1024)
+	var c *client.Client // one per worker: a guest's client for one boot
+	if !cfg.freshClient {
+		var err error
+		if c, err = newClient(cfg, hc); err != nil {
+			r.errs++
+			r.errSamples = append(r.errSamples, err.Error())
+			return
+		}
+	}
 	for ctx.Err() == nil {
 		t0 := time.Now()
 		if !t0.Before(winEnd) {
 			return
 		}
-		tok, err := handshake(ctx, cfg, hc)
+		tok, err := handshake(ctx, cfg, hc, c)
 		t1 := time.Now()
 		inWindow := !t0.Before(winStart)
 		if err != nil {

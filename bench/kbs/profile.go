@@ -131,7 +131,7 @@ func runProfiled(ctx context.Context, opts options, clients int, resource []byte
 				return 0, fmt.Errorf("start the CPU profile: %w", err)
 			}
 			res, err = runLoad(ctx, loadConfig{tee: teeName, clients: clients, warmup: opts.warmup, dur: opts.profileDur,
-				url: url, path: benchResourcePath, want: resource, attester: att, label: true})
+				url: url, path: benchResourcePath, want: resource, attester: att, freshClient: opts.freshClient, netHTTP: opts.netHTTP, addr: hostPort(url), label: true})
 			pprof.StopCPUProfile()
 			if cerr := f.Close(); cerr != nil && err == nil {
 				err = fmt.Errorf("write the CPU profile: %w", cerr)

@@ -166,7 +166,11 @@ func (r *report) disturbed(c *caseResult) bool {
 func (r *report) printTable(w io.Writer) {
 	m := r.Machine
 	o := r.Opts
-	fmt.Fprintf(w, "coffer-kbs benchmark: full RCAR handshakes (auth + attest + get-resource; a fresh client, session and P-256 TEE key each)\n")
+	if o.freshClient {
+		fmt.Fprintf(w, "coffer-kbs benchmark: full RCAR handshakes (auth + attest + get-resource; a fresh client, session and P-256 TEE key each)\n")
+	} else {
+		fmt.Fprintf(w, "coffer-kbs benchmark: full RCAR handshakes (auth + attest + get-resource on a new session each; one client and P-256 TEE key per client worker, as a guest keeps per boot)\n")
+	}
 	fmt.Fprintf(w, "machine:  %d CPUs, %s, kernel %s, %s; data dir %s\n", m.CPUs, m.CPUModel, m.Kernel, m.GoVersion, m.DataDisk)
 	fmt.Fprintf(w, "server:   %s (%s) --dev --insecure-http on loopback, fresh data dir; ", m.KBS, orDash(m.KBSVersion))
 	if o.sessionsMax > 0 {
@@ -178,8 +182,12 @@ func (r *report) printTable(w io.Writer) {
 	if o.maxLoad > 0 {
 		waited = fmt.Sprintf("waited %s for <= %.2f", r.LoadWaited.Round(time.Second), o.maxLoad)
 	}
-	fmt.Fprintf(w, "load:     %s warm-up + %s per case, resource %d bytes, HTTP/1.1 keep-alive; loadavg %s before, %s after (%s)\n",
-		o.warmup, o.dur, o.resourceSize, r.LoadBefore, orDash(r.LoadAfter), waited)
+	transport := "one keep-alive connection per client worker (bench connTransport)"
+	if o.netHTTP {
+		transport = "a shared net/http Transport (-client-net-http)"
+	}
+	fmt.Fprintf(w, "load:     %s warm-up + %s per case, resource %d bytes, HTTP/1.1 keep-alive, %s; loadavg %s before, %s after (%s)\n",
+		o.warmup, o.dur, o.resourceSize, transport, r.LoadBefore, orDash(r.LoadAfter), waited)
 	fmt.Fprintf(w, "NOTE:     the clients (TEE key generation, evidence, JWE decryption, HTTP) run in this process on the SAME %d CPUs as the server;\n", m.CPUs)
 	fmt.Fprintf(w, "          see the CPU split below. The crypto floor does the client's and the server's crypto, in-process, on the same CPUs.\n\n")
 
@@ -221,6 +229,15 @@ func (r *report) printTable(w io.Writer) {
 	fmt.Fprintf(w, "  from the 1-goroutine floor; server alone (est.): %d CPUs / server CPU per handshake, if the clients ran elsewhere\n\n", m.CPUs)
 
 	fmt.Fprintln(w, "crypto floor (in-process: no HTTP, sessions, policy or store; client and server crypto of each handshake):")
+	keyNote := "one TEE key pair per goroutine"
+	if o.freshClient {
+		keyNote = "a new TEE key pair per handshake"
+	}
+	verifyNote := "no token signature check (the cookie session's token was issued and kept by the server)"
+	if o.floorTokenVerify {
+		verifyNote = "with the token's ES256 check (-floor-token-verify)"
+	}
+	fmt.Fprintf(w, "  (%s; %s)\n", keyNote, verifyNote)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "tee\tgoroutines\thandshakes/s\tCPU/handshake\thandshakes\tcores used\thost\t")
 	for _, f := range r.Floors {
@@ -443,6 +460,9 @@ type jsonReport struct {
 	SessionsMax  int           `json:"server_sessions_max"`
 	ResourceSize int           `json:"resource_bytes"`
 	RefValues    bool          `json:"reference_values_registered"`
+	FreshClient  bool          `json:"fresh_client_per_handshake"`
+	FloorVerify  bool          `json:"floor_token_verify"`
+	NetHTTP      bool          `json:"clients_net_http_transport"`
 	LoadBefore   string        `json:"loadavg_before"`
 	LoadAfter    string        `json:"loadavg_after"`
 	LoadWaitedS  float64       `json:"load_waited_s"`
@@ -470,7 +490,7 @@ func (r *report) jsonCase(c *caseResult) jsonCase {
 func (r *report) toJSON() jsonReport {
 	o := r.Opts
 	j := jsonReport{Machine: r.Machine, Started: r.Started, Finished: r.Finished, DurationS: o.dur.Seconds(),
-		WarmupS: o.warmup.Seconds(), FloorS: o.floorDur.Seconds(), SessionsMax: o.sessionsMax, ResourceSize: o.resourceSize, RefValues: o.referenceValues,
+		WarmupS: o.warmup.Seconds(), FloorS: o.floorDur.Seconds(), SessionsMax: o.sessionsMax, ResourceSize: o.resourceSize, RefValues: o.referenceValues, FreshClient: o.freshClient, FloorVerify: o.floorTokenVerify, NetHTTP: o.netHTTP,
 		LoadBefore: r.LoadBefore, LoadAfter: r.LoadAfter, LoadWaitedS: r.LoadWaited.Seconds(),
 		Note:    fmt.Sprintf("the clients run in the benchmark process on the same %d CPUs as the server", r.Machine.CPUs),
 		Targets: r.targets()}

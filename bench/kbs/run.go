@@ -127,7 +127,7 @@ func run(ctx context.Context, opts options, progress io.Writer) (*report, error)
 			q, err := repeatUntilQuiet(ctx, opts, progress, label, func() (float64, error) {
 				var err error
 				res, err = runLoad(ctx, loadConfig{tee: t, clients: n, warmup: opts.warmup, dur: opts.dur,
-					url: p.url, path: benchResourcePath, want: resource, attester: att, serverCPU: p.cpuTime})
+					url: p.url, path: benchResourcePath, want: resource, attester: att, freshClient: opts.freshClient, netHTTP: opts.netHTTP, addr: hostPort(p.url), serverCPU: p.cpuTime})
 				if err != nil {
 					return 0, fmt.Errorf("%w\n%s", err, p.logTail(1500))
 				}
@@ -150,6 +150,7 @@ func run(ctx context.Context, opts options, progress io.Writer) (*report, error)
 		if err != nil {
 			return rep, err
 		}
+		k.freshKey, k.verifyToken = opts.freshClient, opts.floorTokenVerify
 		for _, g := range floorParallelism() {
 			var f *floorResult
 			label := fmt.Sprintf("crypto floor, %s, %d goroutine(s): %s warm-up + %s", t, g, opts.warmup, opts.floorDur)

@@ -52,7 +52,11 @@ type Service struct {
 
 // Result describes an attestation: the token and the appraisal.
 type Result struct {
-	Token     string
+	Token string
+	// Claims is the token's payload: the signed claims JSON.
+	Claims json.RawMessage
+	// Expiry is the token's exp claim (Unix seconds).
+	Expiry    int64
 	Status    string
 	Reasons   []string
 	Simulated bool
@@ -90,17 +94,17 @@ func (s *Service) Supports(tee string) bool {
 	return ok
 }
 
-// VerifyToken checks a token this service issued and returns its claims.
-func (s *Service) VerifyToken(token string) (map[string]any, error) {
-	_, raw, err := s.tokens.Verify(token, s.cfg.Now())
-	if err != nil {
-		return nil, err
-	}
-	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, err
-	}
-	return m, nil
+// VerifyToken checks a token this service issued (signature, exp, iat,
+// nbf) and returns its claims JSON.
+func (s *Service) VerifyToken(token string) (json.RawMessage, error) {
+	return s.tokens.VerifyPayload(token, s.cfg.Now())
+}
+
+// CheckTokenExpiry applies VerifyToken's expiry rule to the exp of a token
+// this service issued and the caller kept (Result.Expiry), whose
+// signature therefore needs no check.
+func (s *Service) CheckTokenExpiry(exp int64) error {
+	return s.tokens.CheckExpiry(exp, s.cfg.Now())
 }
 
 // SetPolicy validates an appraisal policy and stores it under id.
@@ -211,11 +215,11 @@ func (s *Service) Attest(ctx context.Context, tee, nonce string, att *protocol.A
 		AnnotatedEvidence: annotated, Identifiers: map[string]any{"validated": map[string]any{}},
 		Simulated: simulated,
 	}
-	token, err := s.cfg.Signer.Sign(claimsEAR)
+	token, payload, err := s.cfg.Signer.SignPayload(claimsEAR)
 	if err != nil {
 		return nil, fmt.Errorf("sign the attestation token: %w", err)
 	}
-	return &Result{Token: token, Status: status, Reasons: appr.Reasons, Simulated: simulated}, nil
+	return &Result{Token: token, Claims: payload, Expiry: claimsEAR.Expiry, Status: status, Reasons: appr.Reasons, Simulated: simulated}, nil
 }
 
 // annotate builds Trustee's annotated evidence (§3.2): the verifier claims

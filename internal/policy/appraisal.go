@@ -153,12 +153,37 @@ type Appraisal struct {
 // holds a value that is not an integer in −127..127 is an error, as is a
 // malformed extensions array.
 func (p *Policy) EvaluateAppraisal(ctx context.Context, input any) (Appraisal, error) {
+	if p.memo == nil {
+		return p.evaluateAppraisal(ctx, input)
+	}
+	proj, ok := p.memo.project(input)
+	if !ok {
+		return p.evaluateAppraisal(ctx, input)
+	}
+	if a, hit := p.memo.get(ctx, p, proj); hit {
+		return a, nil
+	}
+	notes := &evalNotes{}
+	a, err := p.evaluateAppraisal(context.WithValue(ctx, notesKey{}, notes), input)
+	if err == nil {
+		notes.mu.Lock()
+		lookups := notes.lookups
+		notes.mu.Unlock()
+		p.memo.put(proj, lookups, a)
+	}
+	return a, err
+}
+
+func (p *Policy) evaluateAppraisal(ctx context.Context, input any) (Appraisal, error) {
 	a := Appraisal{Policy: p.name}
 	in, err := toValue(input)
 	if err != nil {
 		return a, fmt.Errorf("policy %q: appraisal input is not JSON-like: %w", p.name, err)
 	}
-	notes := &evalNotes{}
+	notes, _ := ctx.Value(notesKey{}).(*evalNotes)
+	if notes == nil {
+		notes = &evalNotes{}
+	}
 	ctx = context.WithValue(ctx, notesKey{}, notes)
 	vars, err := p.eval(ctx, p.appraisal, in, nil)
 	if err != nil {

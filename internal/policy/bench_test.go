@@ -15,7 +15,7 @@ func BenchmarkCompileDefaultCPU(b *testing.B) {
 }
 
 func BenchmarkAppraisalSampleAffirming(b *testing.B) {
-	p := compile(b, DefaultCPU, mustDefaultT(b, DefaultCPU), WithReferenceValues(trusteeRVs.query))
+	p := compile(b, DefaultCPU, mustDefaultT(b, DefaultCPU), WithReferenceValues(trusteeRVs.query), WithAppraisalCache(0))
 	in := jsonMap(b, sampleInput)
 	ctx := context.Background()
 	for b.Loop() {
@@ -27,7 +27,7 @@ func BenchmarkAppraisalSampleAffirming(b *testing.B) {
 }
 
 func BenchmarkAppraisalSNPAffirming(b *testing.B) {
-	p := compile(b, DefaultCPU, mustDefaultT(b, DefaultCPU), WithReferenceValues(snpRVs.query))
+	p := compile(b, DefaultCPU, mustDefaultT(b, DefaultCPU), WithReferenceValues(snpRVs.query), WithAppraisalCache(0))
 	in := snpInput(b, nil)
 	ctx := context.Background()
 	for b.Loop() {
@@ -41,7 +41,7 @@ func BenchmarkAppraisalSNPAffirming(b *testing.B) {
 // BenchmarkAppraisalSampleExplained is the non-affirming path: evaluation
 // plus the traced re-run that explains it.
 func BenchmarkAppraisalSampleExplained(b *testing.B) {
-	p := compile(b, DefaultCPU, mustDefaultT(b, DefaultCPU), WithReferenceValues(rvMap{}.query))
+	p := compile(b, DefaultCPU, mustDefaultT(b, DefaultCPU), WithReferenceValues(rvMap{}.query), WithAppraisalCache(0))
 	in := jsonMap(b, sampleInput)
 	ctx := context.Background()
 	for b.Loop() {
@@ -49,6 +49,32 @@ func BenchmarkAppraisalSampleExplained(b *testing.B) {
 		if err != nil || a.Status != StatusContraindicated {
 			b.Fatal(a, err)
 		}
+	}
+}
+
+// BenchmarkAppraisalCached is a repeated appraisal of the same claims
+// (another nonce and key each time): a cache hit after the reference
+// values were looked up again.
+func BenchmarkAppraisalCached(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		rvs  rvMap
+		in   func() map[string]any
+	}{
+		{"sample", trusteeRVs, func() map[string]any { return jsonMap(b, sampleInput) }},
+		{"snp", snpRVs, func() map[string]any { return snpInput(b, nil) }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			p := compile(b, DefaultCPU, mustDefaultT(b, DefaultCPU), WithReferenceValues(tc.rvs.query))
+			in := tc.in()
+			ctx := context.Background()
+			for b.Loop() {
+				a, err := p.EvaluateAppraisal(ctx, in)
+				if err != nil || a.Status != StatusAffirming {
+					b.Fatal(a, err)
+				}
+			}
+		})
 	}
 }
 

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -36,9 +35,10 @@ type ReferenceValueFunc func(ctx context.Context, id string) (any, bool, error)
 type Option func(*config)
 
 type config struct {
-	rv        ReferenceValueFunc
-	rvTimeout time.Duration
-	explain   bool
+	rv             ReferenceValueFunc
+	rvTimeout      time.Duration
+	explain        bool
+	appraisalCache int
 }
 
 // WithReferenceValues backs query_reference_value with f. Without it the
@@ -74,6 +74,7 @@ type Policy struct {
 	reasons   *rego.PreparedEvalQuery // nil unless deny_reasons or reasons is defined
 
 	rules map[string][]*ruleInfo // rule name -> rule bodies, for explanations
+	memo  *appraisalMemo         // nil: appraisals are not cached
 }
 
 // Name returns the name given to Compile.
@@ -192,7 +193,7 @@ const (
 // must declare `package policy`. name identifies the policy in errors and
 // explanations.
 func Compile(name, module string, opts ...Option) (*Policy, error) {
-	cfg := config{rvTimeout: DefaultReferenceValueTimeout, explain: true}
+	cfg := config{rvTimeout: DefaultReferenceValueTimeout, explain: true, appraisalCache: DefaultAppraisalCacheSize}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -210,7 +211,7 @@ func Compile(name, module string, opts ...Option) (*Policy, error) {
 		}
 		return nil, &CompileError{Policy: name, Stage: "compile", Details: []ErrorDetail{d}}
 	}
-	p := &Policy{name: name, source: module, version: version, cfg: cfg, rules: collectRules(mod)}
+	p := &Policy{name: name, source: module, version: version, cfg: cfg, rules: collectRules(mod), memo: newAppraisalMemo(mod, cfg.appraisalCache)}
 	st := &dataStore{Store: inmem.New()}
 	caps := capabilities()
 	prepare := func(q string) (rego.PreparedEvalQuery, error) {
@@ -275,6 +276,18 @@ type evalNotes struct {
 	mu      sync.Mutex
 	missing []string // reference values queried but not registered / expired
 	rvErr   error    // first reference value lookup error
+	// lookups are the values query_reference_value returned (ast.Null for
+	// a missing one), for the appraisal cache.
+	lookups map[string]ast.Value
+}
+
+func (n *evalNotes) addLookup(id string, v ast.Value) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.lookups == nil {
+		n.lookups = map[string]ast.Value{}
+	}
+	n.lookups[id] = v
 }
 
 func (n *evalNotes) setErr(err error) {
@@ -304,36 +317,46 @@ func (p *Policy) queryReferenceValue(bctx rego.BuiltinContext, a *ast.Term) (*as
 		return nil, rego.NewHaltError(fmt.Errorf("%s: argument must be a string, got %v", BuiltinQueryReferenceValue, a.Value))
 	}
 	notes, _ := bctx.Context.Value(notesKey{}).(*evalNotes)
-	if p.cfg.rv == nil {
+	val, err := p.lookupValue(bctx.Context, string(id))
+	if err != nil {
 		if notes != nil {
+			notes.setErr(err)
+		}
+		return nil, rego.NewHaltError(err)
+	}
+	if notes != nil {
+		notes.addLookup(string(id), val)
+		if _, null := val.(ast.Null); null {
 			notes.addMissing(string(id))
 		}
-		return ast.NullTerm(), nil
 	}
-	ctx := bctx.Context
+	return ast.NewTerm(val), nil
+}
+
+// lookupValue returns the reference value id as a Rego value: null when
+// it is not registered, has expired, or there is no reference value
+// source.
+func (p *Policy) lookupValue(ctx context.Context, id string) (ast.Value, error) {
+	if p.cfg.rv == nil {
+		return ast.Null{}, nil
+	}
 	if _, has := ctx.Deadline(); !has && p.cfg.rvTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, p.cfg.rvTimeout)
 		defer cancel()
 	}
-	v, found, err := p.cfg.rv(ctx, string(id))
+	v, found, err := p.cfg.rv(ctx, id)
 	if err != nil {
-		if notes != nil {
-			notes.setErr(fmt.Errorf("%s(%q): %w", BuiltinQueryReferenceValue, string(id), err))
-		}
-		return nil, rego.NewHaltError(fmt.Errorf("%s(%q): %w", BuiltinQueryReferenceValue, string(id), err))
+		return nil, fmt.Errorf("%s(%q): %w", BuiltinQueryReferenceValue, id, err)
 	}
 	if !found || v == nil {
-		if notes != nil {
-			notes.addMissing(string(id))
-		}
-		return ast.NullTerm(), nil
+		return ast.Null{}, nil
 	}
 	val, err := ast.InterfaceToValue(v)
 	if err != nil {
-		return nil, rego.NewHaltError(fmt.Errorf("%s(%q): value is not JSON: %w", BuiltinQueryReferenceValue, string(id), err))
+		return nil, fmt.Errorf("%s(%q): value is not JSON: %w", BuiltinQueryReferenceValue, id, err)
 	}
-	return ast.NewTerm(val), nil
+	return val, nil
 }
 
 // toValue converts an evaluation input to an ast.Value once, so that a
@@ -346,9 +369,9 @@ func toValue(x any) (ast.Value, error) {
 	case ast.Value:
 		return v, nil
 	case json.RawMessage:
-		return ast.ValueFromReader(bytes.NewReader(v))
+		return jsonToValue(v)
 	case []byte:
-		return ast.ValueFromReader(bytes.NewReader(v))
+		return jsonToValue(v)
 	}
 	return ast.InterfaceToValue(x)
 }

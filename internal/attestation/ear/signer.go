@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -13,6 +14,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	jose "github.com/go-jose/go-jose/v4"
 )
@@ -31,9 +33,12 @@ type JWK struct {
 // Signer signs EAR tokens with ES256 (P-256), as Trustee's AS does. It is
 // safe for concurrent use.
 type Signer struct {
-	key    *ecdsa.PrivateKey
-	signer jose.Signer
-	jwk    JWK
+	key *ecdsa.PrivateKey
+	jwk JWK
+	// header is the token's protected header, base64url-encoded, as
+	// go-jose writes it for this key: it is the same for every token, so
+	// it is made once and each token only costs its payload and signature.
+	header string
 }
 
 // NewSigner returns a signer with a fresh ephemeral P-256 key (Trustee's
@@ -70,7 +75,16 @@ func NewSignerFromKey(key *ecdsa.PrivateKey) (*Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create ES256 signer: %w", err)
 	}
-	return &Signer{key: key, signer: signer, jwk: jwk}, nil
+	obj, err := signer.Sign([]byte("{}"))
+	if err != nil {
+		return nil, fmt.Errorf("ES256 signer: %w", err)
+	}
+	compact, err := obj.CompactSerialize()
+	if err != nil {
+		return nil, fmt.Errorf("ES256 signer: %w", err)
+	}
+	header, _, _ := strings.Cut(compact, ".")
+	return &Signer{key: key, jwk: jwk, header: header}, nil
 }
 
 // LoadSigner reads a PEM P-256 private key (PKCS#8 "PRIVATE KEY" or SEC 1
@@ -174,22 +188,40 @@ func parsePrivateKeyPEM(data []byte) (*ecdsa.PrivateKey, error) {
 // Sign returns the compact JWS (JWT) of the claims with header
 // {"alg":"ES256","jwk":{…,"alg":"ES256"},"typ":"JWT"}.
 func (s *Signer) Sign(c *Claims) (string, error) {
+	tok, _, err := s.SignPayload(c)
+	return tok, err
+}
+
+// SignPayload is Sign that also returns the signed claims JSON (the
+// token's payload), so that the issuer can keep it without decoding the
+// token again.
+func (s *Signer) SignPayload(c *Claims) (token string, payload []byte, err error) {
 	if c == nil {
-		return "", errors.New("sign EAR: nil claims")
+		return "", nil, errors.New("sign EAR: nil claims")
 	}
-	payload, err := json.Marshal(c)
+	payload, err = json.Marshal(c)
 	if err != nil {
-		return "", fmt.Errorf("sign EAR: marshal claims: %w", err)
+		return "", nil, fmt.Errorf("sign EAR: marshal claims: %w", err)
 	}
-	obj, err := s.signer.Sign(payload)
+	// Compact JWS (RFC 7515 §7.1) with an ES256 signature (RFC 7518 §3.4:
+	// R and S as 32-byte big-endian integers, concatenated).
+	enc := base64.RawURLEncoding
+	n := len(s.header) + 1 + enc.EncodedLen(len(payload))
+	buf := make([]byte, 0, n+1+enc.EncodedLen(64))
+	buf = append(buf, s.header...)
+	buf = append(buf, '.')
+	buf = enc.AppendEncode(buf, payload)
+	digest := sha256.Sum256(buf)
+	r, sig, err := ecdsa.Sign(rand.Reader, s.key, digest[:])
 	if err != nil {
-		return "", fmt.Errorf("sign EAR: %w", err)
+		return "", nil, fmt.Errorf("sign EAR: %w", err)
 	}
-	tok, err := obj.CompactSerialize()
-	if err != nil {
-		return "", fmt.Errorf("sign EAR: serialize: %w", err)
-	}
-	return tok, nil
+	var rs [64]byte
+	r.FillBytes(rs[:32])
+	sig.FillBytes(rs[32:])
+	buf = append(buf, '.')
+	buf = enc.AppendEncode(buf, rs[:])
+	return string(buf), payload, nil
 }
 
 // PublicKey returns the verification key.

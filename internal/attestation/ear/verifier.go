@@ -87,63 +87,95 @@ func NewVerifier(opts VerifierOptions) (*Verifier, error) {
 // returns the decoded claims and the raw verified claims JSON (the input
 // for resource policies).
 func (v *Verifier) Verify(token string, now time.Time) (*Claims, json.RawMessage, error) {
-	if len(token) > MaxTokenSize {
-		return nil, nil, fmt.Errorf("%w: token is %d bytes, limit %d", ErrMalformedToken, len(token), MaxTokenSize)
-	}
-	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.ES256})
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %v (only compact ES256 JWTs are accepted)", ErrMalformedToken, err)
-	}
-	if len(jws.Signatures) != 1 {
-		return nil, nil, fmt.Errorf("%w: %d signatures, want 1", ErrMalformedToken, len(jws.Signatures))
-	}
-	hdr := jws.Signatures[0].Protected
-	for _, name := range []jose.HeaderKey{"crit", "b64"} {
-		if _, ok := hdr.ExtraHeaders[name]; ok {
-			return nil, nil, fmt.Errorf("%w: header %q is not supported", ErrMalformedToken, name)
-		}
-	}
-
-	payload, err := v.verifySignature(jws, hdr)
+	payload, err := v.VerifyPayload(token, now)
 	if err != nil {
 		return nil, nil, err
 	}
-
 	var c Claims
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.UseNumber()
 	if err := dec.Decode(&c); err != nil {
 		return nil, nil, fmt.Errorf("%w: claims: %v", ErrMalformedToken, err)
 	}
-	var present map[string]json.RawMessage
-	if err := json.Unmarshal(payload, &present); err != nil {
-		return nil, nil, fmt.Errorf("%w: claims: %v", ErrMalformedToken, err)
+	return &c, payload, nil
+}
+
+// tokenTimes are the members VerifyPayload checks; pointers tell a
+// missing member from a zero one.
+type tokenTimes struct {
+	Expiry    *int64                     `json:"exp"`
+	IssuedAt  *int64                     `json:"iat"`
+	NotBefore *int64                     `json:"nbf"`
+	Submods   map[string]json.RawMessage `json:"submods"`
+}
+
+// VerifyPayload makes the checks of Verify and returns only the raw
+// verified claims JSON, decoding no more of it than the checks need.
+func (v *Verifier) VerifyPayload(token string, now time.Time) (json.RawMessage, error) {
+	if len(token) > MaxTokenSize {
+		return nil, fmt.Errorf("%w: token is %d bytes, limit %d", ErrMalformedToken, len(token), MaxTokenSize)
 	}
-	for _, name := range []string{"exp", "iat", "submods"} {
-		if _, ok := present[name]; !ok {
-			return nil, nil, fmt.Errorf("%w: claim %q is missing", ErrMalformedToken, name)
+	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v (only compact ES256 JWTs are accepted)", ErrMalformedToken, err)
+	}
+	if len(jws.Signatures) != 1 {
+		return nil, fmt.Errorf("%w: %d signatures, want 1", ErrMalformedToken, len(jws.Signatures))
+	}
+	hdr := jws.Signatures[0].Protected
+	for _, name := range []jose.HeaderKey{"crit", "b64"} {
+		if _, ok := hdr.ExtraHeaders[name]; ok {
+			return nil, fmt.Errorf("%w: header %q is not supported", ErrMalformedToken, name)
 		}
 	}
-	if len(c.Submods) == 0 {
-		return nil, nil, fmt.Errorf("%w: no submods", ErrMalformedToken)
+
+	payload, err := v.verifySignature(jws, hdr)
+	if err != nil {
+		return nil, err
 	}
-	if c.Expiry < c.IssuedAt {
-		return nil, nil, fmt.Errorf("%w: exp is before iat", ErrMalformedToken)
+
+	var c tokenTimes
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return nil, fmt.Errorf("%w: claims: %v", ErrMalformedToken, err)
+	}
+	switch {
+	case c.Expiry == nil:
+		return nil, fmt.Errorf("%w: claim %q is missing", ErrMalformedToken, "exp")
+	case c.IssuedAt == nil:
+		return nil, fmt.Errorf("%w: claim %q is missing", ErrMalformedToken, "iat")
+	case c.Submods == nil:
+		return nil, fmt.Errorf("%w: claim %q is missing", ErrMalformedToken, "submods")
+	}
+	if len(c.Submods) == 0 {
+		return nil, fmt.Errorf("%w: no submods", ErrMalformedToken)
+	}
+	exp, iat := *c.Expiry, *c.IssuedAt
+	if exp < iat {
+		return nil, fmt.Errorf("%w: exp is before iat", ErrMalformedToken)
+	}
+	if err := v.CheckExpiry(exp, now); err != nil {
+		return nil, err
 	}
 	t := now.Unix()
-	if c.Expiry < t-v.leewaySecond {
-		return nil, nil, fmt.Errorf("%w: exp %s is before now %s (leeway %ds): fetch a new token by attesting again",
-			ErrTokenExpired, time.Unix(c.Expiry, 0).UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), v.leewaySecond)
+	if iat > t+v.leewaySecond {
+		return nil, fmt.Errorf("%w: iat %s is after now %s (leeway %ds): check the clocks",
+			ErrTokenNotYetValid, time.Unix(iat, 0).UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), v.leewaySecond)
 	}
-	if c.IssuedAt > t+v.leewaySecond {
-		return nil, nil, fmt.Errorf("%w: iat %s is after now %s (leeway %ds): check the clocks",
-			ErrTokenNotYetValid, time.Unix(c.IssuedAt, 0).UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), v.leewaySecond)
+	if c.NotBefore != nil && *c.NotBefore > t+v.leewaySecond {
+		return nil, fmt.Errorf("%w: nbf %s is after now %s (leeway %ds)",
+			ErrTokenNotYetValid, time.Unix(*c.NotBefore, 0).UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), v.leewaySecond)
 	}
-	if _, ok := present["nbf"]; ok && c.NotBefore > t+v.leewaySecond {
-		return nil, nil, fmt.Errorf("%w: nbf %s is after now %s (leeway %ds)",
-			ErrTokenNotYetValid, time.Unix(c.NotBefore, 0).UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), v.leewaySecond)
+	return json.RawMessage(payload), nil
+}
+
+// CheckExpiry applies Verify's expiry rule to an exp claim (Unix seconds):
+// for a token the server keeps itself, whose signature needs no check.
+func (v *Verifier) CheckExpiry(exp int64, now time.Time) error {
+	if exp < now.Unix()-v.leewaySecond {
+		return fmt.Errorf("%w: exp %s is before now %s (leeway %ds): fetch a new token by attesting again",
+			ErrTokenExpired, time.Unix(exp, 0).UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), v.leewaySecond)
 	}
-	return &c, json.RawMessage(payload), nil
+	return nil
 }
 
 func (v *Verifier) verifySignature(jws *jose.JSONWebSignature, hdr jose.Header) ([]byte, error) {

@@ -33,6 +33,11 @@ type Options struct {
 	// KeyAlgorithm and KeyCurve pick the TEE key (default ECDH-ES+A256KW on
 	// P-256, as guest-components).
 	KeyAlgorithm, KeyCurve string
+	// TeeKey, when set, is the TEE key pair to use instead of a fresh one
+	// (*ecdsa.PrivateKey for ECDH-ES+A256KW, *rsa.PrivateKey for the RSA
+	// algorithms; KeyCurve is then ignored): a guest keeps one key pair
+	// per boot. protocol.NewTeeKey makes one.
+	TeeKey crypto.Signer
 	// InitData is sent with the attestation (format "toml").
 	InitData *protocol.InitData
 	// HTTPClient overrides the HTTP client (its cookie jar is replaced).
@@ -101,8 +106,14 @@ func New(url string, attester tee.Attester, opts Options) (*Client, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	priv, pub, err := protocol.NewTeeKey(opts.KeyAlgorithm, opts.KeyCurve)
-	if err != nil {
+	var priv crypto.PrivateKey
+	var pub protocol.TeePubKey
+	if opts.TeeKey != nil {
+		if pub, err = protocol.NewTeePubKey(opts.TeeKey.Public(), opts.KeyAlgorithm); err != nil {
+			return nil, fmt.Errorf("the given TEE key: %w", err)
+		}
+		priv = opts.TeeKey
+	} else if priv, pub, err = protocol.NewTeeKey(opts.KeyAlgorithm, opts.KeyCurve); err != nil {
 		return nil, fmt.Errorf("generate the TEE key: %w", err)
 	}
 	return &Client{base: strings.TrimRight(url, "/"), http: &c2, attester: attester, opts: opts,

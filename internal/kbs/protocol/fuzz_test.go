@@ -7,8 +7,10 @@ import (
 	"crypto/rsa"
 	"encoding/json"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
+	"unicode/utf8"
 )
 
 func FuzzDecodeAttestation(f *testing.F) {
@@ -163,6 +165,35 @@ func FuzzDecryptResponse(f *testing.F) {
 		}
 		for _, k := range keys {
 			_, _ = DecryptResponse(k, r)
+		}
+	})
+}
+
+// FuzzSkipValue checks that the one-pass validator used to split objects
+// into members accepts exactly what encoding/json accepts (for valid UTF-8
+// within the nesting limit).
+func FuzzSkipValue(f *testing.F) {
+	for _, s := range []string{`{"a":[1,2.5e-3,-0,true,false,null,"x\u00e9\n"]}`, `[1,]`, `{"a" 1}`, `"\ud800"`, `01`, `{"a":1,"a":2}`, `[[[]]]`, `"a\x01"`, `1.`, `-`, `{"x":{}} x`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if !utf8.Valid(data) {
+			return
+		}
+		p := &jsonParser{data: data}
+		p.skipSpace()
+		err := p.skipValue()
+		if err == nil {
+			p.skipSpace()
+			if p.pos != len(data) {
+				err = p.errorf("trailing data")
+			}
+		}
+		if err != nil && strings.Contains(err.Error(), "nesting deeper") {
+			return
+		}
+		if valid := json.Valid(data); valid != (err == nil) {
+			t.Fatalf("json.Valid %v, skipValue error %v, for %q", valid, err, data)
 		}
 	})
 }

@@ -237,6 +237,14 @@ func (p *jsonParser) array() (*jsonValue, error) {
 // number scans a number literal per the RFC 8259 grammar and returns its text.
 func (p *jsonParser) number() (string, error) {
 	start := p.pos
+	if err := p.skipNumber(); err != nil {
+		return "", err
+	}
+	return string(p.data[start:p.pos]), nil
+}
+
+// skipNumber moves past a number literal, checking the RFC 8259 grammar.
+func (p *jsonParser) skipNumber() error {
 	digits := func() int {
 		n := 0
 		for p.pos < len(p.data) && p.data[p.pos] >= '0' && p.data[p.pos] <= '9' {
@@ -249,17 +257,17 @@ func (p *jsonParser) number() (string, error) {
 		p.pos++
 	}
 	if p.pos >= len(p.data) {
-		return "", p.errorf("truncated number")
+		return p.errorf("truncated number")
 	}
 	if p.data[p.pos] == '0' {
 		p.pos++
 	} else if digits() == 0 {
-		return "", p.errorf("invalid number")
+		return p.errorf("invalid number")
 	}
 	if p.pos < len(p.data) && p.data[p.pos] == '.' {
 		p.pos++
 		if digits() == 0 {
-			return "", p.errorf("invalid number: no digits after '.'")
+			return p.errorf("invalid number: no digits after '.'")
 		}
 	}
 	if p.pos < len(p.data) && (p.data[p.pos] == 'e' || p.data[p.pos] == 'E') {
@@ -268,10 +276,10 @@ func (p *jsonParser) number() (string, error) {
 			p.pos++
 		}
 		if digits() == 0 {
-			return "", p.errorf("invalid number: no digits in exponent")
+			return p.errorf("invalid number: no digits in exponent")
 		}
 	}
-	return string(p.data[start:p.pos]), nil
+	return nil
 }
 
 func hexVal(c byte) (rune, bool) {
@@ -379,4 +387,117 @@ func (p *jsonParser) string() (string, error) {
 			p.pos += size
 		}
 	}
+}
+
+// skipValue validates the JSON value at the current position and moves
+// past it without building it (the data must already be valid UTF-8). It
+// checks the grammar only, as encoding/json does: duplicate member names
+// and lone surrogate escapes inside the value are not refused.
+func (p *jsonParser) skipValue() error {
+	if p.pos >= len(p.data) {
+		return p.errorf("unexpected end of input")
+	}
+	switch c := p.data[p.pos]; {
+	case c == '{':
+		return p.skipContainer('}')
+	case c == '[':
+		return p.skipContainer(']')
+	case c == '"':
+		return p.skipString()
+	case c == '-' || (c >= '0' && c <= '9'):
+		return p.skipNumber()
+	case c == 't':
+		_, err := p.literal("true", nil)
+		return err
+	case c == 'f':
+		_, err := p.literal("false", nil)
+		return err
+	case c == 'n':
+		_, err := p.literal("null", nil)
+		return err
+	default:
+		return p.errorf("unexpected character %q", c)
+	}
+}
+
+// skipContainer skips an object (end '}') or array (end ']').
+func (p *jsonParser) skipContainer(end byte) error {
+	if err := p.enter(); err != nil {
+		return err
+	}
+	defer func() { p.depth-- }()
+	p.pos++
+	p.skipSpace()
+	if p.pos < len(p.data) && p.data[p.pos] == end {
+		p.pos++
+		return nil
+	}
+	for {
+		p.skipSpace()
+		if end == '}' {
+			if p.pos >= len(p.data) || p.data[p.pos] != '"' {
+				return p.errorf("expected a member name")
+			}
+			if err := p.skipString(); err != nil {
+				return err
+			}
+			p.skipSpace()
+			if p.pos >= len(p.data) || p.data[p.pos] != ':' {
+				return p.errorf("expected ':' after member name")
+			}
+			p.pos++
+			p.skipSpace()
+		}
+		if err := p.skipValue(); err != nil {
+			return err
+		}
+		p.skipSpace()
+		if p.pos >= len(p.data) {
+			return p.errorf("unterminated %s", map[byte]string{'}': "object", ']': "array"}[end])
+		}
+		switch p.data[p.pos] {
+		case ',':
+			p.pos++
+		case end:
+			p.pos++
+			return nil
+		default:
+			return p.errorf("expected ',' or '%c'", end)
+		}
+	}
+}
+
+// skipString skips a string starting at its opening quote, checking for
+// control characters and well-formed escapes.
+func (p *jsonParser) skipString() error {
+	p.pos++
+	for p.pos < len(p.data) {
+		c := p.data[p.pos]
+		switch {
+		case c == '"':
+			p.pos++
+			return nil
+		case c < 0x20:
+			return p.errorf("unescaped control character in string")
+		case c == '\\':
+			p.pos++
+			if p.pos >= len(p.data) {
+				return p.errorf("unterminated escape")
+			}
+			switch p.data[p.pos] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				p.pos++
+			case 'u':
+				p.pos++
+				if _, err := p.hex4(); err != nil {
+					return err
+				}
+			default:
+				return p.errorf("invalid escape '\\%c'", p.data[p.pos])
+			}
+		default:
+			p.pos++
+		}
+	}
+	return p.errorf("unterminated string")
 }

@@ -423,38 +423,61 @@ func objectMembers(data []byte, what string) (*members, error) {
 	if !utf8.Valid(data) {
 		return nil, fmt.Errorf("%w: %s is not valid UTF-8", ErrMalformed, what)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrMalformed, what, err)
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
+	// One pass: member values are validated and sliced out, not decoded.
+	p := &jsonParser{data: data}
+	p.skipSpace()
+	if p.pos >= len(data) || data[p.pos] != '{' {
+		if p.pos < len(data) && p.skipValue() != nil {
+			return nil, fmt.Errorf("%w: %s is not valid JSON", ErrMalformed, what)
+		}
 		return nil, fmt.Errorf("%w: %s must be a JSON object", ErrMalformed, what)
 	}
+	p.pos++
 	m := &members{what: what, members: map[string]json.RawMessage{}}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrMalformed, what, err)
+	p.skipSpace()
+	if p.pos < len(data) && data[p.pos] == '}' {
+		p.pos++
+	} else {
+		for {
+			p.skipSpace()
+			if p.pos >= len(data) || data[p.pos] != '"' {
+				return nil, fmt.Errorf("%w: %s: expected a member name", ErrMalformed, what)
+			}
+			key, err := p.string()
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s: %v", ErrMalformed, what, err)
+			}
+			if _, dup := m.members[key]; dup {
+				return nil, fmt.Errorf("%w: %s: duplicate member %q", ErrMalformed, what, truncateForError(key))
+			}
+			p.skipSpace()
+			if p.pos >= len(data) || data[p.pos] != ':' {
+				return nil, fmt.Errorf("%w: %s: expected ':' after member %q", ErrMalformed, what, truncateForError(key))
+			}
+			p.pos++
+			p.skipSpace()
+			start := p.pos
+			if err := p.skipValue(); err != nil {
+				return nil, fmt.Errorf("%w: %s member %q: %v", ErrMalformed, what, truncateForError(key), err)
+			}
+			m.members[key] = json.RawMessage(data[start:p.pos])
+			m.order = append(m.order, key)
+			p.skipSpace()
+			if p.pos >= len(data) {
+				return nil, fmt.Errorf("%w: %s: unterminated object", ErrMalformed, what)
+			}
+			if data[p.pos] == '}' {
+				p.pos++
+				break
+			}
+			if data[p.pos] != ',' {
+				return nil, fmt.Errorf("%w: %s: expected ',' or '}' after member %q", ErrMalformed, what, truncateForError(key))
+			}
+			p.pos++
 		}
-		key, ok := tok.(string)
-		if !ok {
-			return nil, fmt.Errorf("%w: %s: expected a member name", ErrMalformed, what)
-		}
-		if _, dup := m.members[key]; dup {
-			return nil, fmt.Errorf("%w: %s: duplicate member %q", ErrMalformed, what, truncateForError(key))
-		}
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, fmt.Errorf("%w: %s member %q: %v", ErrMalformed, what, truncateForError(key), err)
-		}
-		m.members[key] = raw
-		m.order = append(m.order, key)
 	}
-	if _, err := dec.Token(); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrMalformed, what, err)
-	}
-	if _, err := dec.Token(); err == nil {
+	p.skipSpace()
+	if p.pos != len(data) {
 		return nil, fmt.Errorf("%w: %s: unexpected data after the JSON object", ErrMalformed, what)
 	}
 	return m, nil

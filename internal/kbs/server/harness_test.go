@@ -112,7 +112,7 @@ type envConfig struct {
 // env is an in-process coffer-kbs on an httptest server, wired as Open
 // wires it but with an injected clock and an in-memory store.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	url    string
 	srv    *server.Server
 	st     store.Store
@@ -132,7 +132,7 @@ func (r rvLookup) Lookup(ctx context.Context, name string) (any, bool, error) {
 
 type regoPolicy struct{ p *policy.Policy }
 
-func (r regoPolicy) Allow(ctx context.Context, claims map[string]any, data map[string]any) (bool, string, error) {
+func (r regoPolicy) Allow(ctx context.Context, claims json.RawMessage, data map[string]any) (bool, string, error) {
 	d, err := r.p.EvaluateAllow(ctx, claims, data)
 	if err != nil {
 		return false, "", err
@@ -148,7 +148,7 @@ func compileResourcePolicy(rego string) (server.ResourcePolicy, error) {
 	return regoPolicy{p}, nil
 }
 
-func newEnv(t *testing.T, c envConfig) *env {
+func newEnv(t testing.TB, c envConfig) *env {
 	t.Helper()
 	ctx := context.Background()
 	st := store.NewMemory()

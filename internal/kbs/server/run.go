@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -48,7 +49,7 @@ func (r rvLookup) Lookup(ctx context.Context, name string) (any, bool, error) {
 // regoResourcePolicy adapts a compiled Rego policy to ResourcePolicy.
 type regoResourcePolicy struct{ p *policy.Policy }
 
-func (r regoResourcePolicy) Allow(ctx context.Context, claims map[string]any, data map[string]any) (bool, string, error) {
+func (r regoResourcePolicy) Allow(ctx context.Context, claims json.RawMessage, data map[string]any) (bool, string, error) {
 	d, err := r.p.EvaluateAllow(ctx, claims, data)
 	if err != nil {
 		return false, "", err

@@ -30,8 +30,12 @@ type AttestationService interface {
 	// attestation token with the appraisal. Verification failures are
 	// *attestation.CheckError or policy errors whose text says what failed.
 	Attest(ctx context.Context, tee, nonce string, att *protocol.Attestation) (*attestation.Result, error)
-	// VerifyToken checks a token's signature and expiry and returns its claims.
-	VerifyToken(token string) (map[string]any, error)
+	// VerifyToken checks a token's signature and expiry and returns its
+	// claims JSON.
+	VerifyToken(token string) (json.RawMessage, error)
+	// CheckTokenExpiry applies VerifyToken's expiry rule to the exp claim
+	// of a token the server issued and kept (attestation.Result.Expiry).
+	CheckTokenExpiry(exp int64) error
 	// SetPolicy validates and stores an appraisal policy.
 	SetPolicy(ctx context.Context, id string, rego []byte) error
 }
@@ -40,7 +44,8 @@ type AttestationService interface {
 type ResourcePolicy interface {
 	// Allow evaluates the policy; a denial comes with the reason (which
 	// rule or check failed).
-	Allow(ctx context.Context, claims map[string]any, data map[string]any) (bool, string, error)
+	// claims is the token's claims JSON (the policy's input).
+	Allow(ctx context.Context, claims json.RawMessage, data map[string]any) (bool, string, error)
 }
 
 // ReferenceValues is the RVPS as the admin API uses it.
@@ -328,7 +333,8 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req protocol.Request
-	if err := json.Unmarshal(body, &req); err != nil {
+	// UnmarshalJSON validates the whole body in the same pass.
+	if err := req.UnmarshalJSON(body); err != nil {
 		return errorf(http.StatusUnauthorized, errAttestation, "bad auth request: %v", err)
 	}
 	if err := protocol.CheckVersion(req.Version); err != nil {
@@ -361,13 +367,13 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) error {
 	}
 	if attested {
 		s.setCookie(w, sess.id)
-		writeJSON(w, protocol.AttestResponse{Token: sess.token})
+		writeJSON(w, protocol.AttestResponse{Token: sess.grant.token})
 		return nil
 	}
 	ok := false
 	defer func() {
 		if !ok {
-			s.sessions.finishAttest(sess.id, "", false)
+			s.sessions.finishAttest(sess.id, nil)
 		}
 	}()
 	fail := func(err error) error {
@@ -381,7 +387,9 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var att protocol.Attestation
-	if err := json.Unmarshal(body, &att); err != nil {
+	// UnmarshalJSON validates the whole body in the same pass (the SNP
+	// evidence in it is ~18 KB).
+	if err := att.UnmarshalJSON(body); err != nil {
 		return fail(fmt.Errorf("bad attestation request: %w", err))
 	}
 	if subtle.ConstantTimeCompare([]byte(att.RuntimeData.Nonce), []byte(sess.nonce)) != 1 {
@@ -392,7 +400,7 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) error {
 		return fail(err)
 	}
 	ok = true
-	s.sessions.finishAttest(sess.id, res.Token, true)
+	s.sessions.finishAttest(sess.id, &grant{token: res.Token, claims: res.Claims, expiry: res.Expiry, pub: att.RuntimeData.TeePubKey})
 	s.metrics.attestations.WithLabelValues(sess.tee, "success").Inc()
 	detail := "appraisal " + res.Status
 	if res.Simulated {
@@ -423,18 +431,30 @@ func parseResourcePath(p string) (string, error) {
 	return p, nil
 }
 
-// requestToken returns the attestation token of the request: from the
-// session cookie, else the Bearer header.
-func (s *Server) requestToken(r *http.Request) (string, error) {
+// requestGrant returns what authorizes a resource request: the grant of
+// the attested session named by the cookie, else the claims of the
+// verified Bearer token (pub is then filled in from the claims later).
+func (s *Server) requestGrant(r *http.Request) (g grant, fromSession bool, err error) {
 	if c, err := r.Cookie(SessionCookie); err == nil {
-		if tok, err := s.sessions.token(c.Value); err == nil {
-			return tok, nil
+		if g, err := s.sessions.grant(c.Value); err == nil {
+			// The server issued this token and never let it out of its
+			// memory under this session: its signature cannot have changed,
+			// only its time can have run out.
+			if err := s.deps.Attestation.CheckTokenExpiry(g.expiry); err != nil {
+				return g, true, errorf(http.StatusUnauthorized, errTokenVerifier, "attestation token rejected: %v", err)
+			}
+			return g, true, nil
 		}
 	}
-	if tok, ok := bearerToken(r); ok {
-		return tok, nil
+	tok, ok := bearerToken(r)
+	if !ok {
+		return g, false, errorf(http.StatusUnauthorized, errTokenNotFound, "no attestation token: attest first (session cookie) or send Authorization: Bearer <token>")
 	}
-	return "", errorf(http.StatusUnauthorized, errTokenNotFound, "no attestation token: attest first (session cookie) or send Authorization: Bearer <token>")
+	claims, err := s.deps.Attestation.VerifyToken(tok)
+	if err != nil {
+		return g, false, errorf(http.StatusUnauthorized, errTokenVerifier, "attestation token rejected: %v", err)
+	}
+	return grant{token: tok, claims: claims}, false, nil
 }
 
 func (s *Server) handleGetResource(w http.ResponseWriter, r *http.Request, sub string) error {
@@ -447,16 +467,16 @@ func (s *Server) handleGetResource(w http.ResponseWriter, r *http.Request, sub s
 		s.audit(r.Context(), auditEvent{Kind: "release", Path: path, Outcome: outcome, Detail: err.Error(), Remote: r.RemoteAddr})
 		return err
 	}
-	tok, err := s.requestToken(r)
+	g, fromSession, err := s.requestGrant(r)
 	if err != nil {
-		// Not audited in the store: anyone can send these, and a flood
-		// must not push real records out of the bounded audit log.
-		s.metrics.releases.WithLabelValues("denied").Inc()
-		return err
-	}
-	claims, err := s.deps.Attestation.VerifyToken(tok)
-	if err != nil {
-		return deny("denied", errorf(http.StatusUnauthorized, errTokenVerifier, "attestation token rejected: %v", err))
+		var ke *kbsError
+		if errors.As(err, &ke) && ke.variant == errTokenNotFound {
+			// Not audited in the store: anyone can send these, and a flood
+			// must not push real records out of the bounded audit log.
+			s.metrics.releases.WithLabelValues("denied").Inc()
+			return err
+		}
+		return deny("denied", err)
 	}
 	query := map[string]any{}
 	for k, v := range r.URL.Query() {
@@ -468,16 +488,18 @@ func (s *Server) handleGetResource(w http.ResponseWriter, r *http.Request, sub s
 	s.mu.RLock()
 	pol := s.policy
 	s.mu.RUnlock()
-	allowed, reason, err := pol.Allow(r.Context(), claims, data)
+	allowed, reason, err := pol.Allow(r.Context(), g.claims, data)
 	if err != nil {
 		return deny("denied", errorf(http.StatusUnauthorized, string(protocol.KindPolicyEngineError), "resource policy: %v", err))
 	}
 	if !allowed {
 		return deny("denied", errorf(http.StatusUnauthorized, errPolicyDeny, "resource policy denied %s: %s", path, reason))
 	}
-	pub, err := teePubKeyFromClaims(claims)
-	if err != nil {
-		return deny("denied", errorf(http.StatusUnauthorized, errTokenVerifier, "%v", err))
+	pub := g.pub
+	if !fromSession {
+		if pub, err = teePubKeyFromClaims(g.claims); err != nil {
+			return deny("denied", errorf(http.StatusUnauthorized, errTokenVerifier, "%v", err))
+		}
 	}
 	val, err := s.deps.Store.Get(r.Context(), store.NSResources, path)
 	if errors.Is(err, store.ErrNotFound) {
@@ -496,25 +518,33 @@ func (s *Server) handleGetResource(w http.ResponseWriter, r *http.Request, sub s
 	return nil
 }
 
-// teePubKeyFromClaims extracts the guest's key from the EAR claims.
-func teePubKeyFromClaims(claims map[string]any) (protocol.TeePubKey, error) {
+// teePubKeyFromClaims extracts the guest's key from the EAR claims JSON.
+func teePubKeyFromClaims(claims json.RawMessage) (protocol.TeePubKey, error) {
+	var c struct {
+		Submods map[string]struct {
+			Evidence *struct {
+				RuntimeData *struct {
+					Pub json.RawMessage `json:"tee-pubkey"`
+				} `json:"runtime_data_claims"`
+			} `json:"ear.veraison.annotated-evidence"`
+		} `json:"submods"`
+	}
 	var pub protocol.TeePubKey
-	v := any(claims)
-	for _, k := range []string{"submods", "cpu0", "ear.veraison.annotated-evidence", "runtime_data_claims", "tee-pubkey"} {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return pub, fmt.Errorf("the token has no tee-pubkey claim (at %s)", k)
-		}
-		v, ok = m[k]
-		if !ok {
-			return pub, fmt.Errorf("the token has no tee-pubkey claim (missing %s)", k)
-		}
+	if err := json.Unmarshal(claims, &c); err != nil {
+		return pub, fmt.Errorf("the token's claims do not decode: %w", err)
 	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return pub, err
+	cpu, ok := c.Submods["cpu0"]
+	switch {
+	case !ok:
+		return pub, errors.New("the token has no tee-pubkey claim (missing cpu0)")
+	case cpu.Evidence == nil:
+		return pub, errors.New("the token has no tee-pubkey claim (missing ear.veraison.annotated-evidence)")
+	case cpu.Evidence.RuntimeData == nil:
+		return pub, errors.New("the token has no tee-pubkey claim (missing runtime_data_claims)")
+	case cpu.Evidence.RuntimeData.Pub == nil:
+		return pub, errors.New("the token has no tee-pubkey claim (missing tee-pubkey)")
 	}
-	if err := json.Unmarshal(b, &pub); err != nil {
+	if err := json.Unmarshal(cpu.Evidence.RuntimeData.Pub, &pub); err != nil {
 		return pub, fmt.Errorf("the token's tee-pubkey is not a usable key: %w", err)
 	}
 	return pub, nil

@@ -3,9 +3,12 @@ package server
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"sync"
 	"time"
+
+	"github.com/coffer-project/coffer/internal/kbs/protocol"
 )
 
 // SessionCookie is the RCAR session cookie name guests expect.
@@ -25,9 +28,20 @@ type session struct {
 	tee     string
 	nonce   string
 	state   sessionState
-	token   string
+	grant   grant // set when attested
 	expires time.Time
 	seq     uint64 // creation order
+}
+
+// grant is what an attested session holds for resource requests made with
+// its cookie: the token the server issued and its claims, kept on the
+// server side only (so, unlike a Bearer token, it needs no signature
+// check; its expiry is still checked), and the guest's TEE key.
+type grant struct {
+	token  string
+	claims json.RawMessage
+	expiry int64 // the token's exp (Unix seconds)
+	pub    protocol.TeePubKey
 }
 
 var (
@@ -101,36 +115,36 @@ func (s *sessions) beginAttest(id string) (sess session, alreadyAttested bool, e
 	return *ss, false, nil
 }
 
-// finishAttest records the outcome: on failure the session is dropped
-// (the nonce stays burned).
-func (s *sessions) finishAttest(id, token string, ok bool) {
+// finishAttest records the outcome: on failure (g == nil) the session is
+// dropped (the nonce stays burned).
+func (s *sessions) finishAttest(id string, g *grant) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ss, found := s.byID[id]
 	if !found {
 		return
 	}
-	if !ok {
+	if g == nil {
 		delete(s.byID, id)
 		return
 	}
 	ss.state = stateAttested
-	ss.token = token
+	ss.grant = *g
 }
 
-// token returns the attested session's token.
-func (s *sessions) token(id string) (string, error) {
+// grant returns the attested session's grant.
+func (s *sessions) grant(id string) (grant, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ss, ok := s.byID[id]
 	if !ok || ss.state != stateAttested {
-		return "", errNoSession
+		return grant{}, errNoSession
 	}
 	if s.now().After(ss.expires) {
 		delete(s.byID, id)
-		return "", errSessionExpired
+		return grant{}, errSessionExpired
 	}
-	return ss.token, nil
+	return ss.grant, nil
 }
 
 func (s *sessions) sweepLocked() {
