@@ -32,6 +32,9 @@ type PodRequest struct {
 	GuestSysctl map[string]string `json:"guest_sysctl,omitempty"`
 	AgentDebug  bool              `json:"agent_debug,omitempty"`
 	BootTimeout time.Duration     `json:"boot_timeout,omitempty"`
+	// Volumes are host paths shared with the container over virtio-fs;
+	// a pod with volumes gets a shared filesystem (and shared guest RAM).
+	Volumes []Volume `json:"volumes,omitempty"`
 }
 
 // Pod is a running one-container pod owned by this process.
@@ -81,6 +84,7 @@ func StartPod(ctx context.Context, dir string, req *PodRequest, detached bool, l
 		MemoryMiB: req.MemoryMiB, VCPUs: req.VCPUs, Accel: req.Accel, MachineType: req.MachineType,
 		Disks:       []hypervisor.Disk{{Serial: "rootfs0", Path: img, ReadOnly: true}},
 		BootTimeout: req.BootTimeout, AgentDebug: req.AgentDebug, Log: log,
+		SharedFS: len(req.Volumes) > 0,
 	})
 	if err != nil {
 		return nil, err
@@ -97,7 +101,16 @@ func StartPod(ctx context.Context, dir string, req *PodRequest, detached bool, l
 	if _, err := sb.Agent.CreateSandbox(ctx, &api.CreateSandboxRequest{SandboxId: req.Name, Hostname: hostname, Sysctls: req.GuestSysctl}); err != nil {
 		return nil, fmt.Errorf("create the sandbox in the guest: %w", sb.Explain(AgentError(err)))
 	}
-	if err := sb.CreateContainer(ctx, ContainerID, req.Spec, "rootfs0", fstype); err != nil {
+	var vols []*api.SharedVolume
+	for _, v := range req.Volumes {
+		m, sv, err := sb.AddVolume(ContainerID, v)
+		if err != nil {
+			return nil, err
+		}
+		req.Spec.Mounts = append(req.Spec.Mounts, m)
+		vols = append(vols, sv)
+	}
+	if err := sb.CreateContainer(ctx, ContainerID, req.Spec, "rootfs0", fstype, vols...); err != nil {
 		return nil, fmt.Errorf("create the container: %w", err)
 	}
 	pctx, cancel := context.WithCancel(context.Background())
@@ -174,7 +187,7 @@ func (p *Pod) teardown(keep bool) {
 		}
 		return
 	}
-	if err := os.RemoveAll(p.Dir); err != nil {
+	if err := RemoveTree(p.Dir); err != nil {
 		p.log.Warn("remove pod dir", "err", err)
 	}
 }
