@@ -132,7 +132,7 @@ func checkNoLeaks(mountsBefore string, tmpBefore map[string]bool) error {
 	for {
 		var problems []string
 		if p := ourQEMUs(); len(p) > 0 {
-			problems = append(problems, fmt.Sprintf("qemu processes still running: %v", p))
+			problems = append(problems, fmt.Sprintf("qemu or virtiofsd processes still running: %v", p))
 		}
 		if entries, _ := os.ReadDir(filepath.Join(runtimeDir, "pods")); len(entries) > 0 {
 			var names []string
@@ -159,7 +159,8 @@ func checkNoLeaks(mountsBefore string, tmpBefore map[string]bool) error {
 	}
 }
 
-// ourQEMUs lists qemu processes whose command line names our runtime dir.
+// ourQEMUs lists qemu and virtiofsd processes whose command line names
+// our runtime dir.
 func ourQEMUs() []string {
 	var out []string
 	entries, _ := os.ReadDir("/proc")
@@ -169,7 +170,7 @@ func ourQEMUs() []string {
 			continue
 		}
 		s := strings.ReplaceAll(string(cmd), "\x00", " ")
-		if strings.Contains(s, "qemu-system") && strings.Contains(s, runtimeDir) {
+		if (strings.Contains(s, "qemu-system") || strings.Contains(s, "virtiofsd")) && strings.Contains(s, runtimeDir) {
 			out = append(out, e.Name())
 		}
 	}

@@ -71,9 +71,24 @@ func (v Volume) Check() error {
 		return fmt.Errorf("volume source %s: %w", v.Source, err)
 	}
 	if !fi.IsDir() && !fi.Mode().IsRegular() {
-		return fmt.Errorf("volume source %s is a %s: only directories and regular files can be shared", v.Source, fi.Mode().Type())
+		return fmt.Errorf("volume source %s is %s: only directories and regular files can be shared", v.Source, fileKind(fi.Mode()))
 	}
 	return CheckContainerPath(v.Destination)
+}
+
+// fileKind names a file type for error messages.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m&os.ModeDevice != 0:
+		return "a device"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeSymlink != 0:
+		return "a symlink"
+	}
+	return "not a regular file"
 }
 
 // CheckContainerPath rejects container paths that are relative, the root
