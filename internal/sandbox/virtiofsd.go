@@ -57,7 +57,7 @@ func startVirtiofsd(bin, dir, source string, log *slog.Logger) (_ *virtiofsd, er
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create the virtiofsd dir: %w", err)
 	}
-	socket := filepath.Join(dir, "virtiofsd.sock")
+	socket := filepath.Join(dir, "fs.sock")
 	if len(socket) > 107 {
 		return nil, fmt.Errorf("virtiofsd socket path %s is %d bytes, over the 107-byte limit of unix sockets: use a shorter runtime dir", socket, len(socket))
 	}
@@ -122,8 +122,9 @@ func (v *virtiofsd) run(cmd *exec.Cmd, started chan<- error) {
 
 // Stop waits briefly for virtiofsd to exit (QEMU must be gone: it exits
 // when the vhost-user connection closes), kills its process group
-// otherwise (its sandbox child is in the same group), and removes its
-// socket. Idempotent.
+// otherwise (its sandbox child is in the same group; the parent only
+// exits after the child, so a reaped parent means no child), and removes
+// its socket. Idempotent.
 func (v *virtiofsd) Stop(ctx context.Context) error {
 	t := time.NewTimer(virtiofsdStopWait)
 	defer t.Stop()
@@ -139,8 +140,6 @@ func (v *virtiofsd) Stop(ctx context.Context) error {
 	case <-time.After(5 * time.Second):
 		return fmt.Errorf("virtiofsd pid %d did not exit after SIGKILL", v.pid)
 	}
-	// Its sandbox child can outlive the parent by a moment.
-	_ = syscall.Kill(-v.pid, syscall.SIGKILL)
 	if err := os.Remove(v.socket); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove the virtiofsd socket: %w", err)
 	}

@@ -2,7 +2,9 @@ package sandbox
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -154,5 +156,43 @@ func TestSharedDirMounts(t *testing.T) {
 		if _, err := os.Stat(f); err != nil {
 			t.Errorf("a volume's host file was lost: %v", err)
 		}
+	}
+}
+
+// TestVirtiofsdStop: a virtiofsd that QEMU never connected to is killed
+// by Stop, its sandboxed child included, and its socket removed.
+func TestVirtiofsdStop(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("virtiofsd needs root")
+	}
+	if _, err := os.Stat(DefaultVirtiofsd); err != nil {
+		t.Skipf("virtiofsd not installed: %v", err)
+	}
+	base := t.TempDir()
+	src := filepath.Join(base, "export")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	v, err := startVirtiofsd("", filepath.Join(base, "vfs"), src, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(v.socket); err != nil || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("socket %s: %v", v.socket, err)
+	}
+	if err := v.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(v.socket); !os.IsNotExist(err) {
+		t.Errorf("socket left: %v", err)
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline"); err == nil && bytes.Contains(b, []byte("source="+src)) {
+			t.Errorf("virtiofsd process %s still runs", e.Name())
+		}
+	}
+	if _, err := startVirtiofsd("/nonexistent/virtiofsd", filepath.Join(base, "vfs2"), src, slog.Default()); err == nil || !strings.Contains(err.Error(), "qemu-system-common") {
+		t.Errorf("missing binary: %v", err)
 	}
 }
