@@ -132,7 +132,10 @@ func checkNoLeaks(mountsBefore string, tmpBefore map[string]bool) error {
 	for {
 		var problems []string
 		if p := ourQEMUs(); len(p) > 0 {
-			problems = append(problems, fmt.Sprintf("qemu or virtiofsd processes still running: %v", p))
+			problems = append(problems, fmt.Sprintf("qemu processes still running: %v", p))
+		}
+		if p := ourProcesses("virtiofsd"); len(p) > 0 {
+			problems = append(problems, fmt.Sprintf("virtiofsd processes still running: %v", p))
 		}
 		if entries, _ := os.ReadDir(filepath.Join(runtimeDir, "pods")); len(entries) > 0 {
 			var names []string
@@ -159,9 +162,12 @@ func checkNoLeaks(mountsBefore string, tmpBefore map[string]bool) error {
 	}
 }
 
-// ourQEMUs lists qemu and virtiofsd processes whose command line names
-// our runtime dir.
-func ourQEMUs() []string {
+// ourQEMUs lists qemu processes whose command line names our runtime dir.
+func ourQEMUs() []string { return ourProcesses("qemu-system") }
+
+// ourProcesses lists the processes whose program name holds name and
+// whose command line names our runtime dir.
+func ourProcesses(name string) []string {
 	var out []string
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -170,7 +176,8 @@ func ourQEMUs() []string {
 			continue
 		}
 		s := strings.ReplaceAll(string(cmd), "\x00", " ")
-		if (strings.Contains(s, "qemu-system") || strings.Contains(s, "virtiofsd")) && strings.Contains(s, runtimeDir) {
+		prog := filepath.Base(strings.SplitN(string(cmd), "\x00", 2)[0])
+		if strings.Contains(prog, name) && strings.Contains(s, runtimeDir) {
 			out = append(out, e.Name())
 		}
 	}

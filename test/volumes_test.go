@@ -187,7 +187,7 @@ func TestVolumeOwnerKilled(t *testing.T) {
 	podDir := filepath.Join(runtimeDir, "pods", name)
 	procs := func() []string {
 		var out []string
-		for _, p := range ourQEMUs() {
+		for _, p := range append(ourQEMUs(), ourProcesses("virtiofsd")...) {
 			if b, _ := os.ReadFile("/proc/" + p + "/cmdline"); bytes.Contains(b, []byte(podDir)) {
 				out = append(out, p)
 			}
