@@ -253,3 +253,31 @@ func TestContainerdBindMount(t *testing.T) {
 		t.Errorf("mounts left: %v", m)
 	}
 }
+
+// TestVolumeHostEditsSeen: with cache=auto, a change the host makes while
+// the container runs is seen by the container's next open (here within a
+// polling loop), and the container's answer reaches the host.
+func TestVolumeHostEditsSeen(t *testing.T) {
+	t.Parallel()
+	dir := volumeDir(t)
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("first\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	name := "volcoherent"
+	r := coffer(t, "", "run", "-d", "--name", name, "-v", dir+":/data", "--rootfs", busybox, "--",
+		"sh", "-c", "echo ready > /data/ready; while ! grep -q second /data/f; do sleep 0.2; done; echo seen > /data/ack; sleep 600")
+	if r.code != 0 {
+		t.Fatalf("run -d: %+v", r)
+	}
+	defer coffer(t, "", "rm", "-f", name)
+	waitFor(t, 60*time.Second, func() bool { _, err := os.Stat(filepath.Join(dir, "ready")); return err == nil })
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("second\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, 30*time.Second, func() bool {
+		b, _ := os.ReadFile(filepath.Join(dir, "ack"))
+		return string(b) == "seen\n"
+	})
+	t.Logf("the container saw the host's edit after %s", time.Since(start).Round(time.Millisecond))
+}

@@ -76,3 +76,38 @@ func TestCheckVolumeSources(t *testing.T) {
 		}
 	}
 }
+
+// FuzzResolveVolumes: whatever mounts and volume names the host sends,
+// an accepted spec binds only declared volumes, directly below the share,
+// read-only ones with "ro" as the last word.
+func FuzzResolveVolumes(f *testing.F) {
+	f.Add("v0", false, "v0", "bind", "rbind,rw", "/data")
+	f.Add("v1", true, "v1", "none", "rbind", "/conf")
+	f.Add("..", false, "..", "bind", "bind", "/x")
+	f.Add("v0", false, "/etc", "bind", "rbind", "/x")
+	f.Fuzz(func(t *testing.T, name string, ro bool, source, typ, opts, dest string) {
+		root := "/run/coffer/shared"
+		spec := &specs.Spec{Mounts: []specs.Mount{{Destination: dest, Type: typ, Source: source, Options: strings.Split(opts, ",")}}}
+		vols := []*api.SharedVolume{{Name: name, Readonly: ro}}
+		used, err := resolveVolumes(spec, vols, root)
+		if err != nil {
+			return
+		}
+		m := spec.Mounts[0]
+		if !isBindMount(m) {
+			if used || m.Source != source {
+				t.Fatalf("a non-bind mount was changed: %+v", m)
+			}
+			return
+		}
+		if !used || filepath.Dir(m.Source) != root || filepath.Base(m.Source) != name || !safeID.MatchString(name) {
+			t.Fatalf("bind mount accepted with source %q (volume %q)", m.Source, name)
+		}
+		if ro && m.Options[len(m.Options)-1] != "ro" {
+			t.Fatalf("read-only volume mounted with %v", m.Options)
+		}
+		if !slices.Contains(m.Options, "nodev") || slices.Contains(m.Options, "dev") {
+			t.Fatalf("options %v", m.Options)
+		}
+	})
+}
