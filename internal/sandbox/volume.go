@@ -221,6 +221,11 @@ func makeMountPoint(path string, dir bool) error {
 // in it would delete the volume's host files.
 func UnmountUnder(dir string) error {
 	dir = filepath.Clean(dir)
+	// The mount table holds resolved paths: a symlink in dir (say a
+	// runtime dir below a linked /tmp) must not hide the mounts.
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
 	for range 3 {
 		ms, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
 		if err != nil {

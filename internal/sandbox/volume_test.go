@@ -145,8 +145,13 @@ func TestSharedDirMounts(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(s.mounts, ro)); !os.IsNotExist(err) {
 		t.Errorf("released volume's mount point still there: %v", err)
 	}
-	// Removing the pod dir with a volume still mounted unmounts first.
-	if err := RemoveTree(pod); err != nil {
+	// Removing the pod dir with a volume still mounted unmounts first,
+	// also when the path to it goes through a symlink.
+	link := filepath.Join(base, "link")
+	if err := os.Symlink(base, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := RemoveTree(filepath.Join(link, "pod")); err != nil {
 		t.Fatal(err)
 	}
 	if ms, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(pod)); len(ms) != 0 {
