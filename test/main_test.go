@@ -134,6 +134,9 @@ func checkNoLeaks(mountsBefore string, tmpBefore map[string]bool) error {
 		if p := ourQEMUs(); len(p) > 0 {
 			problems = append(problems, fmt.Sprintf("qemu processes still running: %v", p))
 		}
+		if p := ourProcesses("virtiofsd"); len(p) > 0 {
+			problems = append(problems, fmt.Sprintf("virtiofsd processes still running: %v", p))
+		}
 		if entries, _ := os.ReadDir(filepath.Join(runtimeDir, "pods")); len(entries) > 0 {
 			var names []string
 			for _, e := range entries {
@@ -160,7 +163,11 @@ func checkNoLeaks(mountsBefore string, tmpBefore map[string]bool) error {
 }
 
 // ourQEMUs lists qemu processes whose command line names our runtime dir.
-func ourQEMUs() []string {
+func ourQEMUs() []string { return ourProcesses("qemu-system") }
+
+// ourProcesses lists the processes whose program name holds name and
+// whose command line names our runtime dir.
+func ourProcesses(name string) []string {
 	var out []string
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -169,7 +176,8 @@ func ourQEMUs() []string {
 			continue
 		}
 		s := strings.ReplaceAll(string(cmd), "\x00", " ")
-		if strings.Contains(s, "qemu-system") && strings.Contains(s, runtimeDir) {
+		prog := filepath.Base(strings.SplitN(string(cmd), "\x00", 2)[0])
+		if strings.Contains(prog, name) && strings.Contains(s, runtimeDir) {
 			out = append(out, e.Name())
 		}
 	}

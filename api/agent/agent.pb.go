@@ -355,10 +355,15 @@ type CreateContainerRequest struct {
 	// Read-only lower layer of the container rootfs; the agent overlays a
 	// guest tmpfs on top, so the container never writes to the host copy.
 	Rootfs *Storage `protobuf:"bytes,3,opt,name=rootfs,proto3" json:"rootfs,omitempty"`
+	// Host volumes shared over the pod's virtio-fs share (tag "coffer").
+	// An OCI mount of type "bind" (or with a "bind"/"rbind" option) must
+	// name one of these in its source; the agent refuses any other bind
+	// mount, so the host can never expose the guest's own files.
+	Volumes []*SharedVolume `protobuf:"bytes,4,rep,name=volumes,proto3" json:"volumes,omitempty"`
 	// Start the process as soon as it is created, as StartContainer would:
 	// saves a round trip when the host has nothing to do in between (stdio
 	// is buffered in the guest until read).
-	Start         bool `protobuf:"varint,4,opt,name=start,proto3" json:"start,omitempty"`
+	Start         bool `protobuf:"varint,5,opt,name=start,proto3" json:"start,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -414,9 +419,73 @@ func (x *CreateContainerRequest) GetRootfs() *Storage {
 	return nil
 }
 
+func (x *CreateContainerRequest) GetVolumes() []*SharedVolume {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
 func (x *CreateContainerRequest) GetStart() bool {
 	if x != nil {
 		return x.Start
+	}
+	return false
+}
+
+// SharedVolume is a host file or directory the host has mounted in the
+// pod's shared directory under `name`.
+type SharedVolume struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Entry in the root of the share: 1-128 of [A-Za-z0-9_.-].
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The host mounted it read-only: the agent mounts it read-only in the
+	// container whatever the OCI mount's options say.
+	Readonly      bool `protobuf:"varint,2,opt,name=readonly,proto3" json:"readonly,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SharedVolume) Reset() {
+	*x = SharedVolume{}
+	mi := &file_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SharedVolume) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SharedVolume) ProtoMessage() {}
+
+func (x *SharedVolume) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SharedVolume.ProtoReflect.Descriptor instead.
+func (*SharedVolume) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SharedVolume) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SharedVolume) GetReadonly() bool {
+	if x != nil {
+		return x.Readonly
 	}
 	return false
 }
@@ -431,7 +500,7 @@ type CreateContainerResponse struct {
 
 func (x *CreateContainerResponse) Reset() {
 	*x = CreateContainerResponse{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +512,7 @@ func (x *CreateContainerResponse) String() string {
 func (*CreateContainerResponse) ProtoMessage() {}
 
 func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +525,7 @@ func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerResponse.ProtoReflect.Descriptor instead.
 func (*CreateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateContainerResponse) GetPid() uint32 {
@@ -475,7 +544,7 @@ type StartContainerRequest struct {
 
 func (x *StartContainerRequest) Reset() {
 	*x = StartContainerRequest{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -487,7 +556,7 @@ func (x *StartContainerRequest) String() string {
 func (*StartContainerRequest) ProtoMessage() {}
 
 func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -500,7 +569,7 @@ func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerRequest.ProtoReflect.Descriptor instead.
 func (*StartContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StartContainerRequest) GetContainerId() string {
@@ -521,7 +590,7 @@ type RemoveContainerRequest struct {
 
 func (x *RemoveContainerRequest) Reset() {
 	*x = RemoveContainerRequest{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -533,7 +602,7 @@ func (x *RemoveContainerRequest) String() string {
 func (*RemoveContainerRequest) ProtoMessage() {}
 
 func (x *RemoveContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -546,7 +615,7 @@ func (x *RemoveContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveContainerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RemoveContainerRequest) GetContainerId() string {
@@ -572,7 +641,7 @@ type StatsContainerRequest struct {
 
 func (x *StatsContainerRequest) Reset() {
 	*x = StatsContainerRequest{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -584,7 +653,7 @@ func (x *StatsContainerRequest) String() string {
 func (*StatsContainerRequest) ProtoMessage() {}
 
 func (x *StatsContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -597,7 +666,7 @@ func (x *StatsContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsContainerRequest.ProtoReflect.Descriptor instead.
 func (*StatsContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StatsContainerRequest) GetContainerId() string {
@@ -616,7 +685,7 @@ type StatsContainerResponse struct {
 
 func (x *StatsContainerResponse) Reset() {
 	*x = StatsContainerResponse{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +697,7 @@ func (x *StatsContainerResponse) String() string {
 func (*StatsContainerResponse) ProtoMessage() {}
 
 func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +710,7 @@ func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsContainerResponse.ProtoReflect.Descriptor instead.
 func (*StatsContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StatsContainerResponse) GetCgroup() *CgroupStats {
@@ -674,7 +743,7 @@ type CgroupStats struct {
 
 func (x *CgroupStats) Reset() {
 	*x = CgroupStats{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +755,7 @@ func (x *CgroupStats) String() string {
 func (*CgroupStats) ProtoMessage() {}
 
 func (x *CgroupStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,7 +768,7 @@ func (x *CgroupStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CgroupStats.ProtoReflect.Descriptor instead.
 func (*CgroupStats) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CgroupStats) GetCpuUsageUsec() uint64 {
@@ -801,7 +870,7 @@ type ListContainersRequest struct {
 
 func (x *ListContainersRequest) Reset() {
 	*x = ListContainersRequest{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +882,7 @@ func (x *ListContainersRequest) String() string {
 func (*ListContainersRequest) ProtoMessage() {}
 
 func (x *ListContainersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +895,7 @@ func (x *ListContainersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContainersRequest.ProtoReflect.Descriptor instead.
 func (*ListContainersRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 type ContainerInfo struct {
@@ -842,7 +911,7 @@ type ContainerInfo struct {
 
 func (x *ContainerInfo) Reset() {
 	*x = ContainerInfo{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +923,7 @@ func (x *ContainerInfo) String() string {
 func (*ContainerInfo) ProtoMessage() {}
 
 func (x *ContainerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +936,7 @@ func (x *ContainerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerInfo.ProtoReflect.Descriptor instead.
 func (*ContainerInfo) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ContainerInfo) GetContainerId() string {
@@ -907,7 +976,7 @@ type ListContainersResponse struct {
 
 func (x *ListContainersResponse) Reset() {
 	*x = ListContainersResponse{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +988,7 @@ func (x *ListContainersResponse) String() string {
 func (*ListContainersResponse) ProtoMessage() {}
 
 func (x *ListContainersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1001,7 @@ func (x *ListContainersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContainersResponse.ProtoReflect.Descriptor instead.
 func (*ListContainersResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListContainersResponse) GetContainers() []*ContainerInfo {
@@ -954,7 +1023,7 @@ type ExecProcessRequest struct {
 
 func (x *ExecProcessRequest) Reset() {
 	*x = ExecProcessRequest{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -966,7 +1035,7 @@ func (x *ExecProcessRequest) String() string {
 func (*ExecProcessRequest) ProtoMessage() {}
 
 func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -979,7 +1048,7 @@ func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessRequest.ProtoReflect.Descriptor instead.
 func (*ExecProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ExecProcessRequest) GetContainerId() string {
@@ -1012,7 +1081,7 @@ type ExecProcessResponse struct {
 
 func (x *ExecProcessResponse) Reset() {
 	*x = ExecProcessResponse{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1093,7 @@ func (x *ExecProcessResponse) String() string {
 func (*ExecProcessResponse) ProtoMessage() {}
 
 func (x *ExecProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1106,7 @@ func (x *ExecProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessResponse.ProtoReflect.Descriptor instead.
 func (*ExecProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ExecProcessResponse) GetPid() uint32 {
@@ -1058,7 +1127,7 @@ type WaitProcessRequest struct {
 
 func (x *WaitProcessRequest) Reset() {
 	*x = WaitProcessRequest{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1139,7 @@ func (x *WaitProcessRequest) String() string {
 func (*WaitProcessRequest) ProtoMessage() {}
 
 func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1152,7 @@ func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessRequest.ProtoReflect.Descriptor instead.
 func (*WaitProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WaitProcessRequest) GetContainerId() string {
@@ -1116,7 +1185,7 @@ type WaitProcessResponse struct {
 
 func (x *WaitProcessResponse) Reset() {
 	*x = WaitProcessResponse{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1128,7 +1197,7 @@ func (x *WaitProcessResponse) String() string {
 func (*WaitProcessResponse) ProtoMessage() {}
 
 func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1141,7 +1210,7 @@ func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessResponse.ProtoReflect.Descriptor instead.
 func (*WaitProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WaitProcessResponse) GetExitStatus() int32 {
@@ -1192,7 +1261,7 @@ type SignalProcessRequest struct {
 
 func (x *SignalProcessRequest) Reset() {
 	*x = SignalProcessRequest{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1273,7 @@ func (x *SignalProcessRequest) String() string {
 func (*SignalProcessRequest) ProtoMessage() {}
 
 func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1286,7 @@ func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessRequest.ProtoReflect.Descriptor instead.
 func (*SignalProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SignalProcessRequest) GetContainerId() string {
@@ -1259,7 +1328,7 @@ type WriteStdinRequest struct {
 
 func (x *WriteStdinRequest) Reset() {
 	*x = WriteStdinRequest{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1271,7 +1340,7 @@ func (x *WriteStdinRequest) String() string {
 func (*WriteStdinRequest) ProtoMessage() {}
 
 func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1284,7 +1353,7 @@ func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
 func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WriteStdinRequest) GetContainerId() string {
@@ -1317,7 +1386,7 @@ type WriteStdinResponse struct {
 
 func (x *WriteStdinResponse) Reset() {
 	*x = WriteStdinResponse{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1329,7 +1398,7 @@ func (x *WriteStdinResponse) String() string {
 func (*WriteStdinResponse) ProtoMessage() {}
 
 func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1342,7 +1411,7 @@ func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinResponse.ProtoReflect.Descriptor instead.
 func (*WriteStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WriteStdinResponse) GetLen() uint32 {
@@ -1362,7 +1431,7 @@ type CloseStdinRequest struct {
 
 func (x *CloseStdinRequest) Reset() {
 	*x = CloseStdinRequest{}
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1443,7 @@ func (x *CloseStdinRequest) String() string {
 func (*CloseStdinRequest) ProtoMessage() {}
 
 func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1456,7 @@ func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStdinRequest.ProtoReflect.Descriptor instead.
 func (*CloseStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CloseStdinRequest) GetContainerId() string {
@@ -1415,7 +1484,7 @@ type ReadStreamRequest struct {
 
 func (x *ReadStreamRequest) Reset() {
 	*x = ReadStreamRequest{}
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1427,7 +1496,7 @@ func (x *ReadStreamRequest) String() string {
 func (*ReadStreamRequest) ProtoMessage() {}
 
 func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1440,7 +1509,7 @@ func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamRequest.ProtoReflect.Descriptor instead.
 func (*ReadStreamRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReadStreamRequest) GetContainerId() string {
@@ -1474,7 +1543,7 @@ type ReadStreamResponse struct {
 
 func (x *ReadStreamResponse) Reset() {
 	*x = ReadStreamResponse{}
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +1555,7 @@ func (x *ReadStreamResponse) String() string {
 func (*ReadStreamResponse) ProtoMessage() {}
 
 func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +1568,7 @@ func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamResponse.ProtoReflect.Descriptor instead.
 func (*ReadStreamResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReadStreamResponse) GetData() []byte {
@@ -1528,7 +1597,7 @@ type TtyWinResizeRequest struct {
 
 func (x *TtyWinResizeRequest) Reset() {
 	*x = TtyWinResizeRequest{}
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +1609,7 @@ func (x *TtyWinResizeRequest) String() string {
 func (*TtyWinResizeRequest) ProtoMessage() {}
 
 func (x *TtyWinResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +1622,7 @@ func (x *TtyWinResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TtyWinResizeRequest.ProtoReflect.Descriptor instead.
 func (*TtyWinResizeRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{26}
+	return file_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TtyWinResizeRequest) GetContainerId() string {
@@ -1611,12 +1680,16 @@ const file_agent_proto_rawDesc = "" +
 	"\x06fstype\x18\x03 \x01(\tR\x06fstype\x12\x18\n" +
 	"\aoptions\x18\x04 \x03(\tR\aoptions\x12\x1f\n" +
 	"\vmount_point\x18\x05 \x01(\tR\n" +
-	"mountPoint\"\x9e\x01\n" +
+	"mountPoint\"\xd7\x01\n" +
 	"\x16CreateContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x19\n" +
 	"\boci_spec\x18\x02 \x01(\fR\aociSpec\x120\n" +
-	"\x06rootfs\x18\x03 \x01(\v2\x18.coffer.agent.v1.StorageR\x06rootfs\x12\x14\n" +
-	"\x05start\x18\x04 \x01(\bR\x05start\"+\n" +
+	"\x06rootfs\x18\x03 \x01(\v2\x18.coffer.agent.v1.StorageR\x06rootfs\x127\n" +
+	"\avolumes\x18\x04 \x03(\v2\x1d.coffer.agent.v1.SharedVolumeR\avolumes\x12\x14\n" +
+	"\x05start\x18\x05 \x01(\bR\x05start\">\n" +
+	"\fSharedVolume\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\breadonly\x18\x02 \x01(\bR\breadonly\"+\n" +
 	"\x17CreateContainerResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\":\n" +
 	"\x15StartContainerRequest\x12!\n" +
@@ -1739,7 +1812,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                   // 0: coffer.agent.v1.Empty
 	(*CheckRequest)(nil),            // 1: coffer.agent.v1.CheckRequest
@@ -1748,72 +1821,74 @@ var file_agent_proto_goTypes = []any{
 	(*DestroySandboxRequest)(nil),   // 4: coffer.agent.v1.DestroySandboxRequest
 	(*Storage)(nil),                 // 5: coffer.agent.v1.Storage
 	(*CreateContainerRequest)(nil),  // 6: coffer.agent.v1.CreateContainerRequest
-	(*CreateContainerResponse)(nil), // 7: coffer.agent.v1.CreateContainerResponse
-	(*StartContainerRequest)(nil),   // 8: coffer.agent.v1.StartContainerRequest
-	(*RemoveContainerRequest)(nil),  // 9: coffer.agent.v1.RemoveContainerRequest
-	(*StatsContainerRequest)(nil),   // 10: coffer.agent.v1.StatsContainerRequest
-	(*StatsContainerResponse)(nil),  // 11: coffer.agent.v1.StatsContainerResponse
-	(*CgroupStats)(nil),             // 12: coffer.agent.v1.CgroupStats
-	(*ListContainersRequest)(nil),   // 13: coffer.agent.v1.ListContainersRequest
-	(*ContainerInfo)(nil),           // 14: coffer.agent.v1.ContainerInfo
-	(*ListContainersResponse)(nil),  // 15: coffer.agent.v1.ListContainersResponse
-	(*ExecProcessRequest)(nil),      // 16: coffer.agent.v1.ExecProcessRequest
-	(*ExecProcessResponse)(nil),     // 17: coffer.agent.v1.ExecProcessResponse
-	(*WaitProcessRequest)(nil),      // 18: coffer.agent.v1.WaitProcessRequest
-	(*WaitProcessResponse)(nil),     // 19: coffer.agent.v1.WaitProcessResponse
-	(*SignalProcessRequest)(nil),    // 20: coffer.agent.v1.SignalProcessRequest
-	(*WriteStdinRequest)(nil),       // 21: coffer.agent.v1.WriteStdinRequest
-	(*WriteStdinResponse)(nil),      // 22: coffer.agent.v1.WriteStdinResponse
-	(*CloseStdinRequest)(nil),       // 23: coffer.agent.v1.CloseStdinRequest
-	(*ReadStreamRequest)(nil),       // 24: coffer.agent.v1.ReadStreamRequest
-	(*ReadStreamResponse)(nil),      // 25: coffer.agent.v1.ReadStreamResponse
-	(*TtyWinResizeRequest)(nil),     // 26: coffer.agent.v1.TtyWinResizeRequest
-	nil,                             // 27: coffer.agent.v1.CreateSandboxRequest.SysctlsEntry
-	nil,                             // 28: coffer.agent.v1.CgroupStats.MemoryStatEntry
+	(*SharedVolume)(nil),            // 7: coffer.agent.v1.SharedVolume
+	(*CreateContainerResponse)(nil), // 8: coffer.agent.v1.CreateContainerResponse
+	(*StartContainerRequest)(nil),   // 9: coffer.agent.v1.StartContainerRequest
+	(*RemoveContainerRequest)(nil),  // 10: coffer.agent.v1.RemoveContainerRequest
+	(*StatsContainerRequest)(nil),   // 11: coffer.agent.v1.StatsContainerRequest
+	(*StatsContainerResponse)(nil),  // 12: coffer.agent.v1.StatsContainerResponse
+	(*CgroupStats)(nil),             // 13: coffer.agent.v1.CgroupStats
+	(*ListContainersRequest)(nil),   // 14: coffer.agent.v1.ListContainersRequest
+	(*ContainerInfo)(nil),           // 15: coffer.agent.v1.ContainerInfo
+	(*ListContainersResponse)(nil),  // 16: coffer.agent.v1.ListContainersResponse
+	(*ExecProcessRequest)(nil),      // 17: coffer.agent.v1.ExecProcessRequest
+	(*ExecProcessResponse)(nil),     // 18: coffer.agent.v1.ExecProcessResponse
+	(*WaitProcessRequest)(nil),      // 19: coffer.agent.v1.WaitProcessRequest
+	(*WaitProcessResponse)(nil),     // 20: coffer.agent.v1.WaitProcessResponse
+	(*SignalProcessRequest)(nil),    // 21: coffer.agent.v1.SignalProcessRequest
+	(*WriteStdinRequest)(nil),       // 22: coffer.agent.v1.WriteStdinRequest
+	(*WriteStdinResponse)(nil),      // 23: coffer.agent.v1.WriteStdinResponse
+	(*CloseStdinRequest)(nil),       // 24: coffer.agent.v1.CloseStdinRequest
+	(*ReadStreamRequest)(nil),       // 25: coffer.agent.v1.ReadStreamRequest
+	(*ReadStreamResponse)(nil),      // 26: coffer.agent.v1.ReadStreamResponse
+	(*TtyWinResizeRequest)(nil),     // 27: coffer.agent.v1.TtyWinResizeRequest
+	nil,                             // 28: coffer.agent.v1.CreateSandboxRequest.SysctlsEntry
+	nil,                             // 29: coffer.agent.v1.CgroupStats.MemoryStatEntry
 }
 var file_agent_proto_depIdxs = []int32{
-	27, // 0: coffer.agent.v1.CreateSandboxRequest.sysctls:type_name -> coffer.agent.v1.CreateSandboxRequest.SysctlsEntry
+	28, // 0: coffer.agent.v1.CreateSandboxRequest.sysctls:type_name -> coffer.agent.v1.CreateSandboxRequest.SysctlsEntry
 	5,  // 1: coffer.agent.v1.CreateContainerRequest.rootfs:type_name -> coffer.agent.v1.Storage
-	12, // 2: coffer.agent.v1.StatsContainerResponse.cgroup:type_name -> coffer.agent.v1.CgroupStats
-	28, // 3: coffer.agent.v1.CgroupStats.memory_stat:type_name -> coffer.agent.v1.CgroupStats.MemoryStatEntry
-	14, // 4: coffer.agent.v1.ListContainersResponse.containers:type_name -> coffer.agent.v1.ContainerInfo
-	1,  // 5: coffer.agent.v1.Agent.Check:input_type -> coffer.agent.v1.CheckRequest
-	3,  // 6: coffer.agent.v1.Agent.CreateSandbox:input_type -> coffer.agent.v1.CreateSandboxRequest
-	4,  // 7: coffer.agent.v1.Agent.DestroySandbox:input_type -> coffer.agent.v1.DestroySandboxRequest
-	6,  // 8: coffer.agent.v1.Agent.CreateContainer:input_type -> coffer.agent.v1.CreateContainerRequest
-	8,  // 9: coffer.agent.v1.Agent.StartContainer:input_type -> coffer.agent.v1.StartContainerRequest
-	9,  // 10: coffer.agent.v1.Agent.RemoveContainer:input_type -> coffer.agent.v1.RemoveContainerRequest
-	10, // 11: coffer.agent.v1.Agent.StatsContainer:input_type -> coffer.agent.v1.StatsContainerRequest
-	13, // 12: coffer.agent.v1.Agent.ListContainers:input_type -> coffer.agent.v1.ListContainersRequest
-	16, // 13: coffer.agent.v1.Agent.ExecProcess:input_type -> coffer.agent.v1.ExecProcessRequest
-	18, // 14: coffer.agent.v1.Agent.WaitProcess:input_type -> coffer.agent.v1.WaitProcessRequest
-	20, // 15: coffer.agent.v1.Agent.SignalProcess:input_type -> coffer.agent.v1.SignalProcessRequest
-	21, // 16: coffer.agent.v1.Agent.WriteStdin:input_type -> coffer.agent.v1.WriteStdinRequest
-	23, // 17: coffer.agent.v1.Agent.CloseStdin:input_type -> coffer.agent.v1.CloseStdinRequest
-	24, // 18: coffer.agent.v1.Agent.ReadStdout:input_type -> coffer.agent.v1.ReadStreamRequest
-	24, // 19: coffer.agent.v1.Agent.ReadStderr:input_type -> coffer.agent.v1.ReadStreamRequest
-	26, // 20: coffer.agent.v1.Agent.TtyWinResize:input_type -> coffer.agent.v1.TtyWinResizeRequest
-	2,  // 21: coffer.agent.v1.Agent.Check:output_type -> coffer.agent.v1.CheckResponse
-	0,  // 22: coffer.agent.v1.Agent.CreateSandbox:output_type -> coffer.agent.v1.Empty
-	0,  // 23: coffer.agent.v1.Agent.DestroySandbox:output_type -> coffer.agent.v1.Empty
-	7,  // 24: coffer.agent.v1.Agent.CreateContainer:output_type -> coffer.agent.v1.CreateContainerResponse
-	0,  // 25: coffer.agent.v1.Agent.StartContainer:output_type -> coffer.agent.v1.Empty
-	0,  // 26: coffer.agent.v1.Agent.RemoveContainer:output_type -> coffer.agent.v1.Empty
-	11, // 27: coffer.agent.v1.Agent.StatsContainer:output_type -> coffer.agent.v1.StatsContainerResponse
-	15, // 28: coffer.agent.v1.Agent.ListContainers:output_type -> coffer.agent.v1.ListContainersResponse
-	17, // 29: coffer.agent.v1.Agent.ExecProcess:output_type -> coffer.agent.v1.ExecProcessResponse
-	19, // 30: coffer.agent.v1.Agent.WaitProcess:output_type -> coffer.agent.v1.WaitProcessResponse
-	0,  // 31: coffer.agent.v1.Agent.SignalProcess:output_type -> coffer.agent.v1.Empty
-	22, // 32: coffer.agent.v1.Agent.WriteStdin:output_type -> coffer.agent.v1.WriteStdinResponse
-	0,  // 33: coffer.agent.v1.Agent.CloseStdin:output_type -> coffer.agent.v1.Empty
-	25, // 34: coffer.agent.v1.Agent.ReadStdout:output_type -> coffer.agent.v1.ReadStreamResponse
-	25, // 35: coffer.agent.v1.Agent.ReadStderr:output_type -> coffer.agent.v1.ReadStreamResponse
-	0,  // 36: coffer.agent.v1.Agent.TtyWinResize:output_type -> coffer.agent.v1.Empty
-	21, // [21:37] is the sub-list for method output_type
-	5,  // [5:21] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	7,  // 2: coffer.agent.v1.CreateContainerRequest.volumes:type_name -> coffer.agent.v1.SharedVolume
+	13, // 3: coffer.agent.v1.StatsContainerResponse.cgroup:type_name -> coffer.agent.v1.CgroupStats
+	29, // 4: coffer.agent.v1.CgroupStats.memory_stat:type_name -> coffer.agent.v1.CgroupStats.MemoryStatEntry
+	15, // 5: coffer.agent.v1.ListContainersResponse.containers:type_name -> coffer.agent.v1.ContainerInfo
+	1,  // 6: coffer.agent.v1.Agent.Check:input_type -> coffer.agent.v1.CheckRequest
+	3,  // 7: coffer.agent.v1.Agent.CreateSandbox:input_type -> coffer.agent.v1.CreateSandboxRequest
+	4,  // 8: coffer.agent.v1.Agent.DestroySandbox:input_type -> coffer.agent.v1.DestroySandboxRequest
+	6,  // 9: coffer.agent.v1.Agent.CreateContainer:input_type -> coffer.agent.v1.CreateContainerRequest
+	9,  // 10: coffer.agent.v1.Agent.StartContainer:input_type -> coffer.agent.v1.StartContainerRequest
+	10, // 11: coffer.agent.v1.Agent.RemoveContainer:input_type -> coffer.agent.v1.RemoveContainerRequest
+	11, // 12: coffer.agent.v1.Agent.StatsContainer:input_type -> coffer.agent.v1.StatsContainerRequest
+	14, // 13: coffer.agent.v1.Agent.ListContainers:input_type -> coffer.agent.v1.ListContainersRequest
+	17, // 14: coffer.agent.v1.Agent.ExecProcess:input_type -> coffer.agent.v1.ExecProcessRequest
+	19, // 15: coffer.agent.v1.Agent.WaitProcess:input_type -> coffer.agent.v1.WaitProcessRequest
+	21, // 16: coffer.agent.v1.Agent.SignalProcess:input_type -> coffer.agent.v1.SignalProcessRequest
+	22, // 17: coffer.agent.v1.Agent.WriteStdin:input_type -> coffer.agent.v1.WriteStdinRequest
+	24, // 18: coffer.agent.v1.Agent.CloseStdin:input_type -> coffer.agent.v1.CloseStdinRequest
+	25, // 19: coffer.agent.v1.Agent.ReadStdout:input_type -> coffer.agent.v1.ReadStreamRequest
+	25, // 20: coffer.agent.v1.Agent.ReadStderr:input_type -> coffer.agent.v1.ReadStreamRequest
+	27, // 21: coffer.agent.v1.Agent.TtyWinResize:input_type -> coffer.agent.v1.TtyWinResizeRequest
+	2,  // 22: coffer.agent.v1.Agent.Check:output_type -> coffer.agent.v1.CheckResponse
+	0,  // 23: coffer.agent.v1.Agent.CreateSandbox:output_type -> coffer.agent.v1.Empty
+	0,  // 24: coffer.agent.v1.Agent.DestroySandbox:output_type -> coffer.agent.v1.Empty
+	8,  // 25: coffer.agent.v1.Agent.CreateContainer:output_type -> coffer.agent.v1.CreateContainerResponse
+	0,  // 26: coffer.agent.v1.Agent.StartContainer:output_type -> coffer.agent.v1.Empty
+	0,  // 27: coffer.agent.v1.Agent.RemoveContainer:output_type -> coffer.agent.v1.Empty
+	12, // 28: coffer.agent.v1.Agent.StatsContainer:output_type -> coffer.agent.v1.StatsContainerResponse
+	16, // 29: coffer.agent.v1.Agent.ListContainers:output_type -> coffer.agent.v1.ListContainersResponse
+	18, // 30: coffer.agent.v1.Agent.ExecProcess:output_type -> coffer.agent.v1.ExecProcessResponse
+	20, // 31: coffer.agent.v1.Agent.WaitProcess:output_type -> coffer.agent.v1.WaitProcessResponse
+	0,  // 32: coffer.agent.v1.Agent.SignalProcess:output_type -> coffer.agent.v1.Empty
+	23, // 33: coffer.agent.v1.Agent.WriteStdin:output_type -> coffer.agent.v1.WriteStdinResponse
+	0,  // 34: coffer.agent.v1.Agent.CloseStdin:output_type -> coffer.agent.v1.Empty
+	26, // 35: coffer.agent.v1.Agent.ReadStdout:output_type -> coffer.agent.v1.ReadStreamResponse
+	26, // 36: coffer.agent.v1.Agent.ReadStderr:output_type -> coffer.agent.v1.ReadStreamResponse
+	0,  // 37: coffer.agent.v1.Agent.TtyWinResize:output_type -> coffer.agent.v1.Empty
+	22, // [22:38] is the sub-list for method output_type
+	6,  // [6:22] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1827,7 +1902,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

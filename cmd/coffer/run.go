@@ -42,6 +42,7 @@ type runOpts struct {
 	accel                        string
 	guestDir                     string
 	bootTimeout                  time.Duration
+	volumes                      []string
 }
 
 func newRunCmd(g *globalOpts) *cobra.Command {
@@ -59,7 +60,8 @@ out-of-memory kill. Coffer's own failures exit 125; 126 means the command
 could not be executed and 127 that it was not found.`,
 		Example: `  coffer run --rm --rootfs ./busybox -- uname -a
   coffer run --rm -it --rootfs ./busybox -- sh
-  coffer run -d --name web --memory 128m --rootfs ./rootfs -- httpd -f`,
+  coffer run -d --name web --memory 128m --rootfs ./rootfs -- httpd -f
+  coffer run --rm -v $PWD/data:/data -v /etc/hosts:/etc/hosts:ro --rootfs ./busybox -- ls /data`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runRun(cmd.Context(), g, o, args)
@@ -79,6 +81,7 @@ could not be executed and 127 that it was not found.`,
 	f.Int64Var(&o.pids, "pids-limit", 0, "maximum number of processes in the container")
 	f.StringVar(&o.name, "name", "", "pod name (default: generated)")
 	f.StringVar(&o.hostname, "hostname", "", "container hostname (default: the pod name)")
+	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "share a host directory or file: HOSTPATH:CTRPATH[:ro|rw] (absolute paths; repeatable)")
 	f.StringArrayVar(&o.sysctls, "sysctl", nil, "set a sysctl inside the guest (name=value); the host is never touched")
 	f.StringVar(&o.rootfs, "rootfs", "", "host directory to use as the container's root filesystem (required)")
 	f.StringVar(&o.rootfsType, "rootfs-type", sandbox.FSErofs, "filesystem of the read-only rootfs disk: erofs or ext4")
@@ -150,6 +153,17 @@ func buildRequest(g *globalOpts, o *runOpts, args []string) (*sandbox.PodRequest
 	if err != nil {
 		return nil, err
 	}
+	var volumes []sandbox.Volume
+	for _, s := range o.volumes {
+		v, err := sandbox.ParseVolume(s)
+		if err != nil {
+			return nil, fmt.Errorf("-v: %w", err)
+		}
+		if err := sandbox.CheckVolumeTarget(rootfs, v.Destination); err != nil {
+			return nil, fmt.Errorf("-v %s: %w", s, err)
+		}
+		volumes = append(volumes, v)
+	}
 	if o.tty {
 		// The process starts with its creation: give its terminal our
 		// size from the start (SIGWINCH follows changes).
@@ -194,7 +208,7 @@ func buildRequest(g *globalOpts, o *runOpts, args []string) (*sandbox.PodRequest
 		Name: o.name, Rootfs: rootfs, RootfsType: o.rootfsType, Spec: spec,
 		Kernel: m.KernelPath(), Initrd: m.InitrdPath(), Cmdline: m.Cmdline,
 		MemoryMiB: vmMiB, VCPUs: vcpus, Accel: accel, AgentDebug: g.debug, BootTimeout: o.bootTimeout,
-		StartNow: true,
+		StartNow: true, Volumes: volumes,
 	}, nil
 }
 

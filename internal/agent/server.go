@@ -30,6 +30,7 @@ type Server struct {
 	log      *slog.Logger
 	runner   *runner.Runner
 	storage  *storageMounts
+	share    shareMount
 	powerOff func()
 
 	mu         sync.Mutex
@@ -269,6 +270,18 @@ func (s *Server) CreateContainer(ctx context.Context, req *api.CreateContainerRe
 	}
 	if req.Rootfs == nil || req.Rootfs.Driver != "blk" {
 		return nil, status.Error(codes.InvalidArgument, `rootfs storage must use driver "blk"`)
+	}
+	usesVolumes, err := resolveVolumes(spec, req.Volumes, sharedRoot)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if usesVolumes {
+		if err := s.share.ensure(s.log); err != nil {
+			return nil, status.Error(codes.FailedPrecondition, err.Error())
+		}
+		if err := checkVolumeSources(spec, sharedRoot); err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
 	}
 	s.mu.Lock()
 	if _, ok := s.containers[id]; ok {

@@ -19,7 +19,8 @@ import (
 
 // DefaultModules returns the kernel modules Coffer loads in every guest when
 // BuildConfig.Modules is nil: virtio transport and devices, vsock, the
-// filesystems used for container root filesystems, and device-mapper for
+// filesystems used for container root filesystems, virtio-fs (and FUSE)
+// for host volumes, and device-mapper for
 // encrypted and integrity-protected disks. ext4 is built into the Debian
 // cloud kernel, so it is not listed. Dependencies are added automatically.
 func DefaultModules() []string {
@@ -34,6 +35,7 @@ func DefaultModules() []string {
 		"vmw_vsock_virtio_transport",
 		"overlay",
 		"erofs",
+		"virtiofs",
 		"dm_mod",
 		"dm_crypt",
 		"dm_verity",

@@ -132,9 +132,31 @@ type Config struct {
 	// itself) while still removing sockets.
 	KeepLogs bool
 
+	// SharedMemory backs guest RAM with a shared memfd instead of private
+	// anonymous memory. vhost-user devices (virtio-fs) need it: their
+	// backend process maps guest RAM.
+	SharedMemory bool
+	// FS are virtio-fs devices served by vhost-user backends (virtiofsd);
+	// they need SharedMemory.
+	FS []FSDevice
+
 	// ExtraArgs are appended to the QEMU command line as-is.
 	ExtraArgs []string
 }
+
+// FSDevice is a virtio-fs device whose backend (virtiofsd) listens on a
+// unix socket.
+type FSDevice struct {
+	// Tag is the name the guest mounts (mount -t virtiofs <Tag> DIR), at
+	// most 36 bytes.
+	Tag string
+	// Socket is the backend's vhost-user socket; it must accept a
+	// connection when QEMU starts.
+	Socket string
+}
+
+// maxFSTag is the size of the virtio-fs config's tag field.
+const maxFSTag = 36
 
 // Defaults applied by WithDefaults.
 const (
@@ -181,6 +203,7 @@ func (c Config) WithDefaults() Config {
 		}
 	}
 	c.Ports = append([]Port(nil), c.Ports...)
+	c.FS = append([]FSDevice(nil), c.FS...)
 	c.ExtraArgs = append([]string(nil), c.ExtraArgs...)
 	return c
 }
@@ -239,6 +262,22 @@ func (c Config) Validate() error {
 			return fmt.Errorf("vm %s: disk serial %q is used twice: serials must be unique", c.ID, d.Serial)
 		}
 		serials[d.Serial] = true
+	}
+	tags := map[string]bool{}
+	for i, f := range c.FS {
+		if !c.SharedMemory {
+			return fmt.Errorf("vm %s: virtio-fs device %q needs SharedMemory: its vhost-user backend maps guest RAM", c.ID, f.Tag)
+		}
+		if f.Tag == "" || len(f.Tag) > maxFSTag || strings.ContainsAny(f.Tag, ",\x00") {
+			return fmt.Errorf("vm %s: virtio-fs device %d has tag %q: use 1 to %d bytes without ','", c.ID, i, f.Tag, maxFSTag)
+		}
+		if f.Socket == "" {
+			return fmt.Errorf("vm %s: virtio-fs device %q has no Socket", c.ID, f.Tag)
+		}
+		if tags[f.Tag] {
+			return fmt.Errorf("vm %s: virtio-fs tag %q is used twice", c.ID, f.Tag)
+		}
+		tags[f.Tag] = true
 	}
 	names := map[string]bool{}
 	for i, p := range c.Ports {

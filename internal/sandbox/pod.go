@@ -36,6 +36,9 @@ type PodRequest struct {
 	// round trip less); Pod.Start then only records the pod as running.
 	// The process's output waits in the guest until it is read.
 	StartNow bool `json:"start_now,omitempty"`
+	// Volumes are host paths shared with the container over virtio-fs;
+	// a pod with volumes gets a shared filesystem (and shared guest RAM).
+	Volumes []Volume `json:"volumes,omitempty"`
 }
 
 // Pod is a running one-container pod owned by this process.
@@ -86,6 +89,7 @@ func StartPod(ctx context.Context, dir string, req *PodRequest, detached bool, l
 		MemoryMiB: req.MemoryMiB, VCPUs: req.VCPUs, Accel: req.Accel, MachineType: req.MachineType,
 		Disks:       []hypervisor.Disk{{Serial: "rootfs0", Path: img, ReadOnly: true}},
 		BootTimeout: req.BootTimeout, AgentDebug: req.AgentDebug, Log: log,
+		SharedFS: len(req.Volumes) > 0,
 	})
 	if err != nil {
 		return nil, err
@@ -102,11 +106,20 @@ func StartPod(ctx context.Context, dir string, req *PodRequest, detached bool, l
 	if _, err := sb.Agent.CreateSandbox(ctx, &api.CreateSandboxRequest{SandboxId: req.Name, Hostname: hostname, Sysctls: req.GuestSysctl}); err != nil {
 		return nil, fmt.Errorf("create the sandbox in the guest: %w", sb.Explain(AgentError(err)))
 	}
+	var vols []*api.SharedVolume
+	for _, v := range req.Volumes {
+		m, sv, err := sb.AddVolume(ContainerID, v)
+		if err != nil {
+			return nil, err
+		}
+		req.Spec.Mounts = append(req.Spec.Mounts, m)
+		vols = append(vols, sv)
+	}
 	create, what := sb.CreateContainer, "create"
 	if req.StartNow {
 		create, what = sb.RunContainer, "create and start"
 	}
-	if err := create(ctx, ContainerID, req.Spec, "rootfs0", fstype); err != nil {
+	if err := create(ctx, ContainerID, req.Spec, "rootfs0", fstype, vols...); err != nil {
 		return nil, fmt.Errorf("%s the container: %w", what, err)
 	}
 	p.started = req.StartNow
@@ -188,7 +201,7 @@ func (p *Pod) teardown(keep bool) {
 		}
 		return
 	}
-	if err := os.RemoveAll(p.Dir); err != nil {
+	if err := RemoveTree(p.Dir); err != nil {
 		p.log.Warn("remove pod dir", "err", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -52,7 +53,13 @@ type Config struct {
 	// Transport is how the host reaches the agent: serial, vsock or
 	// auto (vsock when /dev/vhost-vsock is usable).
 	Transport string
-	Log       *slog.Logger
+	// SharedFS gives the pod a virtio-fs share for volumes (AddVolume):
+	// virtiofsd runs beside QEMU and guest RAM becomes a shared memfd.
+	// Volumes cannot be added to a pod started without it.
+	SharedFS bool
+	// VirtiofsdPath is the virtiofsd binary (DefaultVirtiofsd when empty).
+	VirtiofsdPath string
+	Log           *slog.Logger
 }
 
 // Sandbox is a running pod VM with a connected agent.
@@ -67,6 +74,7 @@ type Sandbox struct {
 	vm     *qemu.VM
 	client *ttrpc.Client
 	log    *slog.Logger
+	share  *sharedFS // nil without Config.SharedFS
 }
 
 // VMDir is where the VM's sockets and logs live for a pod dir.
@@ -124,11 +132,24 @@ func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
 		},
 	}
 	start := time.Now()
+	var share *sharedFS
+	if cfg.SharedFS {
+		if share, err = startShare(cfg, log); err != nil {
+			return nil, err
+		}
+		hv.SharedMemory = true
+		hv.FS = []hypervisor.FSDevice{{Tag: SharedFSTag, Socket: share.vfsd.socket}}
+	}
 	vm, err := qemu.Start(ctx, hv, log)
 	if err != nil {
+		if share != nil {
+			if cerr := share.close(context.Background()); cerr != nil {
+				log.Warn("clean up the shared directory", "err", cerr)
+			}
+		}
 		return nil, fmt.Errorf("start the pod VM: %w", err)
 	}
-	s := &Sandbox{ID: cfg.ID, vm: vm, log: log}
+	s := &Sandbox{ID: cfg.ID, vm: vm, log: log, share: share}
 	fail := func(err error) (*Sandbox, error) {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -136,6 +157,7 @@ func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
 		if s.client != nil {
 			s.client.Close()
 		}
+		s.closeShare(sctx)
 		return nil, err
 	}
 	bctx, cancel := context.WithTimeout(ctx, cfg.BootTimeout)
@@ -253,7 +275,9 @@ func (s *Sandbox) Stop(ctx context.Context) error {
 		}
 	}
 	s.client.Close()
-	if err := s.vm.Stop(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	err := s.vm.Stop(ctx)
+	s.closeShare(ctx)
+	if err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("stop the pod VM: %w", err)
 	}
 	return nil
@@ -263,7 +287,67 @@ func (s *Sandbox) Stop(ctx context.Context) error {
 func (s *Sandbox) Kill() error {
 	s.client.Close()
 	_ = s.vm.Kill()
-	return s.vm.Cleanup()
+	err := s.vm.Cleanup()
+	s.closeShare(context.Background())
+	return err
+}
+
+// startShare sets up the pod's shared directory and starts virtiofsd on
+// it; on failure nothing is left.
+func startShare(cfg Config, log *slog.Logger) (*sharedFS, error) {
+	share, err := setupShare(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	share.vfsd, err = startVirtiofsd(cfg.VirtiofsdPath, filepath.Join(cfg.StateDir, "virtiofsd"), share.shared, log)
+	if err != nil {
+		if cerr := share.close(context.Background()); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+		return nil, err
+	}
+	return share, nil
+}
+
+// closeShare stops virtiofsd and unmounts the volumes (the VM must be
+// gone). Failures are logged: they leave mounts the pod dir removal
+// refuses to delete through.
+func (s *Sandbox) closeShare(ctx context.Context) {
+	if s.share == nil {
+		return
+	}
+	if err := s.share.close(ctx); err != nil {
+		s.log.Warn("clean up the pod's shared directory", "id", s.ID, "err", err)
+		return
+	}
+	_ = os.RemoveAll(filepath.Join(filepath.Dir(s.share.mounts), "virtiofsd"))
+	s.share = nil
+}
+
+// HasSharedFS reports whether volumes can be added to the pod.
+func (s *Sandbox) HasSharedFS() bool { return s.share != nil }
+
+// AddVolume shares v with the guest and returns the OCI mount and the
+// agent's volume entry that deliver it to a container. owner names the
+// container for ReleaseVolumes. The pod needs Config.SharedFS.
+func (s *Sandbox) AddVolume(owner string, v Volume) (specs.Mount, *api.SharedVolume, error) {
+	if s.share == nil {
+		return specs.Mount{}, nil, fmt.Errorf("volume %s: pod %s was started without a shared filesystem, so volumes cannot be added to it (the shim starts pods with one when the config sets shared_fs = true)", v.Source, s.ID)
+	}
+	name, err := s.share.add(owner, v)
+	if err != nil {
+		return specs.Mount{}, nil, err
+	}
+	return VolumeMount(name, v), &api.SharedVolume{Name: name, Readonly: v.ReadOnly}, nil
+}
+
+// ReleaseVolumes unmounts the host side of owner's volumes (after the
+// container is gone from the guest).
+func (s *Sandbox) ReleaseVolumes(owner string) error {
+	if s.share == nil {
+		return nil
+	}
+	return s.share.release(owner)
 }
 
 // AddDisk hot-plugs d into the running VM; the guest sees it as a
@@ -287,24 +371,25 @@ func (s *Sandbox) RemoveDisk(ctx context.Context, serial string) error {
 // CreateContainer creates container id from spec in the guest, its rootfs
 // being the read-only disk with the given serial and filesystem. An error
 // explains a VM that died meanwhile.
-func (s *Sandbox) CreateContainer(ctx context.Context, id string, spec *specs.Spec, serial, fstype string) error {
-	return s.createContainer(ctx, id, spec, serial, fstype, false)
+func (s *Sandbox) CreateContainer(ctx context.Context, id string, spec *specs.Spec, serial, fstype string, volumes ...*api.SharedVolume) error {
+	return s.createContainer(ctx, id, spec, serial, fstype, false, volumes)
 }
 
 // RunContainer is CreateContainer and StartContainer in one round trip.
-func (s *Sandbox) RunContainer(ctx context.Context, id string, spec *specs.Spec, serial, fstype string) error {
-	return s.createContainer(ctx, id, spec, serial, fstype, true)
+func (s *Sandbox) RunContainer(ctx context.Context, id string, spec *specs.Spec, serial, fstype string, volumes ...*api.SharedVolume) error {
+	return s.createContainer(ctx, id, spec, serial, fstype, true, volumes)
 }
 
-func (s *Sandbox) createContainer(ctx context.Context, id string, spec *specs.Spec, serial, fstype string, start bool) error {
+func (s *Sandbox) createContainer(ctx context.Context, id string, spec *specs.Spec, serial, fstype string, start bool, volumes []*api.SharedVolume) error {
 	b, err := json.Marshal(spec)
 	if err != nil {
 		return fmt.Errorf("encode the OCI spec: %w", err)
 	}
 	_, err = s.Agent.CreateContainer(ctx, &api.CreateContainerRequest{
 		ContainerId: id, OciSpec: b,
-		Rootfs: &api.Storage{Driver: "blk", Source: serial, Fstype: fstype},
-		Start:  start,
+		Rootfs:  &api.Storage{Driver: "blk", Source: serial, Fstype: fstype},
+		Volumes: volumes,
+		Start:   start,
 	})
 	return s.Explain(AgentError(err))
 }

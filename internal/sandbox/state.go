@@ -216,7 +216,7 @@ func RemovePodDir(dir string) error {
 			_ = unix.Kill(st.QEMUPID, unix.SIGKILL)
 		}
 	}
-	if err := os.RemoveAll(dir); err != nil {
+	if err := RemoveTree(dir); err != nil {
 		return fmt.Errorf("remove pod dir %s: %w", dir, err)
 	}
 	return nil

@@ -74,6 +74,9 @@ type Config struct {
 	MemoryMiB int
 	VCPUs     int
 	LogLevel  slog.Level
+	// SharedFS gives CRI pod sandboxes a virtio-fs share for their
+	// containers' volumes from the start (see podNeedsSharedFS).
+	SharedFS bool
 }
 
 // FileConfig is the TOML configuration file (/etc/coffer/config.toml).
@@ -91,6 +94,10 @@ type FileConfig struct {
 	Accelerator string `toml:"accelerator"`
 	// LogLevel is debug, info, warn or error (default info).
 	LogLevel string `toml:"log_level"`
+	// SharedFS starts CRI pod sandboxes with a virtio-fs share for
+	// volumes (default true); pods of one container get one exactly when
+	// they have bind mounts.
+	SharedFS bool `toml:"shared_fs"`
 }
 
 // DefaultConfig is the built-in configuration, before any config file:
@@ -105,6 +112,7 @@ func DefaultConfig() Config {
 	return Config{
 		GuestDir: guest.DefaultCacheDir(), RuntimeDir: rt, ConfigFile: DefaultConfigFile,
 		Accel: hypervisor.AccelAuto, MemoryMiB: defaultMemoryMiB, VCPUs: defaultVCPUs, LogLevel: slog.LevelInfo,
+		SharedFS: true,
 	}
 }
 
@@ -161,7 +169,7 @@ func readConfigFile(path string) (*fileConfig, error) {
 		for i, k := range u {
 			keys[i] = k.String()
 		}
-		return nil, fmt.Errorf("config file %s: unknown keys %s (known: hypervisor_path, guest_dir, memory_mib, vcpus, accelerator, log_level): %w",
+		return nil, fmt.Errorf("config file %s: unknown keys %s (known: hypervisor_path, guest_dir, memory_mib, vcpus, accelerator, log_level, shared_fs): %w",
 			path, strings.Join(keys, ", "), errdefs.ErrInvalidArgument)
 	}
 	for _, k := range md.Keys() {
@@ -211,6 +219,9 @@ func (c *Config) apply(path string, fc *fileConfig) error {
 			return bad("log_level", fmt.Sprintf("%q: use debug, info, warn or error", fc.LogLevel))
 		}
 		c.LogLevel = l
+	}
+	if fc.defined["shared_fs"] {
+		c.SharedFS = fc.SharedFS
 	}
 	return nil
 }

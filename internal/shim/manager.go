@@ -173,7 +173,7 @@ func (m *Manager) Stop(ctx context.Context, id string) (cshim.StopStatus, error)
 			_ = cshim.RemoveSocket(address)
 		}
 	}
-	if err := os.RemoveAll(dir); err != nil {
+	if err := removePodDir(dir); err != nil {
 		return cshim.StopStatus{}, fmt.Errorf("remove pod state %s: %w", dir, err)
 	}
 	return cshim.StopStatus{Pid: pid, ExitStatus: 128 + int(unix.SIGKILL), ExitedAt: time.Now()}, nil

@@ -164,7 +164,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	defer func() {
 		if retErr != nil {
 			s.stopPod()
-			_ = os.RemoveAll(dir)
+			_ = sandbox.RemoveTree(dir)
 		}
 	}()
 	img := filepath.Join(dir, "rootfs.img")
@@ -182,6 +182,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		MemoryMiB: cfg.MemoryMiB, VCPUs: cfg.VCPUs, Accel: cfg.Accel, QEMUPath: cfg.HypervisorPath,
 		Disks:        []hypervisor.Disk{{Serial: "rootfs0", Path: img, ReadOnly: true}},
 		HotplugSlots: hotplugSlots,
+		SharedFS:     podNeedsSharedFS(cfg, spec),
 		Log:          s.log,
 	})
 	if err != nil {
@@ -200,7 +201,11 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return nil, grpcErr(fmt.Errorf("create the sandbox in the guest: %w", sb.Explain(sandbox.AgentError(err))))
 	}
 	guestSpec(spec)
-	if err := sb.CreateContainer(vctx, r.ID, spec, "rootfs0", sandbox.FSErofs); err != nil {
+	vols, err := shareVolumes(sb, r.ID, spec)
+	if err != nil {
+		return nil, grpcErr(fmt.Errorf("create container %s: %w", r.ID, err))
+	}
+	if err := sb.CreateContainer(vctx, r.ID, spec, "rootfs0", sandbox.FSErofs, vols...); err != nil {
 		return nil, grpcErr(fmt.Errorf("create container %s: %w", r.ID, err))
 	}
 	p := &process{cid: r.ID, status: task.Status_CREATED, done: make(chan struct{}),
@@ -248,7 +253,16 @@ func (s *Service) createInPod(ctx context.Context, r *taskAPI.CreateTaskRequest,
 		}
 	}()
 	guestSpec(spec)
-	if err := sb.CreateContainer(vctx, r.ID, spec, serial, sandbox.FSErofs); err != nil {
+	vols, err := shareVolumes(sb, r.ID, spec)
+	if err != nil {
+		return nil, grpcErr(fmt.Errorf("create container %s: %w", r.ID, err))
+	}
+	defer func() {
+		if retErr != nil {
+			_ = sb.ReleaseVolumes(r.ID)
+		}
+	}()
+	if err := sb.CreateContainer(vctx, r.ID, spec, serial, sandbox.FSErofs, vols...); err != nil {
 		return nil, grpcErr(fmt.Errorf("create container %s in pod %s: %w", r.ID, sandboxID, err))
 	}
 	p := &process{cid: r.ID, status: task.Status_CREATED, done: make(chan struct{}),
@@ -583,6 +597,11 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		if c.img != "" {
 			_ = os.Remove(c.img)
 		}
+		if s.pod != nil {
+			if err := s.pod.sb.ReleaseVolumes(r.ID); err != nil {
+				s.log.Warn("unmount the volumes of a deleted container", "container", r.ID, "err", err)
+			}
+		}
 		delete(s.containers, r.ID)
 		if len(s.containers) == 0 {
 			s.stopPod()
@@ -604,7 +623,7 @@ func (s *Service) stopPod() {
 	if err := s.pod.sb.Stop(ctx); err != nil {
 		s.log.Warn("stop the pod VM", "err", err)
 	}
-	if err := os.RemoveAll(s.pod.dir); err != nil {
+	if err := sandbox.RemoveTree(s.pod.dir); err != nil {
 		s.log.Warn("remove the pod dir", "dir", s.pod.dir, "err", err)
 	}
 	s.pod = nil

@@ -48,6 +48,9 @@ func newLayout(cfg hypervisor.Config) (layout, error) {
 			sockets = append(sockets, path)
 		}
 	}
+	for _, f := range cfg.FS {
+		sockets = append(sockets, f.Socket)
+	}
 	for _, s := range sockets {
 		if len(s) > maxSocketPath {
 			return layout{}, fmt.Errorf("vm %s: unix socket path %s is %d bytes, over the %d-byte limit: use a shorter StateDir (or port Path)", cfg.ID, s, len(s), maxSocketPath)
@@ -99,18 +102,28 @@ func buildArgs(cfg hypervisor.Config, accel hypervisor.Accel, l layout) []string
 	if accel == hypervisor.AccelKVM {
 		cpu = "host"
 	}
+	machine := cfg.MachineType
+	var memArgs []string
+	if cfg.SharedMemory {
+		// vhost-user backends map guest RAM through this memfd.
+		machine += ",memory-backend=ram0"
+		memArgs = []string{"-object", "memory-backend-memfd,id=ram0,size=" + strconv.Itoa(cfg.MemoryMiB) + "M,share=on"}
+	}
 	args := []string{
 		"-name", "guest=" + opt(cfg.ID),
 		"-nodefaults", "-no-user-config",
 		"-display", "none",
 		"-no-reboot",
-		"-machine", cfg.MachineType,
+		"-machine", machine,
 		"-accel", AccelArg(accel, cfg.TCGCacheMiB),
 		"-cpu", cpu,
 		"-m", strconv.Itoa(cfg.MemoryMiB),
+	}
+	args = append(args, memArgs...)
+	args = append(args,
 		"-smp", strconv.Itoa(cfg.VCPUs),
 		"-kernel", cfg.Kernel,
-	}
+	)
 	if cfg.Initrd != "" {
 		args = append(args, "-initrd", cfg.Initrd)
 	}
@@ -142,6 +155,15 @@ func buildArgs(cfg hypervisor.Config, accel hypervisor.Accel, l layout) []string
 		args = append(args,
 			"-drive", "if=none,id="+id+",file="+opt(d.Path)+",format="+opt(d.Format)+",readonly="+onOff(d.ReadOnly)+",cache="+opt(d.Cache),
 			"-device", "virtio-blk"+suffix+",drive="+id+",id=v"+id+",serial="+opt(d.Serial),
+		)
+	}
+	for i, f := range cfg.FS {
+		id := fmt.Sprintf("fs%d", i)
+		// queue-size 1024 as virtiofsd and Kata use: fewer round trips
+		// for readahead and large writes than the default 128.
+		args = append(args,
+			"-chardev", "socket,id="+id+",path="+opt(f.Socket),
+			"-device", "vhost-user-fs"+suffix+",chardev="+id+",id=v"+id+",tag="+f.Tag+",queue-size=1024",
 		)
 	}
 	return append(args, cfg.ExtraArgs...)

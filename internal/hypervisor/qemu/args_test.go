@@ -70,6 +70,44 @@ func TestBuildArgs(t *testing.T) {
 	}
 }
 
+func TestBuildArgsVirtioFS(t *testing.T) {
+	cfg := hypervisor.Config{
+		StateDir: "/s", Kernel: "/k", MemoryMiB: 512, SharedMemory: true,
+		FS: []hypervisor.FSDevice{{Tag: "coffer", Socket: "/p/vfs,1.sock"}},
+	}.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := newLayout(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(buildArgs(cfg, hypervisor.AccelTCG, l), " ")
+	for _, s := range []string{
+		"-machine q35,memory-backend=ram0 -accel tcg,tb-size=64 -cpu max -m 512 -object memory-backend-memfd,id=ram0,size=512M,share=on -smp 1",
+		"-chardev socket,id=fs0,path=/p/vfs,,1.sock -device vhost-user-fs-pci,chardev=fs0,id=vfs0,tag=coffer,queue-size=1024",
+	} {
+		if !strings.Contains(got, s) {
+			t.Errorf("args lack %q:\n%s", s, got)
+		}
+	}
+	plain := hypervisor.Config{StateDir: "/s", Kernel: "/k"}.WithDefaults()
+	l, _ = newLayout(plain)
+	if got := strings.Join(buildArgs(plain, hypervisor.AccelTCG, l), " "); strings.Contains(got, "memfd") || strings.Contains(got, "memory-backend") {
+		t.Errorf("a VM without SharedMemory gets a memory backend: %s", got)
+	}
+	bad := cfg
+	bad.SharedMemory = false
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "SharedMemory") {
+		t.Errorf("virtio-fs without shared memory: err = %v", err)
+	}
+	bad = cfg
+	bad.FS = []hypervisor.FSDevice{{Tag: strings.Repeat("t", 37), Socket: "/x"}}
+	if err := bad.Validate(); err == nil {
+		t.Error("a 37-byte tag was accepted")
+	}
+}
+
 func TestRootPortArgs(t *testing.T) {
 	if got := rootPortArgs(0); len(got) != 0 {
 		t.Errorf("rootPortArgs(0) = %v", got)
