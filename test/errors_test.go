@@ -36,6 +36,7 @@ func TestBadInput(t *testing.T) {
 		{"bad name", []string{"run", "--rm", "--name", "../x", "--rootfs", busybox, "--", "true"}, 125, "invalid name"},
 		{"unknown flag", []string{"run", "--bogus", "--rootfs", busybox, "--", "true"}, 125, "unknown flag"},
 		{"missing command", []string{"run", "--rm", "--rootfs", busybox, "--", "no-such-command"}, 127, "not found"},
+		{"missing command, detached", []string{"run", "-d", "--name", "detached-missing", "--rootfs", busybox, "--", "no-such-command"}, 127, "not found"},
 		{"not executable", []string{"run", "--rm", "--rootfs", busybox, "--", "/etc/passwd"}, 126, "permission denied"},
 		{"exec unknown pod", []string{"exec", "nope", "--", "true"}, 125, "no pod named"},
 		{"kill unknown pod", []string{"kill", "nope"}, 125, "no pod named"},

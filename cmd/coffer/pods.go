@@ -73,9 +73,17 @@ func runDetached(ctx context.Context, dir string, req *sandbox.PodRequest) error
 		}
 		select {
 		case <-done:
-			if st, err := sandbox.ReadState(dir); err == nil && st.Status == sandbox.StatusRunning || err == nil && st.Status == sandbox.StatusExited {
-				fmt.Println(req.Name)
-				return nil
+			if st, err := sandbox.ReadState(dir); err == nil {
+				switch {
+				case st.Status == sandbox.StatusRunning, st.Status == sandbox.StatusExited:
+					fmt.Println(req.Name)
+					return nil
+				case st.Error != "":
+					// The owner recorded why it failed, then exited
+					// before we looked.
+					_ = sandbox.RemovePodDir(dir)
+					return startError(errors.New(st.Error))
+				}
 			}
 			logb, _ := os.ReadFile(filepath.Join(dir, "owner.log"))
 			_ = sandbox.RemovePodDir(dir)
