@@ -9,17 +9,16 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/coffer-project/coffer/internal/kbs/admintoken"
+	builtinpolicy "github.com/coffer-project/coffer/internal/policy/builtin"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/coffer-project/coffer/internal/attestation"
 	"github.com/coffer-project/coffer/internal/kbs/client"
 	"github.com/coffer-project/coffer/internal/kbs/protocol"
-	"github.com/coffer-project/coffer/internal/kbs/server"
-	"github.com/coffer-project/coffer/internal/policy"
 	"github.com/coffer-project/coffer/internal/tee"
 	"github.com/coffer-project/coffer/internal/tee/sim"
 	"github.com/spf13/cobra"
@@ -111,7 +110,7 @@ func (o *kbsOpts) attester() (tee.Attester, error) {
 // digest of the raw TOML with the algorithm it names (the verifier
 // compares it zero-padded or truncated to the 32-byte field).
 func initDataHostData(toml []byte) ([]byte, error) {
-	d, _, err := attestation.InitDataDigest(&protocol.InitData{Format: "toml", Body: string(toml)})
+	d, _, err := protocol.InitDataDigest(&protocol.InitData{Format: "toml", Body: string(toml)})
 	return d, err
 }
 
@@ -303,7 +302,7 @@ func newKbsSetResourcePolicyCmd(o *kbsOpts) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "set-resource-policy (--policy-file FILE | --builtin NAME)",
 		Short: "Upload the Rego resource policy (admin)",
-		Long:  "Upload the resource policy. Built-ins: " + strings.Join(policy.DefaultNames(), ", ") + ".",
+		Long:  "Upload the resource policy. Built-ins: " + strings.Join(builtinpolicy.Names(), ", ") + ".",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var rego []byte
@@ -315,7 +314,7 @@ func newKbsSetResourcePolicyCmd(o *kbsOpts) *cobra.Command {
 				rego, err = os.ReadFile(file)
 			case builtin != "":
 				var s string
-				s, err = policy.Default(strings.TrimSuffix(builtin, ".rego"))
+				s, err = builtinpolicy.Text(strings.TrimSuffix(builtin, ".rego"))
 				rego = []byte(s)
 			default:
 				return kbsErr(errors.New("give --policy-file FILE or --builtin NAME"))
@@ -402,11 +401,11 @@ func newKbsAdminTokenCmd() *cobra.Command {
 			if err != nil {
 				return kbsErr(err)
 			}
-			k, err := server.ParsePrivateKeyPEM(b)
+			k, err := admintoken.ParsePrivateKeyPEM(b)
 			if err != nil {
 				return kbsErr(fmt.Errorf("%s: %w", key, err))
 			}
-			tok, err := server.MintAdminToken(k, role, issuer, audience, ttl, time.Now())
+			tok, err := admintoken.Mint(k, role, issuer, audience, ttl, time.Now())
 			if err != nil {
 				return kbsErr(err)
 			}

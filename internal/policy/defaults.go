@@ -3,18 +3,13 @@ package policy
 import (
 	"bytes"
 	"context"
-	"embed"
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
-	"strings"
 
+	"github.com/coffer-project/coffer/internal/policy/builtin"
 	"github.com/coffer-project/coffer/internal/store"
 )
-
-//go:embed defaults/*.rego
-var defaultFS embed.FS
 
 // Store keys of the policies (see store.NSAttestPolicies and
 // store.NSResourcePolicy).
@@ -27,44 +22,21 @@ const (
 	ResourcePolicyKey = "policy"
 )
 
-// Names of the built-in policies, for Default.
+// Names of the built-in policies, for Default (see package builtin).
 const (
-	// DefaultCPU is the appraisal policy for sample and snp.
-	DefaultCPU = "default_cpu"
-	// ResourceDefault is the production resource policy.
-	ResourceDefault = "default"
-	// ResourceDev is the dev-mode resource policy.
-	ResourceDev = "dev"
-	// ResourceAllowAll, ResourceDenyAll and ResourceAffirming are
-	// Trustee's sample resource policies.
-	ResourceAllowAll  = "allow_all"
-	ResourceDenyAll   = "deny_all"
-	ResourceAffirming = "affirming"
+	DefaultCPU        = builtin.DefaultCPU
+	ResourceDefault   = builtin.ResourceDefault
+	ResourceDev       = builtin.ResourceDev
+	ResourceAllowAll  = builtin.ResourceAllowAll
+	ResourceDenyAll   = builtin.ResourceDenyAll
+	ResourceAffirming = builtin.ResourceAffirming
 )
 
-// Default returns the Rego text of a built-in policy by name (DefaultCPU,
-// ResourceDefault, ResourceDev, ResourceAllowAll, ResourceDenyAll,
-// ResourceAffirming).
-func Default(name string) (string, error) {
-	b, err := defaultFS.ReadFile("defaults/" + name + ".rego")
-	if err != nil {
-		return "", fmt.Errorf("no built-in policy %q; built-in policies are %s", name, strings.Join(DefaultNames(), ", "))
-	}
-	return string(b), nil
-}
+// Default returns the Rego text of a built-in policy by name.
+func Default(name string) (string, error) { return builtin.Text(name) }
 
 // DefaultNames lists the built-in policy names, sorted.
-func DefaultNames() []string {
-	ents, _ := defaultFS.ReadDir("defaults")
-	var out []string
-	for _, e := range ents {
-		if n, ok := strings.CutSuffix(e.Name(), ".rego"); ok {
-			out = append(out, n)
-		}
-	}
-	sort.Strings(out)
-	return out
-}
+func DefaultNames() []string { return builtin.Names() }
 
 func mustDefault(name string) []byte {
 	s, err := Default(name)

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"github.com/coffer-project/coffer/internal/kbs/admintoken"
 	"net/http"
 	"strings"
 	"testing"
@@ -70,12 +71,12 @@ func TestAdminAuthorization(t *testing.T) {
 	}})
 	e.setResource("adm/res/one", secret("admin"))
 	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
-	untrusted, err := server.MintAdminToken(otherKey, "admin", "", "", time.Hour, e.clock.Now())
+	untrusted, err := admintoken.Mint(otherKey, "admin", "", "", time.Hour, e.clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	untrustedEC, err := server.MintAdminToken(ecKey, "admin", "", "", time.Hour, e.clock.Now())
+	untrustedEC, err := admintoken.Mint(ecKey, "admin", "", "", time.Hour, e.clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +180,7 @@ func TestAdminIssuerAudience(t *testing.T) {
 		iss, aud string
 		ok       bool
 	}{{"", "", false}, {"ops", "", false}, {"", "kbs-prod", false}, {"ops", "kbs-test", false}, {"dev", "kbs-prod", false}, {"ops", "kbs-prod", true}} {
-		tok, err := server.MintAdminToken(e.adminKey, "admin", c.iss, c.aud, time.Hour, now)
+		tok, err := admintoken.Mint(e.adminKey, "admin", c.iss, c.aud, time.Hour, now)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/coffer-project/coffer/internal/attestation"
 	"github.com/coffer-project/coffer/internal/kbs/client"
 	"github.com/coffer-project/coffer/internal/kbs/protocol"
 	"github.com/coffer-project/coffer/internal/tee"
@@ -335,7 +334,7 @@ func TestInitData(t *testing.T) {
 	e := newEnv(t, envConfig{dev: true})
 	want := secret("init-data")
 	e.setResource("i/n/it", want)
-	digest, _, err := attestation.InitDataDigest(&protocol.InitData{Format: "toml", Body: testInitData})
+	digest, _, err := protocol.InitDataDigest(&protocol.InitData{Format: "toml", Body: testInitData})
 	if err != nil {
 		t.Fatal(err)
 	}

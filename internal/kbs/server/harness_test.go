@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"github.com/coffer-project/coffer/internal/kbs/admintoken"
 	"io"
 	"log/slog"
 	"net/http"
@@ -227,7 +228,7 @@ func newEnv(t testing.TB, c envConfig) *env {
 // mintAdmin signs an admin token with the env's trusted admin key.
 func (e *env) mintAdmin(role string, ttl time.Duration) string {
 	e.t.Helper()
-	tok, err := server.MintAdminToken(e.adminKey, role, "", "", ttl, e.clock.Now())
+	tok, err := admintoken.Mint(e.adminKey, role, "", "", ttl, e.clock.Now())
 	if err != nil {
 		e.t.Fatal(err)
 	}
