@@ -28,10 +28,40 @@ const busyboxImage = "docker.io/library/busybox:latest"
 
 // containerd is a private containerd daemon for one test.
 type containerd struct {
-	dir  string // root, state and socket live below it
-	sock string
-	cmd  *exec.Cmd
-	log  *syncBuffer
+	release containerdRelease
+	dir     string // root, state and socket live below it
+	sock    string
+	cmd     *exec.Cmd
+	log     *syncBuffer
+}
+
+// containerdRelease is a containerd build the tests run against.
+type containerdRelease struct {
+	name            string // subtest name
+	containerd, ctr string // binaries
+	installHint     string
+}
+
+// toolsDir holds the tools scripts/setup.sh builds outside the system
+// PATH (containerd 2.x, crictl).
+const toolsDir = "/usr/local/lib/coffer-tools"
+
+var (
+	// containerd16 is Debian 12's containerd (task API v2).
+	containerd16 = containerdRelease{name: "v1.6", containerd: "containerd", ctr: "ctr",
+		installHint: "apt-get install containerd"}
+	// containerd2 is containerd 2.4 (bootstrap protocol, task API v3).
+	containerd2 = containerdRelease{name: "v2", containerd: toolsDir + "/containerd", ctr: toolsDir + "/ctr",
+		installHint: "scripts/setup.sh builds it"}
+)
+
+// forEachContainerd runs test once per containerd release, as subtests.
+func forEachContainerd(t *testing.T, test func(t *testing.T, c *containerd)) {
+	for _, rel := range []containerdRelease{containerd16, containerd2} {
+		t.Run(rel.name, func(t *testing.T) {
+			test(t, startContainerdRelease(t, rel, ""))
+		})
+	}
 }
 
 // shimBinDir returns a directory holding containerd-shim-coffer-v2:
@@ -51,31 +81,43 @@ func shimBinDir(t *testing.T) string {
 	return dir
 }
 
-// startContainerd runs Debian's containerd with its own root, state and
-// socket, CRI disabled, finding the Coffer shim through PATH.
+// startContainerd runs Debian's containerd (1.6) for one test.
 func startContainerd(t *testing.T) *containerd {
 	t.Helper()
-	for _, tool := range []string{"containerd", "ctr"} {
+	return startContainerdRelease(t, containerd16, "")
+}
+
+// startContainerdRelease runs rel's containerd with its own root, state
+// and socket, finding the Coffer shim through PATH. With cri "" the CRI
+// plugin is disabled; otherwise cri is appended to the config (version 2
+// format, which containerd 2.x migrates).
+func startContainerdRelease(t *testing.T, rel containerdRelease, cri string) *containerd {
+	t.Helper()
+	for _, tool := range []string{rel.containerd, rel.ctr} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (apt-get install containerd): %v", tool, err)
+			t.Skipf("%s is not installed (%s): %v", tool, rel.installHint, err)
 		}
 	}
 	bin := shimBinDir(t)
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "containerd.sock")
+	disabled := `["io.containerd.grpc.v1.cri"]`
+	if cri != "" {
+		disabled = "[]"
+	}
 	cfg := fmt.Sprintf(`version = 2
 root = %q
 state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+disabled_plugins = %s
 [grpc]
   address = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock)
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), disabled, sock) + cri
 	cfgPath := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c := &containerd{dir: dir, sock: sock, log: &syncBuffer{}}
-	c.cmd = exec.Command("containerd", "--config", cfgPath)
+	c := &containerd{release: rel, dir: dir, sock: sock, log: &syncBuffer{}}
+	c.cmd = exec.Command(rel.containerd, "--config", cfgPath)
 	c.cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
 	c.cmd.SysProcAttr = &unix.SysProcAttr{Pdeathsig: unix.SIGKILL}
@@ -114,7 +156,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 // ctr runs ctr against c.
 func (c *containerd) ctr(t *testing.T, stdin string, args ...string) result {
 	t.Helper()
-	return runCmd(t, nil, stdin, "ctr", append([]string{"--address", c.sock}, args...)...)
+	return runCmd(t, nil, stdin, c.release.ctr, append([]string{"--address", c.sock}, args...)...)
 }
 
 // importBusybox imports the busybox rootfs as an OCI image.
@@ -272,10 +314,12 @@ func hostKernel(t *testing.T) string {
 }
 
 // TestContainerdRun: `ctr run --runtime io.containerd.coffer.v2 --rm` on
-// Debian's containerd 1.6 runs the command in a Coffer VM (its own
-// kernel), streams its output and returns its exit code; nothing is left.
-func TestContainerdRun(t *testing.T) {
-	c := startContainerd(t)
+// Debian's containerd 1.6 (task API v2) and containerd 2 (task API v3)
+// runs the command in a Coffer VM (its own kernel), streams its output
+// and returns its exit code; nothing is left.
+func TestContainerdRun(t *testing.T) { forEachContainerd(t, testContainerdRun) }
+
+func testContainerdRun(t *testing.T, c *containerd) {
 	c.importBusybox(t)
 	r := c.ctr(t, "", "run", "--runtime", "io.containerd.coffer.v2", "--rm", busyboxImage, "c1",
 		"sh", "-c", "echo hello; uname -r; echo oops >&2; exit 3")
@@ -306,9 +350,11 @@ func TestContainerdRun(t *testing.T) {
 
 // TestContainerdTaskLifecycle: a detached task is listed with the VM's
 // pid, runs execs (output, stdin, exit code), reports metrics from the
-// guest, is killed and deleted, and its VM goes away.
-func TestContainerdTaskLifecycle(t *testing.T) {
-	c := startContainerd(t)
+// guest, is killed and deleted, and its VM goes away. On containerd 1.6
+// and 2.
+func TestContainerdTaskLifecycle(t *testing.T) { forEachContainerd(t, testContainerdTaskLifecycle) }
+
+func testContainerdTaskLifecycle(t *testing.T, c *containerd) {
 	c.importBusybox(t)
 	if r := c.ctr(t, "", "run", "-d", "--runtime", "io.containerd.coffer.v2", busyboxImage, "c2", "sleep", "1000"); r.code != 0 {
 		t.Fatalf("detached run failed: %s", r.stderr)
@@ -317,6 +363,7 @@ func TestContainerdTaskLifecycle(t *testing.T) {
 	if !strings.Contains(ls.stdout, "c2") || !strings.Contains(ls.stdout, "RUNNING") {
 		t.Fatalf("task ls = %q, want c2 RUNNING", ls.stdout)
 	}
+	c.checkTaskAPI(t, "default", "c2")
 	if qemus := ourQEMUs(); len(qemus) != 1 || !strings.Contains(ls.stdout, qemus[0]) {
 		t.Errorf("task ls = %q, want the pid of the pod's qemu %v", ls.stdout, qemus)
 	}
@@ -400,9 +447,11 @@ func TestContainerdConfig(t *testing.T) {
 }
 
 // TestContainerdTTY: `ctr run -t` gives the container a terminal of the
-// caller's size; keystrokes and the exit status pass through.
-func TestContainerdTTY(t *testing.T) {
-	c := startContainerd(t)
+// caller's size; keystrokes and the exit status pass through. On
+// containerd 1.6 and 2.
+func TestContainerdTTY(t *testing.T) { forEachContainerd(t, testContainerdTTY) }
+
+func testContainerdTTY(t *testing.T, c *containerd) {
 	c.importBusybox(t)
 	master, slave := openPTY(t)
 	defer master.Close()
@@ -411,7 +460,7 @@ func TestContainerdTTY(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ctr", "--address", c.sock, "run", "-t", "--rm", "--runtime", "io.containerd.coffer.v2", busyboxImage, "tty1", "sh")
+	cmd := exec.CommandContext(ctx, c.release.ctr, "--address", c.sock, "run", "-t", "--rm", "--runtime", "io.containerd.coffer.v2", busyboxImage, "tty1", "sh")
 	out, write := startOnPTY(t, cmd, master, slave)
 	waitFor(t, 90*time.Second, func() bool { return strings.Contains(out.String(), "# ") })
 	write("tty; stty size; echo MA''RK\r")
@@ -446,7 +495,7 @@ func TestContainerdVMDeath(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var stdout, stderr syncBuffer
-	cmd := exec.CommandContext(ctx, "ctr", "--address", c.sock, "run", "--rm", "--runtime", "io.containerd.coffer.v2",
+	cmd := exec.CommandContext(ctx, c.release.ctr, "--address", c.sock, "run", "--rm", "--runtime", "io.containerd.coffer.v2",
 		busyboxImage, "dies", "sh", "-c", "echo up; sleep 1000")
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
@@ -486,6 +535,31 @@ func TestContainerdVMDeath(t *testing.T) {
 	waitFor(t, 15*time.Second, func() bool {
 		return len(ourQEMUs()) == 0 && len(shimPodsLeft()) == 0 && len(c.shims()) == 0
 	})
+}
+
+// checkTaskAPI checks that containerd 2 talks task API v3 to the shim of
+// task id: it records the version the shim announced in the bundle's
+// bootstrap.json. containerd 1.6 keeps a bare address (task API v2).
+func (c *containerd) checkTaskAPI(t *testing.T, ns, id string) {
+	t.Helper()
+	bundle := filepath.Join(c.dir, "state", "io.containerd.runtime.v2.task", ns, id)
+	b, err := os.ReadFile(filepath.Join(bundle, "bootstrap.json"))
+	if c.release.name == containerd16.name {
+		if err == nil {
+			t.Errorf("containerd 1.6 wrote bootstrap.json %s", b)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("containerd 2 wrote no bootstrap.json for %s: %v", id, err)
+	}
+	var params struct {
+		Version  int    `json:"version"`
+		Protocol string `json:"protocol"`
+	}
+	if err := json.Unmarshal(b, &params); err != nil || params.Version != 3 || params.Protocol != "ttrpc" {
+		t.Errorf("bootstrap.json = %s (%v), want version 3 over ttrpc (task API v3)", b, err)
+	}
 }
 
 // shims lists the pids of Coffer shims serving c.

@@ -10,14 +10,14 @@
 // CloseIO, Connect, Shutdown, with TaskCreate/Start/Exit/Delete events).
 //
 // Dependencies: containerd v1.7 (github.com/containerd/containerd
-// v1.7.35, package runtime/v2/shim) and its task API v2
-// (github.com/containerd/containerd/api runtime/task/v2) over ttrpc.
-// That shim package prints the bare socket address on `start`, which is
-// what containerd 1.6 (Debian 12's) expects, and containerd 1.7 and 2.x
-// still accept a bare address (they treat it as task API v2). containerd
-// v2's pkg/shim always prints a JSON bootstrap document, which
-// containerd 1.6 cannot parse, so it is not used. Serving task API v3
-// for containerd 2.x is future work.
+// v1.7.35, package runtime/v2/shim) and its task API over ttrpc. The
+// shim serves task API v2 (containerd 1.6/1.7) and v3 (containerd 2.x,
+// taskv3.go: a bridge onto the v2 implementation) on the same socket;
+// `start` tells containerd which one to use (bootstrap.go): containerd
+// 2.x sends bootstrap parameters on stdin and gets a BootstrapResult
+// with version 3, older releases get the bare socket address (v2).
+// containerd v2's pkg/shim is not used: it always answers in the
+// bootstrap format, which containerd 1.6 cannot parse.
 //
 // Pods (podjoin.go): containers carrying the CRI annotations
 // io.kubernetes.cri.container-type=container and

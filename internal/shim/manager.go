@@ -38,13 +38,30 @@ func NewManager(cfg Config, log *slog.Logger) *Manager {
 // Name is the runtime name.
 func (m *Manager) Name() string { return RuntimeName }
 
-// Start spawns the long-lived shim for task id on a new socket and
-// returns the socket's address. The working directory is the bundle.
-func (m *Manager) Start(ctx context.Context, id string, opts cshim.StartOpts) (_ string, retErr error) {
+// Start spawns the long-lived shim for task id on a new socket (or finds
+// the running shim of its pod) and returns what `start` prints: the
+// socket's bare address for containerd 1.6/1.7 (task API v2), or a
+// BootstrapResult announcing task API v3 when containerd sent bootstrap
+// parameters on stdin (containerd 2.x, see bootstrap.go). The working
+// directory is the bundle.
+func (m *Manager) Start(ctx context.Context, id string, opts cshim.StartOpts) (string, error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
 		return "", err
 	}
+	params, v3 := readBootstrap(os.Stdin, id, ns)
+	address, err := m.start(ctx, ns, id, opts)
+	if err != nil {
+		return "", err
+	}
+	if v3 {
+		m.log.Debug("containerd speaks the bootstrap protocol: serving task API v3", "containerd_version", params.ContainerdVersion)
+		return string(bootstrapResult(address)), nil
+	}
+	return address, nil
+}
+
+func (m *Manager) start(ctx context.Context, ns, id string, opts cshim.StartOpts) (_ string, retErr error) {
 	self, err := os.Executable()
 	if err != nil {
 		return "", fmt.Errorf("find the shim binary: %w", err)
