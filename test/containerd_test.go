@@ -162,21 +162,28 @@ func (c *containerd) ctr(t *testing.T, stdin string, args ...string) result {
 // importBusybox imports the busybox rootfs as an OCI image.
 func (c *containerd) importBusybox(t *testing.T) {
 	t.Helper()
-	tarPath := filepath.Join(t.TempDir(), "busybox-oci.tar")
-	if err := writeOCIImage(busybox, busyboxImage, tarPath); err != nil {
-		t.Fatalf("build the busybox OCI image: %v", err)
+	c.importImage(t, "default", busyboxImage, []string{"sh"})
+}
+
+// importImage imports the busybox rootfs as OCI image ref, with command
+// cmd, into namespace ns.
+func (c *containerd) importImage(t *testing.T, ns, ref string, cmd []string) {
+	t.Helper()
+	tarPath := filepath.Join(t.TempDir(), "image-oci.tar")
+	if err := writeOCIImage(busybox, ref, cmd, tarPath); err != nil {
+		t.Fatalf("build the OCI image %s: %v", ref, err)
 	}
-	if r := c.ctr(t, "", "images", "import", tarPath); r.code != 0 {
+	if r := c.ctr(t, "", "-n", ns, "images", "import", tarPath); r.code != 0 {
 		t.Fatalf("ctr images import failed: %s", r.stderr)
 	}
-	if r := c.ctr(t, "", "images", "ls", "-q"); !strings.Contains(r.stdout, busyboxImage) {
-		t.Fatalf("image %s not listed after import: %q", busyboxImage, r.stdout)
+	if r := c.ctr(t, "", "-n", ns, "images", "ls", "-q"); !strings.Contains(r.stdout, ref) {
+		t.Fatalf("image %s not listed after import: %q", ref, r.stdout)
 	}
 }
 
 // writeOCIImage writes an OCI image layout tar of rootfs (one
-// uncompressed layer) named ref.
-func writeOCIImage(rootfs, ref, out string) error {
+// uncompressed layer) named ref, running cmd.
+func writeOCIImage(rootfs, ref string, cmd []string, out string) error {
 	blobs := map[string][]byte{}
 	add := func(b []byte) (string, int) {
 		sum := sha256.Sum256(b)
@@ -191,7 +198,7 @@ func writeOCIImage(rootfs, ref, out string) error {
 	layerDigest, layerSize := add(layer)
 	config, _ := json.Marshal(map[string]any{
 		"architecture": "amd64", "os": "linux",
-		"config": map[string]any{"Env": []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, "Cmd": []string{"sh"}},
+		"config": map[string]any{"Env": []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, "Cmd": cmd},
 		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
 	})
 	configDigest, configSize := add(config)

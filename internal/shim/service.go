@@ -199,7 +199,9 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if _, err := sb.Agent.CreateSandbox(vctx, &api.CreateSandboxRequest{SandboxId: r.ID, Hostname: hostname}); err != nil {
 		return nil, grpcErr(fmt.Errorf("create the sandbox in the guest: %w", sb.Explain(sandbox.AgentError(err))))
 	}
-	guestSpec(spec)
+	if dropped := guestSpec(spec); len(dropped) > 0 {
+		s.log.Info("host bind mounts are not delivered to the guest yet: left out", "container", r.ID, "mounts", dropped)
+	}
 	if err := sb.CreateContainer(vctx, r.ID, spec, "rootfs0", sandbox.FSErofs); err != nil {
 		return nil, grpcErr(fmt.Errorf("create container %s: %w", r.ID, err))
 	}
@@ -247,7 +249,9 @@ func (s *Service) createInPod(ctx context.Context, r *taskAPI.CreateTaskRequest,
 			}
 		}
 	}()
-	guestSpec(spec)
+	if dropped := guestSpec(spec); len(dropped) > 0 {
+		s.log.Info("host bind mounts are not delivered to the guest yet: left out", "container", r.ID, "mounts", dropped)
+	}
 	if err := sb.CreateContainer(vctx, r.ID, spec, serial, sandbox.FSErofs); err != nil {
 		return nil, grpcErr(fmt.Errorf("create container %s in pod %s: %w", r.ID, sandboxID, err))
 	}
@@ -283,11 +287,29 @@ func readSpec(bundle string) (*specs.Spec, error) {
 }
 
 // guestSpec drops what names host resources the guest does not have:
-// host namespace paths (the VM is the isolation boundary) and the host
-// cgroup path.
-func guestSpec(spec *specs.Spec) {
+// host namespace paths (the VM is the isolation boundary), the host
+// cgroup path and bind mounts of host paths, which are not delivered to
+// the guest yet (CRI's /etc/hosts, /etc/resolv.conf, /etc/hostname,
+// /dev/termination-log; volumes). CRI's /dev/shm, a bind of the pod's
+// host shm dir, becomes a tmpfs of the container's own. It returns the
+// destinations of the dropped mounts.
+func guestSpec(spec *specs.Spec) (dropped []string) {
+	var ms []specs.Mount
+	for _, m := range spec.Mounts {
+		if !isBind(m) {
+			ms = append(ms, m)
+			continue
+		}
+		if filepath.Clean(m.Destination) == "/dev/shm" {
+			ms = append(ms, specs.Mount{Destination: "/dev/shm", Type: "tmpfs", Source: "shm",
+				Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}})
+			continue
+		}
+		dropped = append(dropped, m.Destination)
+	}
+	spec.Mounts = ms
 	if spec.Linux == nil {
-		return
+		return dropped
 	}
 	spec.Linux.CgroupsPath = ""
 	var nss []specs.LinuxNamespace
@@ -298,6 +320,19 @@ func guestSpec(spec *specs.Spec) {
 		nss = append(nss, n)
 	}
 	spec.Linux.Namespaces = nss
+	return dropped
+}
+
+func isBind(m specs.Mount) bool {
+	if m.Type == "bind" {
+		return true
+	}
+	for _, o := range m.Options {
+		if o == "bind" || o == "rbind" {
+			return true
+		}
+	}
+	return false
 }
 
 // buildRootfs turns the container's rootfs into a read-only image: the

@@ -31,13 +31,24 @@ func TestPodDir(t *testing.T) {
 }
 
 func TestGuestSpecDropsHostResources(t *testing.T) {
-	s := &specs.Spec{Linux: &specs.Linux{
+	s := &specs.Spec{Mounts: []specs.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc"},
+		{Destination: "/etc/hosts", Type: "bind", Source: "/var/lib/containerd/sandboxes/p/hosts", Options: []string{"rbind", "ro"}},
+		{Destination: "/dev/shm", Type: "bind", Source: "/run/containerd/sandboxes/p/shm", Options: []string{"rbind", "rw"}},
+		{Destination: "/data", Source: "/srv/data", Options: []string{"bind"}},
+	}, Linux: &specs.Linux{
 		CgroupsPath: "/default/c1",
 		Namespaces: []specs.LinuxNamespace{
 			{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace, Path: "/var/run/netns/cni-1"},
 		},
 	}}
-	guestSpec(s)
+	dropped := guestSpec(s)
+	if strings.Join(dropped, " ") != "/etc/hosts /data" {
+		t.Errorf("dropped mounts = %v, want the host binds /etc/hosts and /data", dropped)
+	}
+	if len(s.Mounts) != 2 || s.Mounts[0].Type != "proc" || s.Mounts[1].Destination != "/dev/shm" || s.Mounts[1].Type != "tmpfs" {
+		t.Errorf("mounts = %+v, want proc and a tmpfs /dev/shm", s.Mounts)
+	}
 	if s.Linux.CgroupsPath != "" {
 		t.Errorf("cgroups path kept: %q", s.Linux.CgroupsPath)
 	}
