@@ -15,12 +15,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	tasksapi "github.com/containerd/containerd/api/services/tasks/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // busyboxImage is the name the test image is imported under.
@@ -383,6 +390,12 @@ func testContainerdTaskLifecycle(t *testing.T, c *containerd) {
 	if r := c.ctr(t, "", "task", "metrics", "c2"); r.code != 0 || !strings.Contains(r.stdout, "memory") {
 		t.Errorf("task metrics: exit %d stdout %q, want the guest's cgroup metrics", r.code, r.stdout)
 	}
+	// Update (ctr has no command for it): new cgroup limits reach the
+	// container's cgroup in the guest.
+	c.updateMemoryLimit(t, "c2", 104857600)
+	if r := c.ctr(t, "", "task", "metrics", "c2"); !strings.Contains(r.stdout, "104857600") {
+		t.Errorf("task metrics after update = %q, want the memory limit 104857600", r.stdout)
+	}
 	if r := c.ctr(t, "", "task", "kill", "-s", "SIGKILL", "c2"); r.code != 0 {
 		t.Fatalf("task kill failed: %s", r.stderr)
 	}
@@ -726,5 +739,165 @@ func TestContainerdPodSharesVM(t *testing.T) {
 	}
 	if r := c.ctr(t, "", "containers", "ls", "-q"); strings.TrimSpace(r.stdout) != "" {
 		t.Errorf("containers left: %q", r.stdout)
+	}
+}
+
+// updateMemoryLimit sets task id's memory limit through containerd's
+// Tasks.Update API (ctr has no command for it).
+func (c *containerd) updateMemoryLimit(t *testing.T, id string, limit int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, "containerd-namespace", "default")
+	conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatalf("connect to containerd: %v", err)
+	}
+	defer conn.Close()
+	res, _ := json.Marshal(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}})
+	_, err = tasksapi.NewTasksClient(conn).Update(ctx, &tasksapi.UpdateTaskRequest{ContainerID: id,
+		Resources: &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", Value: res}})
+	if err != nil {
+		t.Errorf("update task %s: %v", id, err)
+	}
+}
+
+// events collects `ctr events` output of c while a test runs.
+func (c *containerd) events(t *testing.T) *syncBuffer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	cmd := exec.CommandContext(ctx, c.release.ctr, "--address", c.sock, "events")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+	return out
+}
+
+// eventLine returns the first line of events about topic and id.
+func eventLine(events, topic, id string) string {
+	for _, l := range strings.Split(events, "\n") {
+		if strings.Contains(l, topic) && strings.Contains(l, `"`+id+`"`) {
+			return l
+		}
+	}
+	return ""
+}
+
+// parseExitedAt reads exited_at from a `ctr events` line: an RFC 3339
+// string (ctr 1.6) or {"seconds":…,"nanos":…} (ctr 2).
+func parseExitedAt(line string) (time.Time, bool) {
+	if m := regexp.MustCompile(`"exited_at":"([^"]+)"`).FindStringSubmatch(line); m != nil {
+		t, err := time.Parse(time.RFC3339Nano, m[1])
+		return t, err == nil
+	}
+	if m := regexp.MustCompile(`"exited_at":\{"seconds":(\d+)(?:,"nanos":(\d+))?\}`).FindStringSubmatch(line); m != nil {
+		sec, _ := strconv.ParseInt(m[1], 10, 64)
+		nsec, _ := strconv.ParseInt(m[2], 10, 64)
+		return time.Unix(sec, nsec), true
+	}
+	return time.Time{}, false
+}
+
+// TestContainerdOOMAndExitTime: a container that runs out of its memory
+// limit exits 137 and containerd gets TaskOOM before TaskExit; a task's
+// exit time (TaskExit's exited_at) is the exit's, on the host's clock. On
+// containerd 1.6 and 2.
+func TestContainerdOOMAndExitTime(t *testing.T) { forEachContainerd(t, testContainerdOOMAndExitTime) }
+
+func testContainerdOOMAndExitTime(t *testing.T, c *containerd) {
+	c.importBusybox(t)
+	events := c.events(t)
+	r := c.ctr(t, "", "run", "--rm", "--runtime", "io.containerd.coffer.v2", "--memory-limit", "33554432", busyboxImage, "oom1",
+		"sh", "-c", "echo go; tail /dev/zero")
+	if r.code != 137 || strings.TrimSpace(r.stdout) != "go" {
+		t.Errorf("out of memory: exit %d stdout %q, want 137 after go", r.code, r.stdout)
+	}
+	// The container sleeps 2 s after starting: its exit must fall in the
+	// host's window [start+2s, return of ctr run].
+	before := time.Now()
+	r = c.ctr(t, "", "run", "--rm", "--runtime", "io.containerd.coffer.v2", busyboxImage, "t1", "sleep", "2")
+	after := time.Now()
+	if r.code != 0 {
+		t.Fatalf("run t1: exit %d stderr %q", r.code, r.stderr)
+	}
+	var exitLine string
+	waitFor(t, 10*time.Second, func() bool {
+		exitLine = eventLine(events.String(), "/tasks/exit", "t1")
+		return eventLine(events.String(), "/tasks/oom", "oom1") != "" && exitLine != ""
+	})
+	ev := events.String()
+	if oom, exit := strings.Index(ev, eventLine(ev, "/tasks/oom", "oom1")), strings.Index(ev, eventLine(ev, "/tasks/exit", "oom1")); exit < oom {
+		t.Errorf("TaskExit of oom1 came before its TaskOOM:\n%s", ev)
+	}
+	exited, ok := parseExitedAt(exitLine)
+	if !ok {
+		t.Fatalf("no exited_at in the TaskExit event %q", exitLine)
+	}
+	t.Logf("t1: ctr run from %s to %s, exited_at %s", before.Format(time.RFC3339Nano), after.Format(time.RFC3339Nano), exited.Format(time.RFC3339Nano))
+	// containerd stamps the event when the shim publishes it, after the exit.
+	if f := strings.Fields(exitLine); len(f) > 4 {
+		if published, err := time.Parse("2006-01-02 15:04:05.999999999 -0700 MST", strings.Join(f[:4], " ")); err == nil && exited.After(published) {
+			t.Errorf("exited_at %s is after containerd received the exit (%s): not on the host's clock", exited.Format(time.RFC3339Nano), published.Format(time.RFC3339Nano))
+		}
+	}
+	if exited.Before(before.Add(2*time.Second)) || exited.After(after) {
+		t.Errorf("exited_at %s is outside the host's window [%s, %s]", exited.Format(time.RFC3339Nano),
+			before.Add(2*time.Second).Format(time.RFC3339Nano), after.Format(time.RFC3339Nano))
+	}
+}
+
+// TestContainerdShimKilled: a pod whose sandbox task was deleted while a
+// joined container still runs in its VM, then its shim SIGKILLed: the
+// cleanup path (`containerd-shim-coffer-v2 delete` for the joined
+// container) finds the pod through its record, hot-plugged disk
+// included, and removes the VM and all state.
+func TestContainerdShimKilled(t *testing.T) {
+	c := startContainerd(t)
+	c.importBusybox(t)
+	t.Cleanup(func() {
+		for _, id := range []string{"c2", "pod1"} {
+			c.ctr(t, "", "task", "delete", "-f", id)
+			c.ctr(t, "", "containers", "rm", id)
+		}
+	})
+	qemuBefore, shimsBefore, mountsBefore := len(ourQEMUs()), len(c.shims()), c.ourMounts()
+	for _, ct := range [][2]string{{"pod1", "sandbox"}, {"c2", "container"}} {
+		if r := c.ctr(t, "", "run", "-d", "--runtime", "io.containerd.coffer.v2",
+			"--annotation", "io.kubernetes.cri.container-type="+ct[1], "--annotation", "io.kubernetes.cri.sandbox-id=pod1",
+			busyboxImage, ct[0], "sleep", "1000"); r.code != 0 {
+			t.Fatalf("run %s: exit %d\nstderr: %s", ct[0], r.code, r.stderr)
+		}
+	}
+	rec, err := os.ReadFile(filepath.Join(runtimeDir, "shim", "default", "pod1", "shim.json"))
+	if err != nil || !strings.Contains(string(rec), `"container": "c2"`) {
+		t.Fatalf("pod record %s (%v): want c2's hot-plugged disk listed", rec, err)
+	}
+	// The sandbox task goes; the VM stays for c2.
+	c.ctr(t, "", "task", "kill", "-s", "SIGKILL", "pod1")
+	waitFor(t, 30*time.Second, func() bool { return strings.Contains(c.ctr(t, "", "task", "ls").stdout, "STOPPED") })
+	if r := c.ctr(t, "", "task", "delete", "pod1"); r.code != 0 {
+		t.Fatalf("task delete pod1: %s", r.stderr)
+	}
+	if n := len(ourQEMUs()) - qemuBefore; n != 1 {
+		t.Fatalf("%d qemu after the sandbox task left, want the pod's VM still running for c2", n)
+	}
+	shims := c.shims()
+	if len(shims) != shimsBefore+1 {
+		t.Fatalf("shims %v, want the pod's one", shims)
+	}
+	pid, _ := strconv.Atoi(shims[len(shims)-1])
+	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, func() bool {
+		return len(ourQEMUs()) == qemuBefore && len(shimPodsLeft()) == 0 && len(c.shims()) == shimsBefore
+	})
+	waitFor(t, 30*time.Second, func() bool { return !strings.Contains(c.ctr(t, "", "task", "ls").stdout, "RUNNING") })
+	if m := c.ourMounts(); strings.Join(m, "\n") != strings.Join(mountsBefore, "\n") {
+		t.Errorf("mounts after the cleanup %q, before %q", m, mountsBefore)
 	}
 }

@@ -6,8 +6,10 @@
 // It owns the shim's two lives: the short-lived `start` / `delete`
 // invocations (Manager: spawn the long-lived shim on a socket, clean up
 // after a dead one) and the long-lived task service (Service: Create,
-// Start, Exec, Wait, Kill, Delete, State, Pids, Stats, ResizePty,
-// CloseIO, Connect, Shutdown, with TaskCreate/Start/Exit/Delete events).
+// Start, Exec, Wait, Kill, Delete, State, Pids, Stats, Update, ResizePty,
+// CloseIO, Connect, Shutdown, with TaskCreate/Start/Exit/Delete/ExecAdded/
+// ExecStarted/OOM events; exit times corrected by the guest clock's
+// offset, clock.go).
 //
 // Dependencies: containerd v1.7 (github.com/containerd/containerd
 // v1.7.35, package runtime/v2/shim) and its task API over ttrpc. The
@@ -35,8 +37,9 @@
 // then an allow-list of pod annotations; resolved per pod at Create, so a
 // bad value fails that Create before any VM starts.
 //
-// Where things live: the pod directory (rootfs image, VM sockets and
-// logs, shim.json) is $COFFER_RUNTIME_DIR/shim/<namespace>/<id>, or
+// Where things live: the pod directory (rootfs images, VM sockets and
+// logs, shim.json: the shim and VM pids and the disks hot-plugged for
+// joining containers, which `delete` uses after a shim died) is $COFFER_RUNTIME_DIR/shim/<namespace>/<id>, or
 // /run/coffer/shim/... when COFFER_RUNTIME_DIR is unset. The guest image
 // comes from guest_dir in the config, else $COFFER_GUEST_DIR or
 // guest.DefaultCacheDir().
