@@ -611,9 +611,42 @@ func (c *containerd) ourMounts() []string {
 	return out
 }
 
+// shimSocket is the socket path the shim of task id in namespace ns
+// serves on (containerd's shim package names it after a hash of
+// containerd's address, the namespace and the id).
+func (c *containerd) shimSocket(ns, id string) string {
+	sum := sha256.Sum256([]byte(filepath.Join(c.sock, ns, id)))
+	return filepath.Join("/run/containerd/s", hex.EncodeToString(sum[:]))
+}
+
+// bundlesLeft lists the task bundles containerd keeps in namespace ns.
+func (c *containerd) bundlesLeft(ns string) []string {
+	entries, _ := os.ReadDir(filepath.Join(c.dir, "state", "io.containerd.runtime.v2.task", ns))
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+// leakCounts is what a create/delete cycle must not leave behind.
+type leakCounts struct {
+	qemu, shims, podDirs int
+	mounts               []string
+}
+
+func (c *containerd) leakCounts() leakCounts {
+	return leakCounts{qemu: len(ourQEMUs()), shims: len(c.shims()), podDirs: len(shimPodsLeft()), mounts: c.ourMounts()}
+}
+
+func (l leakCounts) equal(o leakCounts) bool {
+	return l.qemu == o.qemu && l.shims == o.shims && l.podDirs == o.podDirs && strings.Join(l.mounts, "\n") == strings.Join(o.mounts, "\n")
+}
+
 // TestContainerdCreateDeleteNoLeaks: N create/delete cycles (`ctr run
-// --rm ... true`) leave no qemu, shim, mount or pod dir behind. N is 10,
-// or the issue's 100 with COFFER_LONG_TESTS=1 (each cycle boots a VM).
+// --rm ... true`) leave no qemu, shim, mount, pod dir, task bundle or shim
+// socket behind. N is 10, or the issue's 100 with COFFER_LONG_TESTS=1
+// (each cycle boots a VM: minutes).
 func TestContainerdCreateDeleteNoLeaks(t *testing.T) {
 	n := 10
 	if os.Getenv("COFFER_LONG_TESTS") == "1" {
@@ -621,7 +654,7 @@ func TestContainerdCreateDeleteNoLeaks(t *testing.T) {
 	}
 	c := startContainerd(t)
 	c.importBusybox(t)
-	qemuBefore, shimsBefore, mountsBefore, podsBefore := len(ourQEMUs()), len(c.shims()), c.ourMounts(), len(shimPodsLeft())
+	before := c.leakCounts()
 	start := time.Now()
 	for i := range n {
 		id := fmt.Sprintf("leak%d", i)
@@ -632,20 +665,32 @@ func TestContainerdCreateDeleteNoLeaks(t *testing.T) {
 	t.Logf("%d create/delete cycles in %s (%s each)", n, time.Since(start).Round(time.Millisecond), (time.Since(start) / time.Duration(n)).Round(time.Millisecond))
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		qemu, shims, mnts, pods := len(ourQEMUs()), len(c.shims()), c.ourMounts(), len(shimPodsLeft())
-		if qemu == qemuBefore && shims == shimsBefore && pods == podsBefore && strings.Join(mnts, "\n") == strings.Join(mountsBefore, "\n") {
-			t.Logf("after %d cycles: qemu %d, shims %d, mounts %d, pod dirs %d (as before)", n, qemu, shims, len(mnts), pods)
+		after := c.leakCounts()
+		if after.equal(before) {
+			t.Logf("after %d cycles: qemu %d, shims %d, mounts %d, pod dirs %d (as before)", n, after.qemu, after.shims, len(after.mounts), after.podDirs)
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after %d cycles: qemu %d (before %d), shims %d (before %d), pod dirs %d (before %d), mounts %q (before %q)",
-				n, qemu, qemuBefore, shims, shimsBefore, pods, podsBefore, mnts, mountsBefore)
+			t.Fatalf("after %d cycles: %+v, before %+v", n, after, before)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	if r := c.ctr(t, "", "containers", "ls", "-q"); strings.TrimSpace(r.stdout) != "" {
 		t.Errorf("containers left: %q", r.stdout)
 	}
+	if left := c.bundlesLeft("default"); len(left) > 0 {
+		t.Errorf("task bundles left: %v", left)
+	}
+	for i := range n {
+		if sock := c.shimSocket("default", fmt.Sprintf("leak%d", i)); fileExists(sock) {
+			t.Errorf("shim socket of cycle %d left: %s", i, sock)
+		}
+	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
 }
 
 // TestContainerdPodSharesVM: a container whose CRI annotations name a
