@@ -3,14 +3,11 @@
 package test
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -28,6 +25,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/coffer-project/coffer/internal/testimage"
 )
 
 // busyboxImage is the name the test image is imported under.
@@ -177,7 +176,7 @@ func (c *containerd) importBusybox(t *testing.T) {
 func (c *containerd) importImage(t *testing.T, ns, ref string, cmd []string) {
 	t.Helper()
 	tarPath := filepath.Join(t.TempDir(), "image-oci.tar")
-	if err := writeOCIImage(busybox, ref, cmd, tarPath); err != nil {
+	if err := testimage.WriteOCIImage(busybox, ref, cmd, tarPath); err != nil {
 		t.Fatalf("build the OCI image %s: %v", ref, err)
 	}
 	if r := c.ctr(t, "", "-n", ns, "images", "import", tarPath); r.code != 0 {
@@ -186,123 +185,6 @@ func (c *containerd) importImage(t *testing.T, ns, ref string, cmd []string) {
 	if r := c.ctr(t, "", "-n", ns, "images", "ls", "-q"); !strings.Contains(r.stdout, ref) {
 		t.Fatalf("image %s not listed after import: %q", ref, r.stdout)
 	}
-}
-
-// writeOCIImage writes an OCI image layout tar of rootfs (one
-// uncompressed layer) named ref, running cmd.
-func writeOCIImage(rootfs, ref string, cmd []string, out string) error {
-	blobs := map[string][]byte{}
-	add := func(b []byte) (string, int) {
-		sum := sha256.Sum256(b)
-		d := "sha256:" + hex.EncodeToString(sum[:])
-		blobs[hex.EncodeToString(sum[:])] = b
-		return d, len(b)
-	}
-	layer, err := layerTar(rootfs)
-	if err != nil {
-		return err
-	}
-	layerDigest, layerSize := add(layer)
-	config, _ := json.Marshal(map[string]any{
-		"architecture": "amd64", "os": "linux",
-		"config": map[string]any{"Env": []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, "Cmd": cmd},
-		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
-	})
-	configDigest, configSize := add(config)
-	manifest, _ := json.Marshal(map[string]any{
-		"schemaVersion": 2,
-		"mediaType":     "application/vnd.oci.image.manifest.v1+json",
-		"config":        map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": configDigest, "size": configSize},
-		"layers":        []any{map[string]any{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layerDigest, "size": layerSize}},
-	})
-	manifestDigest, manifestSize := add(manifest)
-	tag := ref[strings.LastIndex(ref, ":")+1:]
-	index, _ := json.Marshal(map[string]any{
-		"schemaVersion": 2,
-		"mediaType":     "application/vnd.oci.image.index.v1+json",
-		"manifests": []any{map[string]any{
-			"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifestDigest, "size": manifestSize,
-			"platform":    map[string]string{"architecture": "amd64", "os": "linux"},
-			"annotations": map[string]string{"io.containerd.image.name": ref, "org.opencontainers.image.ref.name": tag},
-		}},
-	})
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	file := func(name string, b []byte) error {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
-			return err
-		}
-		_, err := tw.Write(b)
-		return err
-	}
-	if err := file("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
-		return err
-	}
-	if err := file("index.json", index); err != nil {
-		return err
-	}
-	for h, b := range blobs {
-		if err := file("blobs/sha256/"+h, b); err != nil {
-			return err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	return os.WriteFile(out, buf.Bytes(), 0o600)
-}
-
-// layerTar archives dir (regular files, dirs, symlinks) with root owner.
-func layerTar(dir string) ([]byte, error) {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == dir {
-			return err
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		h, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		h.Name, h.Uid, h.Gid, h.Uname, h.Gname = filepath.ToSlash(rel), 0, 0, "", ""
-		if fi.IsDir() {
-			h.Name += "/"
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			if _, err := tw.Write(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
 }
 
 // shimPodsLeft lists pod dirs the shim left behind.
