@@ -8,13 +8,14 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// containerd 2.x (the releases with the bootstrap protocol, 2.2 and
-// later) writes a containerd.runtime.bootstrap.v1.BootstrapParams
-// message to the stdin of `shim start` and reads a BootstrapResult from
-// its stdout; the result's version says which task API the shim serves
-// (3: containerd.task.v3.Task). containerd 1.6/1.7 (and 2.0/2.1) write
-// the runtime options (a google.protobuf.Any, or nothing) and read a bare
-// socket address, which means task API v2. The shim serves both services
+// containerd 2.x releases with the bootstrap protocol (2.4 has it) write
+// a containerd.runtime.bootstrap.v1.BootstrapParams message to the stdin
+// of `shim start` and read a BootstrapResult from its stdout; the
+// result's version says which task API the shim serves (3:
+// containerd.task.v3.Task). containerd 1.6/1.7 (and 2.x releases before
+// the bootstrap protocol) write the runtime options (a
+// google.protobuf.Any, or nothing) and read a bare socket address, which
+// means task API v2. The shim serves both services
 // on its socket, so the answer only has to tell containerd which one to
 // use. The two messages are decoded and encoded here field by field
 // (numbers from containerd's api/runtime/bootstrap/v1/bootstrap.proto):
