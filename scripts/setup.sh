@@ -48,4 +48,14 @@ need_go_tool protoc-gen-go-ttrpc github.com/containerd/ttrpc/cmd/protoc-gen-go-t
 need_go_tool staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2
 need_go_tool gotestsum gotest.tools/gotestsum@v1.13.0
 
+# containerd 2.x (task API v3 tests) and crictl (CRI tests), kept out of
+# the system PATH so they do not replace Debian's containerd 1.6.
+TOOLS=/usr/local/lib/coffer-tools
+need_tool_in() { # dir name tags module@version
+  [ -x "$1/$2" ] || { echo "setup: go install $4 into $1"; $SUDO mkdir -p "$1"; $SUDO env GOBIN="$1" PATH="$PATH" go install -tags "$3" "$4"; }
+}
+need_tool_in $TOOLS containerd no_btrfs,no_devmapper,no_zfs github.com/containerd/containerd/v2/cmd/containerd@v2.4.2
+need_tool_in $TOOLS ctr no_btrfs,no_devmapper,no_zfs github.com/containerd/containerd/v2/cmd/ctr@v2.4.2
+need_tool_in $TOOLS crictl "" sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0
+
 echo "setup: ok ($(qemu-system-x86_64 --version | head -1))"

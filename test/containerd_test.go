@@ -3,24 +3,30 @@
 package test
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	tasksapi "github.com/containerd/containerd/api/services/tasks/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/coffer-project/coffer/internal/testimage"
 )
 
 // busyboxImage is the name the test image is imported under.
@@ -28,10 +34,40 @@ const busyboxImage = "docker.io/library/busybox:latest"
 
 // containerd is a private containerd daemon for one test.
 type containerd struct {
-	dir  string // root, state and socket live below it
-	sock string
-	cmd  *exec.Cmd
-	log  *syncBuffer
+	release containerdRelease
+	dir     string // root, state and socket live below it
+	sock    string
+	cmd     *exec.Cmd
+	log     *syncBuffer
+}
+
+// containerdRelease is a containerd build the tests run against.
+type containerdRelease struct {
+	name            string // subtest name
+	containerd, ctr string // binaries
+	installHint     string
+}
+
+// toolsDir holds the tools scripts/setup.sh builds outside the system
+// PATH (containerd 2.x, crictl).
+const toolsDir = "/usr/local/lib/coffer-tools"
+
+var (
+	// containerd16 is Debian 12's containerd (task API v2).
+	containerd16 = containerdRelease{name: "v1.6", containerd: "containerd", ctr: "ctr",
+		installHint: "apt-get install containerd"}
+	// containerd2 is containerd 2.4 (bootstrap protocol, task API v3).
+	containerd2 = containerdRelease{name: "v2", containerd: toolsDir + "/containerd", ctr: toolsDir + "/ctr",
+		installHint: "scripts/setup.sh builds it"}
+)
+
+// forEachContainerd runs test once per containerd release, as subtests.
+func forEachContainerd(t *testing.T, test func(t *testing.T, c *containerd)) {
+	for _, rel := range []containerdRelease{containerd16, containerd2} {
+		t.Run(rel.name, func(t *testing.T) {
+			test(t, startContainerdRelease(t, rel, ""))
+		})
+	}
 }
 
 // shimBinDir returns a directory holding containerd-shim-coffer-v2:
@@ -51,31 +87,43 @@ func shimBinDir(t *testing.T) string {
 	return dir
 }
 
-// startContainerd runs Debian's containerd with its own root, state and
-// socket, CRI disabled, finding the Coffer shim through PATH.
+// startContainerd runs Debian's containerd (1.6) for one test.
 func startContainerd(t *testing.T) *containerd {
 	t.Helper()
-	for _, tool := range []string{"containerd", "ctr"} {
+	return startContainerdRelease(t, containerd16, "")
+}
+
+// startContainerdRelease runs rel's containerd with its own root, state
+// and socket, finding the Coffer shim through PATH. With cri "" the CRI
+// plugin is disabled; otherwise cri is appended to the config (version 2
+// format, which containerd 2.x migrates).
+func startContainerdRelease(t *testing.T, rel containerdRelease, cri string) *containerd {
+	t.Helper()
+	for _, tool := range []string{rel.containerd, rel.ctr} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (apt-get install containerd): %v", tool, err)
+			t.Skipf("%s is not installed (%s): %v", tool, rel.installHint, err)
 		}
 	}
 	bin := shimBinDir(t)
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "containerd.sock")
+	disabled := `["io.containerd.grpc.v1.cri"]`
+	if cri != "" {
+		disabled = "[]"
+	}
 	cfg := fmt.Sprintf(`version = 2
 root = %q
 state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+disabled_plugins = %s
 [grpc]
   address = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock)
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), disabled, sock) + cri
 	cfgPath := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c := &containerd{dir: dir, sock: sock, log: &syncBuffer{}}
-	c.cmd = exec.Command("containerd", "--config", cfgPath)
+	c := &containerd{release: rel, dir: dir, sock: sock, log: &syncBuffer{}}
+	c.cmd = exec.Command(rel.containerd, "--config", cfgPath)
 	c.cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
 	c.cmd.SysProcAttr = &unix.SysProcAttr{Pdeathsig: unix.SIGKILL}
@@ -114,139 +162,29 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 // ctr runs ctr against c.
 func (c *containerd) ctr(t *testing.T, stdin string, args ...string) result {
 	t.Helper()
-	return runCmd(t, nil, stdin, "ctr", append([]string{"--address", c.sock}, args...)...)
+	return runCmd(t, nil, stdin, c.release.ctr, append([]string{"--address", c.sock}, args...)...)
 }
 
 // importBusybox imports the busybox rootfs as an OCI image.
 func (c *containerd) importBusybox(t *testing.T) {
 	t.Helper()
-	tarPath := filepath.Join(t.TempDir(), "busybox-oci.tar")
-	if err := writeOCIImage(busybox, busyboxImage, tarPath); err != nil {
-		t.Fatalf("build the busybox OCI image: %v", err)
+	c.importImage(t, "default", busyboxImage, []string{"sh"})
+}
+
+// importImage imports the busybox rootfs as OCI image ref, with command
+// cmd, into namespace ns.
+func (c *containerd) importImage(t *testing.T, ns, ref string, cmd []string) {
+	t.Helper()
+	tarPath := filepath.Join(t.TempDir(), "image-oci.tar")
+	if err := testimage.WriteOCIImage(busybox, ref, cmd, tarPath); err != nil {
+		t.Fatalf("build the OCI image %s: %v", ref, err)
 	}
-	if r := c.ctr(t, "", "images", "import", tarPath); r.code != 0 {
+	if r := c.ctr(t, "", "-n", ns, "images", "import", tarPath); r.code != 0 {
 		t.Fatalf("ctr images import failed: %s", r.stderr)
 	}
-	if r := c.ctr(t, "", "images", "ls", "-q"); !strings.Contains(r.stdout, busyboxImage) {
-		t.Fatalf("image %s not listed after import: %q", busyboxImage, r.stdout)
+	if r := c.ctr(t, "", "-n", ns, "images", "ls", "-q"); !strings.Contains(r.stdout, ref) {
+		t.Fatalf("image %s not listed after import: %q", ref, r.stdout)
 	}
-}
-
-// writeOCIImage writes an OCI image layout tar of rootfs (one
-// uncompressed layer) named ref.
-func writeOCIImage(rootfs, ref, out string) error {
-	blobs := map[string][]byte{}
-	add := func(b []byte) (string, int) {
-		sum := sha256.Sum256(b)
-		d := "sha256:" + hex.EncodeToString(sum[:])
-		blobs[hex.EncodeToString(sum[:])] = b
-		return d, len(b)
-	}
-	layer, err := layerTar(rootfs)
-	if err != nil {
-		return err
-	}
-	layerDigest, layerSize := add(layer)
-	config, _ := json.Marshal(map[string]any{
-		"architecture": "amd64", "os": "linux",
-		"config": map[string]any{"Env": []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, "Cmd": []string{"sh"}},
-		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
-	})
-	configDigest, configSize := add(config)
-	manifest, _ := json.Marshal(map[string]any{
-		"schemaVersion": 2,
-		"mediaType":     "application/vnd.oci.image.manifest.v1+json",
-		"config":        map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": configDigest, "size": configSize},
-		"layers":        []any{map[string]any{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layerDigest, "size": layerSize}},
-	})
-	manifestDigest, manifestSize := add(manifest)
-	tag := ref[strings.LastIndex(ref, ":")+1:]
-	index, _ := json.Marshal(map[string]any{
-		"schemaVersion": 2,
-		"mediaType":     "application/vnd.oci.image.index.v1+json",
-		"manifests": []any{map[string]any{
-			"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifestDigest, "size": manifestSize,
-			"platform":    map[string]string{"architecture": "amd64", "os": "linux"},
-			"annotations": map[string]string{"io.containerd.image.name": ref, "org.opencontainers.image.ref.name": tag},
-		}},
-	})
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	file := func(name string, b []byte) error {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
-			return err
-		}
-		_, err := tw.Write(b)
-		return err
-	}
-	if err := file("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
-		return err
-	}
-	if err := file("index.json", index); err != nil {
-		return err
-	}
-	for h, b := range blobs {
-		if err := file("blobs/sha256/"+h, b); err != nil {
-			return err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	return os.WriteFile(out, buf.Bytes(), 0o600)
-}
-
-// layerTar archives dir (regular files, dirs, symlinks) with root owner.
-func layerTar(dir string) ([]byte, error) {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == dir {
-			return err
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		h, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		h.Name, h.Uid, h.Gid, h.Uname, h.Gname = filepath.ToSlash(rel), 0, 0, "", ""
-		if fi.IsDir() {
-			h.Name += "/"
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			if _, err := tw.Write(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
 }
 
 // shimPodsLeft lists pod dirs the shim left behind.
@@ -272,10 +210,12 @@ func hostKernel(t *testing.T) string {
 }
 
 // TestContainerdRun: `ctr run --runtime io.containerd.coffer.v2 --rm` on
-// Debian's containerd 1.6 runs the command in a Coffer VM (its own
-// kernel), streams its output and returns its exit code; nothing is left.
-func TestContainerdRun(t *testing.T) {
-	c := startContainerd(t)
+// Debian's containerd 1.6 (task API v2) and containerd 2 (task API v3)
+// runs the command in a Coffer VM (its own kernel), streams its output
+// and returns its exit code; nothing is left.
+func TestContainerdRun(t *testing.T) { forEachContainerd(t, testContainerdRun) }
+
+func testContainerdRun(t *testing.T, c *containerd) {
 	c.importBusybox(t)
 	r := c.ctr(t, "", "run", "--runtime", "io.containerd.coffer.v2", "--rm", busyboxImage, "c1",
 		"sh", "-c", "echo hello; uname -r; echo oops >&2; exit 3")
@@ -306,9 +246,11 @@ func TestContainerdRun(t *testing.T) {
 
 // TestContainerdTaskLifecycle: a detached task is listed with the VM's
 // pid, runs execs (output, stdin, exit code), reports metrics from the
-// guest, is killed and deleted, and its VM goes away.
-func TestContainerdTaskLifecycle(t *testing.T) {
-	c := startContainerd(t)
+// guest, is killed and deleted, and its VM goes away. On containerd 1.6
+// and 2.
+func TestContainerdTaskLifecycle(t *testing.T) { forEachContainerd(t, testContainerdTaskLifecycle) }
+
+func testContainerdTaskLifecycle(t *testing.T, c *containerd) {
 	c.importBusybox(t)
 	if r := c.ctr(t, "", "run", "-d", "--runtime", "io.containerd.coffer.v2", busyboxImage, "c2", "sleep", "1000"); r.code != 0 {
 		t.Fatalf("detached run failed: %s", r.stderr)
@@ -317,6 +259,7 @@ func TestContainerdTaskLifecycle(t *testing.T) {
 	if !strings.Contains(ls.stdout, "c2") || !strings.Contains(ls.stdout, "RUNNING") {
 		t.Fatalf("task ls = %q, want c2 RUNNING", ls.stdout)
 	}
+	c.checkTaskAPI(t, "default", "c2")
 	if qemus := ourQEMUs(); len(qemus) != 1 || !strings.Contains(ls.stdout, qemus[0]) {
 		t.Errorf("task ls = %q, want the pid of the pod's qemu %v", ls.stdout, qemus)
 	}
@@ -328,6 +271,12 @@ func TestContainerdTaskLifecycle(t *testing.T) {
 	}
 	if r := c.ctr(t, "", "task", "metrics", "c2"); r.code != 0 || !strings.Contains(r.stdout, "memory") {
 		t.Errorf("task metrics: exit %d stdout %q, want the guest's cgroup metrics", r.code, r.stdout)
+	}
+	// Update (ctr has no command for it): new cgroup limits reach the
+	// container's cgroup in the guest.
+	c.updateMemoryLimit(t, "c2", 104857600)
+	if r := c.ctr(t, "", "task", "metrics", "c2"); !strings.Contains(r.stdout, "104857600") {
+		t.Errorf("task metrics after update = %q, want the memory limit 104857600", r.stdout)
 	}
 	if r := c.ctr(t, "", "task", "kill", "-s", "SIGKILL", "c2"); r.code != 0 {
 		t.Fatalf("task kill failed: %s", r.stderr)
@@ -396,13 +345,21 @@ func TestContainerdConfig(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "io.coffer.vm.memory_mib") {
 		t.Errorf("run with a bad annotation: exit %d stderr %q, want a failure naming the annotation", r.code, r.stderr)
 	}
+	// A create that fails half-way, in the guest after the VM booted,
+	// leaves nothing behind either.
+	r = c.ctr(t, "", "run", "--runtime", "io.containerd.coffer.v2", "--rm", busyboxImage, "cfg4", "no-such-command")
+	if r.code == 0 || !strings.Contains(r.stderr, "not found") {
+		t.Errorf("run of a missing command: exit %d stderr %q, want a failure saying it is not found", r.code, r.stderr)
+	}
 	waitFor(t, 10*time.Second, func() bool { return len(ourQEMUs()) == 0 && len(shimPodsLeft()) == 0 })
 }
 
 // TestContainerdTTY: `ctr run -t` gives the container a terminal of the
-// caller's size; keystrokes and the exit status pass through.
-func TestContainerdTTY(t *testing.T) {
-	c := startContainerd(t)
+// caller's size; keystrokes and the exit status pass through. On
+// containerd 1.6 and 2.
+func TestContainerdTTY(t *testing.T) { forEachContainerd(t, testContainerdTTY) }
+
+func testContainerdTTY(t *testing.T, c *containerd) {
 	c.importBusybox(t)
 	master, slave := openPTY(t)
 	defer master.Close()
@@ -411,7 +368,7 @@ func TestContainerdTTY(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ctr", "--address", c.sock, "run", "-t", "--rm", "--runtime", "io.containerd.coffer.v2", busyboxImage, "tty1", "sh")
+	cmd := exec.CommandContext(ctx, c.release.ctr, "--address", c.sock, "run", "-t", "--rm", "--runtime", "io.containerd.coffer.v2", busyboxImage, "tty1", "sh")
 	out, write := startOnPTY(t, cmd, master, slave)
 	waitFor(t, 90*time.Second, func() bool { return strings.Contains(out.String(), "# ") })
 	write("tty; stty size; echo MA''RK\r")
@@ -446,7 +403,7 @@ func TestContainerdVMDeath(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var stdout, stderr syncBuffer
-	cmd := exec.CommandContext(ctx, "ctr", "--address", c.sock, "run", "--rm", "--runtime", "io.containerd.coffer.v2",
+	cmd := exec.CommandContext(ctx, c.release.ctr, "--address", c.sock, "run", "--rm", "--runtime", "io.containerd.coffer.v2",
 		busyboxImage, "dies", "sh", "-c", "echo up; sleep 1000")
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
@@ -488,6 +445,31 @@ func TestContainerdVMDeath(t *testing.T) {
 	})
 }
 
+// checkTaskAPI checks that containerd 2 talks task API v3 to the shim of
+// task id: it records the version the shim announced in the bundle's
+// bootstrap.json. containerd 1.6 keeps a bare address (task API v2).
+func (c *containerd) checkTaskAPI(t *testing.T, ns, id string) {
+	t.Helper()
+	bundle := filepath.Join(c.dir, "state", "io.containerd.runtime.v2.task", ns, id)
+	b, err := os.ReadFile(filepath.Join(bundle, "bootstrap.json"))
+	if c.release.name == containerd16.name {
+		if err == nil {
+			t.Errorf("containerd 1.6 wrote bootstrap.json %s", b)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("containerd 2 wrote no bootstrap.json for %s: %v", id, err)
+	}
+	var params struct {
+		Version  int    `json:"version"`
+		Protocol string `json:"protocol"`
+	}
+	if err := json.Unmarshal(b, &params); err != nil || params.Version != 3 || params.Protocol != "ttrpc" {
+		t.Errorf("bootstrap.json = %s (%v), want version 3 over ttrpc (task API v3)", b, err)
+	}
+}
+
 // shims lists the pids of Coffer shims serving c.
 func (c *containerd) shims() []string {
 	var out []string
@@ -517,9 +499,42 @@ func (c *containerd) ourMounts() []string {
 	return out
 }
 
+// shimSocket is the socket path the shim of task id in namespace ns
+// serves on (containerd's shim package names it after a hash of
+// containerd's address, the namespace and the id).
+func (c *containerd) shimSocket(ns, id string) string {
+	sum := sha256.Sum256([]byte(filepath.Join(c.sock, ns, id)))
+	return filepath.Join("/run/containerd/s", hex.EncodeToString(sum[:]))
+}
+
+// bundlesLeft lists the task bundles containerd keeps in namespace ns.
+func (c *containerd) bundlesLeft(ns string) []string {
+	entries, _ := os.ReadDir(filepath.Join(c.dir, "state", "io.containerd.runtime.v2.task", ns))
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+// leakCounts is what a create/delete cycle must not leave behind.
+type leakCounts struct {
+	qemu, shims, podDirs int
+	mounts               []string
+}
+
+func (c *containerd) leakCounts() leakCounts {
+	return leakCounts{qemu: len(ourQEMUs()), shims: len(c.shims()), podDirs: len(shimPodsLeft()), mounts: c.ourMounts()}
+}
+
+func (l leakCounts) equal(o leakCounts) bool {
+	return l.qemu == o.qemu && l.shims == o.shims && l.podDirs == o.podDirs && strings.Join(l.mounts, "\n") == strings.Join(o.mounts, "\n")
+}
+
 // TestContainerdCreateDeleteNoLeaks: N create/delete cycles (`ctr run
-// --rm ... true`) leave no qemu, shim, mount or pod dir behind. N is 10,
-// or the issue's 100 with COFFER_LONG_TESTS=1 (each cycle boots a VM).
+// --rm ... true`) leave no qemu, shim, mount, pod dir, task bundle or shim
+// socket behind. N is 10, or the issue's 100 with COFFER_LONG_TESTS=1
+// (each cycle boots a VM: minutes).
 func TestContainerdCreateDeleteNoLeaks(t *testing.T) {
 	n := 10
 	if os.Getenv("COFFER_LONG_TESTS") == "1" {
@@ -527,7 +542,7 @@ func TestContainerdCreateDeleteNoLeaks(t *testing.T) {
 	}
 	c := startContainerd(t)
 	c.importBusybox(t)
-	qemuBefore, shimsBefore, mountsBefore, podsBefore := len(ourQEMUs()), len(c.shims()), c.ourMounts(), len(shimPodsLeft())
+	before := c.leakCounts()
 	start := time.Now()
 	for i := range n {
 		id := fmt.Sprintf("leak%d", i)
@@ -538,20 +553,32 @@ func TestContainerdCreateDeleteNoLeaks(t *testing.T) {
 	t.Logf("%d create/delete cycles in %s (%s each)", n, time.Since(start).Round(time.Millisecond), (time.Since(start) / time.Duration(n)).Round(time.Millisecond))
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		qemu, shims, mnts, pods := len(ourQEMUs()), len(c.shims()), c.ourMounts(), len(shimPodsLeft())
-		if qemu == qemuBefore && shims == shimsBefore && pods == podsBefore && strings.Join(mnts, "\n") == strings.Join(mountsBefore, "\n") {
-			t.Logf("after %d cycles: qemu %d, shims %d, mounts %d, pod dirs %d (as before)", n, qemu, shims, len(mnts), pods)
+		after := c.leakCounts()
+		if after.equal(before) {
+			t.Logf("after %d cycles: qemu %d, shims %d, mounts %d, pod dirs %d (as before)", n, after.qemu, after.shims, len(after.mounts), after.podDirs)
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after %d cycles: qemu %d (before %d), shims %d (before %d), pod dirs %d (before %d), mounts %q (before %q)",
-				n, qemu, qemuBefore, shims, shimsBefore, pods, podsBefore, mnts, mountsBefore)
+			t.Fatalf("after %d cycles: %+v, before %+v", n, after, before)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	if r := c.ctr(t, "", "containers", "ls", "-q"); strings.TrimSpace(r.stdout) != "" {
 		t.Errorf("containers left: %q", r.stdout)
 	}
+	if left := c.bundlesLeft("default"); len(left) > 0 {
+		t.Errorf("task bundles left: %v", left)
+	}
+	for i := range n {
+		if sock := c.shimSocket("default", fmt.Sprintf("leak%d", i)); fileExists(sock) {
+			t.Errorf("shim socket of cycle %d left: %s", i, sock)
+		}
+	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
 }
 
 // TestContainerdPodSharesVM: a container whose CRI annotations name a
@@ -645,5 +672,165 @@ func TestContainerdPodSharesVM(t *testing.T) {
 	}
 	if r := c.ctr(t, "", "containers", "ls", "-q"); strings.TrimSpace(r.stdout) != "" {
 		t.Errorf("containers left: %q", r.stdout)
+	}
+}
+
+// updateMemoryLimit sets task id's memory limit through containerd's
+// Tasks.Update API (ctr has no command for it).
+func (c *containerd) updateMemoryLimit(t *testing.T, id string, limit int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, "containerd-namespace", "default")
+	conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatalf("connect to containerd: %v", err)
+	}
+	defer conn.Close()
+	res, _ := json.Marshal(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}})
+	_, err = tasksapi.NewTasksClient(conn).Update(ctx, &tasksapi.UpdateTaskRequest{ContainerID: id,
+		Resources: &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", Value: res}})
+	if err != nil {
+		t.Errorf("update task %s: %v", id, err)
+	}
+}
+
+// events collects `ctr events` output of c while a test runs.
+func (c *containerd) events(t *testing.T) *syncBuffer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	cmd := exec.CommandContext(ctx, c.release.ctr, "--address", c.sock, "events")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+	return out
+}
+
+// eventLine returns the first line of events about topic and id.
+func eventLine(events, topic, id string) string {
+	for _, l := range strings.Split(events, "\n") {
+		if strings.Contains(l, topic) && strings.Contains(l, `"`+id+`"`) {
+			return l
+		}
+	}
+	return ""
+}
+
+// parseExitedAt reads exited_at from a `ctr events` line: an RFC 3339
+// string (ctr 1.6) or {"seconds":…,"nanos":…} (ctr 2).
+func parseExitedAt(line string) (time.Time, bool) {
+	if m := regexp.MustCompile(`"exited_at":"([^"]+)"`).FindStringSubmatch(line); m != nil {
+		t, err := time.Parse(time.RFC3339Nano, m[1])
+		return t, err == nil
+	}
+	if m := regexp.MustCompile(`"exited_at":\{"seconds":(\d+)(?:,"nanos":(\d+))?\}`).FindStringSubmatch(line); m != nil {
+		sec, _ := strconv.ParseInt(m[1], 10, 64)
+		nsec, _ := strconv.ParseInt(m[2], 10, 64)
+		return time.Unix(sec, nsec), true
+	}
+	return time.Time{}, false
+}
+
+// TestContainerdOOMAndExitTime: a container that runs out of its memory
+// limit exits 137 and containerd gets TaskOOM before TaskExit; a task's
+// exit time (TaskExit's exited_at) is the exit's, on the host's clock. On
+// containerd 1.6 and 2.
+func TestContainerdOOMAndExitTime(t *testing.T) { forEachContainerd(t, testContainerdOOMAndExitTime) }
+
+func testContainerdOOMAndExitTime(t *testing.T, c *containerd) {
+	c.importBusybox(t)
+	events := c.events(t)
+	r := c.ctr(t, "", "run", "--rm", "--runtime", "io.containerd.coffer.v2", "--memory-limit", "33554432", busyboxImage, "oom1",
+		"sh", "-c", "echo go; tail /dev/zero")
+	if r.code != 137 || strings.TrimSpace(r.stdout) != "go" {
+		t.Errorf("out of memory: exit %d stdout %q, want 137 after go", r.code, r.stdout)
+	}
+	// The container sleeps 2 s after starting: its exit must fall in the
+	// host's window [start+2s, return of ctr run].
+	before := time.Now()
+	r = c.ctr(t, "", "run", "--rm", "--runtime", "io.containerd.coffer.v2", busyboxImage, "t1", "sleep", "2")
+	after := time.Now()
+	if r.code != 0 {
+		t.Fatalf("run t1: exit %d stderr %q", r.code, r.stderr)
+	}
+	var exitLine string
+	waitFor(t, 10*time.Second, func() bool {
+		exitLine = eventLine(events.String(), "/tasks/exit", "t1")
+		return eventLine(events.String(), "/tasks/oom", "oom1") != "" && exitLine != ""
+	})
+	ev := events.String()
+	if oom, exit := strings.Index(ev, eventLine(ev, "/tasks/oom", "oom1")), strings.Index(ev, eventLine(ev, "/tasks/exit", "oom1")); exit < oom {
+		t.Errorf("TaskExit of oom1 came before its TaskOOM:\n%s", ev)
+	}
+	exited, ok := parseExitedAt(exitLine)
+	if !ok {
+		t.Fatalf("no exited_at in the TaskExit event %q", exitLine)
+	}
+	t.Logf("t1: ctr run from %s to %s, exited_at %s", before.Format(time.RFC3339Nano), after.Format(time.RFC3339Nano), exited.Format(time.RFC3339Nano))
+	// containerd stamps the event when the shim publishes it, after the exit.
+	if f := strings.Fields(exitLine); len(f) > 4 {
+		if published, err := time.Parse("2006-01-02 15:04:05.999999999 -0700 MST", strings.Join(f[:4], " ")); err == nil && exited.After(published) {
+			t.Errorf("exited_at %s is after containerd received the exit (%s): not on the host's clock", exited.Format(time.RFC3339Nano), published.Format(time.RFC3339Nano))
+		}
+	}
+	if exited.Before(before.Add(2*time.Second)) || exited.After(after) {
+		t.Errorf("exited_at %s is outside the host's window [%s, %s]", exited.Format(time.RFC3339Nano),
+			before.Add(2*time.Second).Format(time.RFC3339Nano), after.Format(time.RFC3339Nano))
+	}
+}
+
+// TestContainerdShimKilled: a pod whose sandbox task was deleted while a
+// joined container still runs in its VM, then its shim SIGKILLed: the
+// cleanup path (`containerd-shim-coffer-v2 delete` for the joined
+// container) finds the pod through its record, hot-plugged disk
+// included, and removes the VM and all state.
+func TestContainerdShimKilled(t *testing.T) {
+	c := startContainerd(t)
+	c.importBusybox(t)
+	t.Cleanup(func() {
+		for _, id := range []string{"c2", "pod1"} {
+			c.ctr(t, "", "task", "delete", "-f", id)
+			c.ctr(t, "", "containers", "rm", id)
+		}
+	})
+	qemuBefore, shimsBefore, mountsBefore := len(ourQEMUs()), len(c.shims()), c.ourMounts()
+	for _, ct := range [][2]string{{"pod1", "sandbox"}, {"c2", "container"}} {
+		if r := c.ctr(t, "", "run", "-d", "--runtime", "io.containerd.coffer.v2",
+			"--annotation", "io.kubernetes.cri.container-type="+ct[1], "--annotation", "io.kubernetes.cri.sandbox-id=pod1",
+			busyboxImage, ct[0], "sleep", "1000"); r.code != 0 {
+			t.Fatalf("run %s: exit %d\nstderr: %s", ct[0], r.code, r.stderr)
+		}
+	}
+	rec, err := os.ReadFile(filepath.Join(runtimeDir, "shim", "default", "pod1", "shim.json"))
+	if err != nil || !strings.Contains(string(rec), `"container": "c2"`) {
+		t.Fatalf("pod record %s (%v): want c2's hot-plugged disk listed", rec, err)
+	}
+	// The sandbox task goes; the VM stays for c2.
+	c.ctr(t, "", "task", "kill", "-s", "SIGKILL", "pod1")
+	waitFor(t, 30*time.Second, func() bool { return strings.Contains(c.ctr(t, "", "task", "ls").stdout, "STOPPED") })
+	if r := c.ctr(t, "", "task", "delete", "pod1"); r.code != 0 {
+		t.Fatalf("task delete pod1: %s", r.stderr)
+	}
+	if n := len(ourQEMUs()) - qemuBefore; n != 1 {
+		t.Fatalf("%d qemu after the sandbox task left, want the pod's VM still running for c2", n)
+	}
+	shims := c.shims()
+	if len(shims) != shimsBefore+1 {
+		t.Fatalf("shims %v, want the pod's one", shims)
+	}
+	pid, _ := strconv.Atoi(shims[len(shims)-1])
+	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, func() bool {
+		return len(ourQEMUs()) == qemuBefore && len(shimPodsLeft()) == 0 && len(c.shims()) == shimsBefore
+	})
+	waitFor(t, 30*time.Second, func() bool { return !strings.Contains(c.ctr(t, "", "task", "ls").stdout, "RUNNING") })
+	if m := c.ourMounts(); strings.Join(m, "\n") != strings.Join(mountsBefore, "\n") {
+		t.Errorf("mounts after the cleanup %q, before %q", m, mountsBefore)
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coffer-project/coffer/internal/testimage"
 )
 
 var (
@@ -61,7 +63,7 @@ func run(m *testing.M) int {
 	runtimeDir = filepath.Join(tmp, "run")
 	os.Setenv("COFFER_RUNTIME_DIR", runtimeDir)
 	busybox = filepath.Join(tmp, "busybox")
-	if err := makeBusyboxRootfs(busybox); err != nil {
+	if err := testimage.BusyboxRootfs(busybox); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -75,40 +77,6 @@ func run(m *testing.M) int {
 		}
 	}
 	return code
-}
-
-// makeBusyboxRootfs builds a minimal rootfs: static busybox and its applets.
-func makeBusyboxRootfs(dir string) error {
-	for _, d := range []string{"bin", "etc", "proc", "sys", "dev", "tmp", "root", "mnt"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return err
-		}
-	}
-	if err := os.Chmod(filepath.Join(dir, "tmp"), 0o1777); err != nil {
-		return err
-	}
-	src := "/bin/busybox"
-	b, err := os.ReadFile(src)
-	if err != nil {
-		return fmt.Errorf("busybox-static is needed (scripts/setup.sh installs it): %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "bin", "busybox"), b, 0o755); err != nil {
-		return err
-	}
-	out, err := exec.Command(src, "--list").Output()
-	if err != nil {
-		return err
-	}
-	for _, app := range strings.Fields(string(out)) {
-		if app == "busybox" {
-			continue
-		}
-		_ = os.Symlink("busybox", filepath.Join(dir, "bin", app))
-	}
-	if err := os.WriteFile(filepath.Join(dir, "etc", "passwd"), []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"), 0o644); err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, "etc", "group"), []byte("root:x:0:\nnogroup:x:65534:\n"), 0o644)
 }
 
 // mounts is the host's mount table without the lines of other integration

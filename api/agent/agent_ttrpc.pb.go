@@ -15,6 +15,7 @@ type AgentService interface {
 	StartContainer(context.Context, *StartContainerRequest) (*Empty, error)
 	RemoveContainer(context.Context, *RemoveContainerRequest) (*Empty, error)
 	StatsContainer(context.Context, *StatsContainerRequest) (*StatsContainerResponse, error)
+	UpdateContainer(context.Context, *UpdateContainerRequest) (*Empty, error)
 	ListContainers(context.Context, *ListContainersRequest) (*ListContainersResponse, error)
 	ExecProcess(context.Context, *ExecProcessRequest) (*ExecProcessResponse, error)
 	WaitProcess(context.Context, *WaitProcessRequest) (*WaitProcessResponse, error)
@@ -77,6 +78,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.StatsContainer(ctx, &req)
+			},
+			"UpdateContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req UpdateContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.UpdateContainer(ctx, &req)
 			},
 			"ListContainers": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req ListContainersRequest
@@ -206,6 +214,14 @@ func (c *agentClient) RemoveContainer(ctx context.Context, req *RemoveContainerR
 func (c *agentClient) StatsContainer(ctx context.Context, req *StatsContainerRequest) (*StatsContainerResponse, error) {
 	var resp StatsContainerResponse
 	if err := c.client.Call(ctx, "coffer.agent.v1.Agent", "StatsContainer", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) UpdateContainer(ctx context.Context, req *UpdateContainerRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "coffer.agent.v1.Agent", "UpdateContainer", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

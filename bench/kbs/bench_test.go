@@ -65,7 +65,8 @@ func TestProcCPUTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := c.total(); d <= 0 || c.user <= 0 || d > selfCPUTime()+time.Second {
+	// Tick-based accounting may put the whole spin in sys: check the total.
+	if d := c.total(); d <= 0 || d > selfCPUTime()+time.Second {
 		t.Fatalf("procCPUTime(self) = %+v, rusage says %s", c, selfCPUTime())
 	}
 	if h := readHostCPU(); h.total <= 0 || h.busy <= 0 || h.busy > h.total {

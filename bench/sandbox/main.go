@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"github.com/coffer-project/coffer/bench/internal/benchutil"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/coffer-project/coffer/internal/guest"
@@ -66,46 +63,22 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 }
 
 func main() {
-	os.Exit(realMain())
-}
-
-func realMain() int {
-	opts, err := parseFlags(os.Args[1:], os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer stop()
-
-	progress := io.Writer(os.Stderr)
-	if opts.quiet {
-		progress = io.Discard
-	}
-	b, err := newBench(ctx, opts, progress)
-	if b != nil {
-		defer b.cleanup()
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "bench: set-up failed: %v\n", err)
-		return 1
-	}
-	rep, runErr := b.run(ctx)
-	if ctx.Err() != nil {
-		fmt.Fprintln(os.Stderr, "bench: interrupted; cleaning up")
-		return 130
-	}
-	if rep != nil {
-		if code := benchutil.Emit(func() any { return rep.toJSON() }, rep.printTable, opts.json, opts.jsonFile); code != 0 {
-			return code
-		}
-	}
-	if runErr != nil {
-		fmt.Fprintf(os.Stderr, "bench: %v\n", runErr)
-		return 1
-	}
-	return 0
+	os.Exit(benchutil.Main(os.Args[1:], parseFlags,
+		func(o options) benchutil.Flags {
+			return benchutil.Flags{Quiet: o.quiet, JSON: o.json, JSONFile: o.jsonFile}
+		},
+		func(ctx context.Context, o options, progress io.Writer) (*benchutil.Output, error) {
+			b, err := newBench(ctx, o, progress)
+			if b != nil {
+				defer b.cleanup()
+			}
+			if err != nil {
+				return nil, fmt.Errorf("set-up failed: %w", err)
+			}
+			rep, err := b.run(ctx)
+			if rep == nil {
+				return nil, err
+			}
+			return &benchutil.Output{JSON: func() any { return rep.toJSON() }, Table: rep.printTable}, err
+		}))
 }

@@ -19,6 +19,8 @@ import (
 	"github.com/coffer-project/coffer/internal/hypervisor/qemu"
 	"github.com/coffer-project/coffer/internal/sandbox"
 	"golang.org/x/sys/unix"
+
+	"github.com/coffer-project/coffer/bench/internal/benchutil"
 )
 
 // result is one measured run.
@@ -112,7 +114,7 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 		seed = rand.Uint64()
 	}
 	rng := rand.New(rand.NewPCG(seed, 0))
-	rep := &report{Machine: b.machine, N: b.opts.n, Seed: seed, LoadBefore: loadAvg(), Started: time.Now().UTC()}
+	rep := &report{Machine: b.machine, N: b.opts.n, Seed: seed, LoadBefore: benchutil.LoadAvg(), Started: time.Now().UTC()}
 	b.logf("temp dir %s; accel %s; %d cases × (%d + 1 warm-up)", b.tmp, b.accel, len(cases), b.opts.n)
 	var failed int
 	for iter := 0; iter <= b.opts.n; iter++ {
@@ -219,7 +221,7 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 		row.Case, row.THPOff = v.label, v.thpOff
 		rep.IdleRows = append(rep.IdleRows, row)
 	}
-	rep.LoadAfter = loadAvg()
+	rep.LoadAfter = benchutil.LoadAvg()
 	rep.Finished = time.Now().UTC()
 	if failed > 0 {
 		return rep, fmt.Errorf("%d measurement(s) failed; see the progress lines above", failed)

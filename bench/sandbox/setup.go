@@ -22,6 +22,8 @@ import (
 	"github.com/coffer-project/coffer/internal/sandbox"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/coffer-project/coffer/bench/internal/benchutil"
 )
 
 // bench holds everything one benchmark run set up; cleanup removes it.
@@ -383,24 +385,15 @@ func (b *bench) makeBundle(ctx context.Context) error {
 	return os.WriteFile(p, raw, 0o644)
 }
 
-func firstLine(ctx context.Context, name string, args ...string) string {
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
-	if err != nil {
-		return "unknown"
-	}
-	l, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
-	return l
-}
-
 func (b *bench) describeMachine(ctx context.Context) machineInfo {
 	mi := machineInfo{
 		CPUs: runtime.NumCPU(), CPUModel: cpuModel(), QEMU: b.qemu,
-		QEMUVersion: firstLine(ctx, b.qemu, "--version"),
+		QEMUVersion: benchutil.FirstLine(ctx, b.qemu, "--version"),
 		Accel:       string(b.accel), AccelReason: b.accelWhy,
 		GuestKernel: b.manifest.Kernel.Release, GuestCmdline: b.manifest.Cmdline,
 		GuestInitrd: b.manifest.Initrd.Size, GuestModules: len(b.manifest.Modules), GuestAgent: b.manifest.Agent.Version,
-		Coffer: b.coffer, CofferVersion: firstLine(ctx, b.coffer, "--version"),
-		Runc: firstLine(ctx, "runc", "--version"), BigTree: b.bigTree,
+		Coffer: b.coffer, CofferVersion: benchutil.FirstLine(ctx, b.coffer, "--version"),
+		Runc: benchutil.FirstLine(ctx, "runc", "--version"), BigTree: b.bigTree,
 	}
 	var uts unix.Utsname
 	if unix.Uname(&uts) == nil {
@@ -487,18 +480,6 @@ func qemuPIDs() []int {
 		}
 	}
 	return pids
-}
-
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return ""
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
 }
 
 func (b *bench) env() []string {

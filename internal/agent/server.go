@@ -89,7 +89,8 @@ func NewServer(log *slog.Logger, r *runner.Runner, powerOff func()) *Server {
 var _ api.AgentService = (*Server)(nil)
 
 func (s *Server) Check(ctx context.Context, _ *api.CheckRequest) (*api.CheckResponse, error) {
-	return &api.CheckResponse{AgentVersion: version.Version, KernelRelease: kernelRelease(), UptimeSeconds: uptimeSeconds()}, nil
+	return &api.CheckResponse{AgentVersion: version.Version, KernelRelease: kernelRelease(), UptimeSeconds: uptimeSeconds(),
+		TimeUnixNano: time.Now().UnixNano()}, nil
 }
 
 func (s *Server) CreateSandbox(ctx context.Context, req *api.CreateSandboxRequest) (*api.Empty, error) {
@@ -453,6 +454,34 @@ func (s *Server) StatsContainer(ctx context.Context, req *api.StatsContainerRequ
 		MemoryOom: st.MemoryOOM, MemoryOomKill: st.MemoryOOMKill,
 		PidsCurrent: st.PidsCurrent, PidsMax: st.PidsMax, MemoryStat: st.MemoryStat,
 	}}, nil
+}
+
+// maxResourcesJSON bounds the OCI resources document UpdateContainer
+// accepts.
+const maxResourcesJSON = 64 << 10
+
+// UpdateContainer applies new cgroup resources (memory, CPU, pids) to a
+// container, as containerd's task Update asks.
+func (s *Server) UpdateContainer(ctx context.Context, req *api.UpdateContainerRequest) (*api.Empty, error) {
+	if len(req.Resources) > maxResourcesJSON {
+		return nil, status.Errorf(codes.InvalidArgument, "resources of container %q: %d bytes, the limit is %d", req.ContainerId, len(req.Resources), maxResourcesJSON)
+	}
+	var res specs.LinuxResources
+	if err := json.Unmarshal(req.Resources, &res); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "resources of container %q are not OCI LinuxResources JSON: %v", req.ContainerId, err)
+	}
+	c, err := s.getContainer(req.ContainerId)
+	if err != nil {
+		return nil, err
+	}
+	if c.c == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "container %q is not created yet", c.id)
+	}
+	if err := c.c.Cgroup.Apply(&res); err != nil {
+		return nil, status.Errorf(codes.Internal, "update the cgroup of container %q: %v", c.id, err)
+	}
+	s.log.Info("container resources updated", "id", c.id)
+	return &api.Empty{}, nil
 }
 
 func (s *Server) ListContainers(ctx context.Context, _ *api.ListContainersRequest) (*api.ListContainersResponse, error) {

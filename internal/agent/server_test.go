@@ -172,7 +172,8 @@ func wantCode(t *testing.T, what string, err error, code codes.Code, msg string)
 
 func TestServerCheck(t *testing.T) {
 	r, err := newTestServer().Check(testCtx(t), &api.CheckRequest{})
-	if err != nil || r.AgentVersion != version.Version || r.KernelRelease == "" || r.UptimeSeconds <= 0 {
+	if err != nil || r.AgentVersion != version.Version || r.KernelRelease == "" || r.UptimeSeconds <= 0 ||
+		time.Since(time.Unix(0, r.TimeUnixNano)).Abs() > time.Minute {
 		t.Fatalf("Check = %+v, %v", r, err)
 	}
 }
@@ -266,6 +267,10 @@ func TestServerUnknownContainer(t *testing.T) {
 			_, err := s.StatsContainer(ctx, &api.StatsContainerRequest{ContainerId: "nope"})
 			return err
 		},
+		"UpdateContainer": func() error {
+			_, err := s.UpdateContainer(ctx, &api.UpdateContainerRequest{ContainerId: "nope", Resources: []byte(`{}`)})
+			return err
+		},
 		"WaitProcess": func() error { _, err := s.WaitProcess(ctx, &api.WaitProcessRequest{ContainerId: "nope"}); return err },
 		"SignalProcess": func() error {
 			_, err := s.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: "nope", Signal: 9})
@@ -290,6 +295,20 @@ func TestServerUnknownContainer(t *testing.T) {
 	wantCode(t, "no init", err, codes.NotFound, `container "c1" has no init process`)
 	_, err = s.ReadStdout(ctx, &api.ReadStreamRequest{ContainerId: "c1", ExecId: "e9"})
 	wantCode(t, "no exec", err, codes.NotFound, `exec "e9" not found in container "c1"`)
+}
+
+// TestServerUpdateContainerValidation: resources must be bounded OCI
+// LinuxResources JSON, for a container that exists in the runner.
+func TestServerUpdateContainerValidation(t *testing.T) {
+	s := newTestServer()
+	ctx := testCtx(t)
+	_, err := s.UpdateContainer(ctx, &api.UpdateContainerRequest{ContainerId: "c1", Resources: make([]byte, maxResourcesJSON+1)})
+	wantCode(t, "too large", err, codes.InvalidArgument, "the limit is")
+	_, err = s.UpdateContainer(ctx, &api.UpdateContainerRequest{ContainerId: "c1", Resources: []byte(`{"memory":`)})
+	wantCode(t, "bad JSON", err, codes.InvalidArgument, "not OCI LinuxResources JSON")
+	s.containers["c1"] = &container{id: "c1", procs: map[string]*process{}, creating: true}
+	_, err = s.UpdateContainer(ctx, &api.UpdateContainerRequest{ContainerId: "c1", Resources: []byte(`{"memory":{"limit":1048576}}`)})
+	wantCode(t, "not created", err, codes.FailedPrecondition, `container "c1" is not created yet`)
 }
 
 // addContainer registers a container "c1" whose init process is p.

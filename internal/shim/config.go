@@ -320,7 +320,8 @@ func (c Config) PodDir(ns, id string) string {
 	return filepath.Join(c.RuntimeDir, ns, name)
 }
 
-// podRecord is written to <pod dir>/shim.json once the VM runs, so that
+// podRecord is written to <pod dir>/shim.json once the VM runs, and
+// rewritten as containers join and leave the pod, so that
 // `containerd-shim-coffer-v2 delete` can clean up after a dead shim.
 type podRecord struct {
 	ID       string `json:"id"`
@@ -329,6 +330,16 @@ type podRecord struct {
 	Bundle   string `json:"bundle"`
 	Accel    string `json:"accel,omitempty"`
 	GuestDir string `json:"guest_dir"`
+	// Joined lists the containers that joined the pod and the disks
+	// hot-plugged for them.
+	Joined []joinedDisk `json:"joined,omitempty"`
+}
+
+// joinedDisk is a joining container's hot-plugged rootfs disk.
+type joinedDisk struct {
+	Container string `json:"container"`
+	Serial    string `json:"serial"`
+	Image     string `json:"image"`
 }
 
 const recordFile = "shim.json"

@@ -6,18 +6,20 @@
 // It owns the shim's two lives: the short-lived `start` / `delete`
 // invocations (Manager: spawn the long-lived shim on a socket, clean up
 // after a dead one) and the long-lived task service (Service: Create,
-// Start, Exec, Wait, Kill, Delete, State, Pids, Stats, ResizePty,
-// CloseIO, Connect, Shutdown, with TaskCreate/Start/Exit/Delete events).
+// Start, Exec, Wait, Kill, Delete, State, Pids, Stats, Update, ResizePty,
+// CloseIO, Connect, Shutdown, with TaskCreate/Start/Exit/Delete/ExecAdded/
+// ExecStarted/OOM events; exit times corrected by the guest clock's
+// offset, clock.go).
 //
 // Dependencies: containerd v1.7 (github.com/containerd/containerd
-// v1.7.35, package runtime/v2/shim) and its task API v2
-// (github.com/containerd/containerd/api runtime/task/v2) over ttrpc.
-// That shim package prints the bare socket address on `start`, which is
-// what containerd 1.6 (Debian 12's) expects, and containerd 1.7 and 2.x
-// still accept a bare address (they treat it as task API v2). containerd
-// v2's pkg/shim always prints a JSON bootstrap document, which
-// containerd 1.6 cannot parse, so it is not used. Serving task API v3
-// for containerd 2.x is future work.
+// v1.7.35, package runtime/v2/shim) and its task API over ttrpc. The
+// shim serves task API v2 (containerd 1.6/1.7) and v3 (containerd 2.x,
+// taskv3.go: a bridge onto the v2 implementation) on the same socket;
+// `start` tells containerd which one to use (bootstrap.go): containerd
+// 2.x sends bootstrap parameters on stdin and gets a BootstrapResult
+// with version 3, older releases get the bare socket address (v2).
+// containerd v2's pkg/shim is not used: it always answers in the
+// bootstrap format, which containerd 1.6 cannot parse.
 //
 // Pods (podjoin.go): containers carrying the CRI annotations
 // io.kubernetes.cri.container-type=container and
@@ -35,8 +37,9 @@
 // then an allow-list of pod annotations; resolved per pod at Create, so a
 // bad value fails that Create before any VM starts.
 //
-// Where things live: the pod directory (rootfs image, VM sockets and
-// logs, shim.json) is $COFFER_RUNTIME_DIR/shim/<namespace>/<id>, or
+// Where things live: the pod directory (rootfs images, VM sockets and
+// logs, shim.json: the shim and VM pids and the disks hot-plugged for
+// joining containers, which `delete` uses after a shim died) is $COFFER_RUNTIME_DIR/shim/<namespace>/<id>, or
 // /run/coffer/shim/... when COFFER_RUNTIME_DIR is unset. The guest image
 // comes from guest_dir in the config, else $COFFER_GUEST_DIR or
 // guest.DefaultCacheDir().

@@ -38,13 +38,30 @@ func NewManager(cfg Config, log *slog.Logger) *Manager {
 // Name is the runtime name.
 func (m *Manager) Name() string { return RuntimeName }
 
-// Start spawns the long-lived shim for task id on a new socket and
-// returns the socket's address. The working directory is the bundle.
-func (m *Manager) Start(ctx context.Context, id string, opts cshim.StartOpts) (_ string, retErr error) {
+// Start spawns the long-lived shim for task id on a new socket (or finds
+// the running shim of its pod) and returns what `start` prints: the
+// socket's bare address for containerd 1.6/1.7 (task API v2), or a
+// BootstrapResult announcing task API v3 when containerd sent bootstrap
+// parameters on stdin (containerd 2.x, see bootstrap.go). The working
+// directory is the bundle.
+func (m *Manager) Start(ctx context.Context, id string, opts cshim.StartOpts) (string, error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
 		return "", err
 	}
+	params, v3 := readBootstrap(os.Stdin, id, ns)
+	address, err := m.start(ctx, ns, id, opts)
+	if err != nil {
+		return "", err
+	}
+	if v3 {
+		m.log.Debug("containerd speaks the bootstrap protocol: serving task API v3", "containerd_version", params.ContainerdVersion)
+		return string(bootstrapResult(address)), nil
+	}
+	return address, nil
+}
+
+func (m *Manager) start(ctx context.Context, ns, id string, opts cshim.StartOpts) (_ string, retErr error) {
 	self, err := os.Executable()
 	if err != nil {
 		return "", fmt.Errorf("find the shim binary: %w", err)
@@ -139,44 +156,98 @@ func (m *Manager) joinPod(ctx context.Context, id, sandboxID string, opts cshim.
 
 // Stop is `containerd-shim-coffer-v2 delete`: the shim of task id is gone
 // (or never came up), so remove its VM and state. It is idempotent.
+//
+// containerd also runs it after each task's Delete has closed its
+// connection (containerd 1.6 does), so it removes nothing while the
+// pod's shim still runs: the shim owns the VM until the pod's last
+// container leaves. Once the shim is dead nothing can use the VM, so the
+// first delete after that (the sandbox container's or that of any
+// container that joined the pod) removes the VM and the pod state,
+// hot-plugged disks included (the pod record lists them).
 func (m *Manager) Stop(ctx context.Context, id string) (cshim.StopStatus, error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
 		return cshim.StopStatus{}, err
 	}
-	if cwd, err := os.Getwd(); err == nil {
-		if annotations, err := bundleAnnotations(cwd); err == nil {
-			if _, joining := podRole(annotations); joining {
-				// The VM and the socket belong to the pod's sandbox
-				// container; its shim removes this container's disk.
-				_ = mount.UnmountAll(filepath.Join(cwd, "rootfs"), unix.MNT_DETACH)
-				return cshim.StopStatus{ExitStatus: 128 + int(unix.SIGKILL), ExitedAt: time.Now()}, nil
-			}
-		}
-	}
-	dir := m.cfg.PodDir(ns, id)
-	pid := 0
-	if rec, err := readRecord(dir); err == nil {
-		pid = rec.QEMUPID
-		if rec.QEMUPID > 0 && isOurQEMU(rec.QEMUPID, dir) {
-			m.log.Warn("killing the VM of a dead shim", "id", id, "qemu_pid", rec.QEMUPID)
-			_ = unix.Kill(rec.QEMUPID, unix.SIGKILL)
-			waitGone(ctx, rec.QEMUPID, 5*time.Second)
-		}
-	}
-	if cwd, err := os.Getwd(); err == nil {
+	stopped := cshim.StopStatus{ExitStatus: 128 + int(unix.SIGKILL), ExitedAt: time.Now()}
+	podID, joining := id, false
+	cwd, cwdErr := os.Getwd()
+	if cwdErr == nil {
 		// The bundle's rootfs is only mounted while Create builds the
 		// image; a shim killed then leaves it mounted.
 		_ = mount.UnmountAll(filepath.Join(cwd, "rootfs"), unix.MNT_DETACH)
+		if annotations, err := bundleAnnotations(cwd); err == nil {
+			var sandboxID string
+			if sandboxID, joining = podRole(annotations); joining {
+				podID = sandboxID
+			}
+		}
+	}
+	dir := m.cfg.PodDir(ns, podID)
+	rec, recErr := readRecord(dir)
+	if recErr == nil && isOurShim(rec.ShimPID) {
+		return stopped, nil
+	}
+	if joining && (recErr != nil || !rec.joined(id)) {
+		// Not (or no longer) in the pod: nothing of ours to remove.
+		return stopped, nil
+	}
+	if cwdErr == nil && !joining {
 		// A killed shim leaves its socket behind.
 		if address, err := cshim.ReadAddress(filepath.Join(cwd, "address")); err == nil {
 			_ = cshim.RemoveSocket(address)
 		}
 	}
-	if err := removePodDir(dir); err != nil {
-		return cshim.StopStatus{}, fmt.Errorf("remove pod state %s: %w", dir, err)
+	pid, err := m.removePod(ctx, dir)
+	if err != nil {
+		return cshim.StopStatus{}, err
 	}
-	return cshim.StopStatus{Pid: pid, ExitStatus: 128 + int(unix.SIGKILL), ExitedAt: time.Now()}, nil
+	stopped.Pid = pid
+	return stopped, nil
+}
+
+// removePod kills the VM of the pod in dir (if it still runs) and removes
+// the pod's state: the VM's files and every recorded disk image. It
+// returns the VM's pid.
+func (m *Manager) removePod(ctx context.Context, dir string) (int, error) {
+	pid := 0
+	if rec, err := readRecord(dir); err == nil {
+		pid = rec.QEMUPID
+		if rec.QEMUPID > 0 && isOurQEMU(rec.QEMUPID, dir) {
+			m.log.Warn("killing the VM of a dead shim", "id", rec.ID, "qemu_pid", rec.QEMUPID, "joined_disks", len(rec.Joined))
+			_ = unix.Kill(rec.QEMUPID, unix.SIGKILL)
+			waitGone(ctx, rec.QEMUPID, 5*time.Second)
+		}
+		for _, j := range rec.Joined {
+			// Images live in the pod dir; anything else is not ours.
+			if filepath.Dir(j.Image) == dir {
+				_ = os.Remove(j.Image)
+			}
+		}
+	}
+	if err := removePodDir(dir); err != nil {
+		return pid, fmt.Errorf("remove pod state %s: %w", dir, err)
+	}
+	return pid, nil
+}
+
+// joined reports whether container id joined the pod.
+func (r *podRecord) joined(id string) bool {
+	for _, j := range r.Joined {
+		if j.Container == id {
+			return true
+		}
+	}
+	return false
+}
+
+// isOurShim reports whether pid is a running Coffer shim.
+func isOurShim(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	return err == nil && bytes.Contains(b, []byte("containerd-shim-coffer-v2"))
 }
 
 // isOurQEMU reports whether pid is a qemu started for the pod in dir.

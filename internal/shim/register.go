@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	taskv3 "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/pkg/shutdown"
 	"github.com/containerd/containerd/plugin"
 	cshim "github.com/containerd/containerd/runtime/v2/shim"
@@ -65,9 +66,11 @@ func shimLogger(ctx context.Context, cfg Config) (*slog.Logger, *slog.LevelVar) 
 	return l, settable
 }
 
-// RegisterTTRPC serves the task API v2 on server (the shim package calls
-// it for each service plugin).
+// RegisterTTRPC serves the task API on server (the shim package calls it
+// for each service plugin): v2 for containerd 1.6/1.7 and v3 for
+// containerd 2.x; `start` told containerd which one to use.
 func (s *Service) RegisterTTRPC(server *ttrpc.Server) error {
 	taskAPI.RegisterTaskService(server, s)
+	taskv3.RegisterTTRPCTaskService(server, taskV3{s})
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/containerd/containerd/runtime"
 	cshim "github.com/containerd/containerd/runtime/v2/shim"
 	"github.com/containerd/fifo"
+	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -54,6 +56,9 @@ type Service struct {
 type pod struct {
 	dir string
 	sb  *sandbox.Sandbox
+	rec *podRecord // as written to dir
+	// clock is how far the guest's wall clock is ahead of the host's.
+	clock time.Duration
 }
 
 type container struct {
@@ -188,9 +193,16 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, grpcErr(err)
 	}
-	s.pod = &pod{dir: dir, sb: sb}
-	if err := writeRecord(dir, &podRecord{ID: r.ID, ShimPID: os.Getpid(), QEMUPID: sb.PID(), Bundle: r.Bundle,
-		Accel: string(sb.Accel()), GuestDir: cfg.GuestDir}); err != nil {
+	rec := &podRecord{ID: r.ID, ShimPID: os.Getpid(), QEMUPID: sb.PID(), Bundle: r.Bundle,
+		Accel: string(sb.Accel()), GuestDir: cfg.GuestDir}
+	s.pod = &pod{dir: dir, sb: sb, rec: rec}
+	if off, ok := guestClockOffset(vctx, sb.Agent); ok {
+		s.pod.clock = off
+		s.log.Debug("guest clock offset", "id", r.ID, "offset", off)
+	} else {
+		s.log.Warn("the agent does not report its clock: exit times are the guest's", "id", r.ID)
+	}
+	if err := writeRecord(dir, rec); err != nil {
 		return nil, grpcErr(err)
 	}
 	hostname := spec.Hostname
@@ -242,6 +254,16 @@ func (s *Service) createInPod(ctx context.Context, r *taskAPI.CreateTaskRequest,
 	if err := s.buildRootfs(ctx, r, spec, img); err != nil {
 		return nil, grpcErr(err)
 	}
+	// Recorded before the hot-plug, so that a shim killed during it
+	// leaves the image for the cleanup path to find.
+	if err := s.recordJoined(r.ID, serial, img); err != nil {
+		return nil, grpcErr(err)
+	}
+	defer func() {
+		if retErr != nil {
+			s.recordLeft(r.ID)
+		}
+	}()
 	if err := sb.AddDisk(vctx, hypervisor.Disk{Serial: serial, Path: img, ReadOnly: true}); err != nil {
 		return nil, grpcErr(fmt.Errorf("create container %s: %w", r.ID, err))
 	}
@@ -281,6 +303,36 @@ func (s *Service) createInPod(ctx context.Context, r *taskAPI.CreateTaskRequest,
 	return &taskAPI.CreateTaskResponse{Pid: uint32(sb.PID())}, nil
 }
 
+// recordJoined adds a joining container's disk to the pod's record.
+func (s *Service) recordJoined(id, serial, img string) error {
+	rec := *s.pod.rec
+	rec.Joined = append(append([]joinedDisk(nil), rec.Joined...), joinedDisk{Container: id, Serial: serial, Image: img})
+	if err := writeRecord(s.pod.dir, &rec); err != nil {
+		return fmt.Errorf("record the disk of container %s: %w", id, err)
+	}
+	s.pod.rec = &rec
+	return nil
+}
+
+// recordLeft removes a container's disk from the pod's record.
+func (s *Service) recordLeft(id string) {
+	if s.pod == nil {
+		return
+	}
+	rec := *s.pod.rec
+	rec.Joined = nil
+	for _, j := range s.pod.rec.Joined {
+		if j.Container != id {
+			rec.Joined = append(rec.Joined, j)
+		}
+	}
+	if err := writeRecord(s.pod.dir, &rec); err != nil {
+		s.log.Warn("record that a container left the pod", "container", id, "err", err)
+		return
+	}
+	s.pod.rec = &rec
+}
+
 func readSpec(bundle string) (*specs.Spec, error) {
 	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
 	if err != nil {
@@ -298,7 +350,7 @@ func readSpec(bundle string) (*specs.Spec, error) {
 
 // guestSpec drops what names host resources the guest does not have:
 // host namespace paths (the VM is the isolation boundary) and the host
-// cgroup path.
+// cgroup path. Bind mounts become volumes (shareVolumes).
 func guestSpec(spec *specs.Spec) {
 	if spec.Linux == nil {
 		return
@@ -496,7 +548,7 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 // waitProcess records p's exit (or the VM's death), lets its output
 // drain into the FIFOs and publishes TaskExit.
 func (s *Service) waitProcess(p *process) {
-	sb := s.pod.sb
+	sb, clock := s.pod.sb, s.pod.clock
 	type res struct {
 		r   *api.WaitProcessResponse
 		err error
@@ -514,7 +566,14 @@ func (s *Service) waitProcess(p *process) {
 		} else {
 			code = uint32(r.r.ExitStatus)
 			if r.r.ExitedAtUnixNano != 0 {
-				exited = time.Unix(0, r.r.ExitedAtUnixNano)
+				exited = time.Unix(0, r.r.ExitedAtUnixNano).Add(-clock)
+			}
+			if r.r.OomKilled {
+				// The container's cgroup OOM-killed a process during this
+				// one's life: containerd (and CRI's OOMKilled reason) learn
+				// it from TaskOOM, which comes before TaskExit.
+				s.log.Info("out of memory", "process", name(p))
+				s.publish(context.Background(), runtime.TaskOOMEventTopic, &eventstypes.TaskOOM{ContainerID: p.cid})
 			}
 		}
 	case <-sb.Done():
@@ -596,6 +655,7 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		}
 		if c.img != "" {
 			_ = os.Remove(c.img)
+			s.recordLeft(r.ID)
 		}
 		if s.pod != nil {
 			if err := s.pod.sb.ReleaseVolumes(r.ID); err != nil {
@@ -795,9 +855,47 @@ func (s *Service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*pt
 	return &ptypes.Empty{}, nil
 }
 
-// Update is not implemented yet.
+// Update applies new cgroup resources (memory, CPU, pids limits) to the
+// container's cgroup in the guest. The VM's own size does not change.
 func (s *Service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*ptypes.Empty, error) {
-	return nil, grpcErr(fmt.Errorf("update of a Coffer task: %w", errdefs.ErrNotImplemented))
+	_, sb, err := s.lookupProcess(r.ID, "")
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	if sb == nil {
+		return nil, grpcErr(fmt.Errorf("container %s has no running VM: %w", r.ID, errdefs.ErrFailedPrecondition))
+	}
+	res, err := decodeResources(r.Resources)
+	if err != nil {
+		return nil, grpcErr(fmt.Errorf("update container %s: %w", r.ID, err))
+	}
+	if _, err := sb.Agent.UpdateContainer(ctx, &api.UpdateContainerRequest{ContainerId: r.ID, Resources: res}); err != nil {
+		return nil, grpcErr(fmt.Errorf("update the resources of container %s: %w", r.ID, sb.Explain(sandbox.AgentError(err))))
+	}
+	return &ptypes.Empty{}, nil
+}
+
+// maxResources bounds the resources document of an Update.
+const maxResources = 64 << 10
+
+// decodeResources checks that an Update's resources are OCI
+// LinuxResources (containerd sends them as JSON in an Any) and returns
+// them re-encoded as JSON for the agent.
+func decodeResources(a typeurl.Any) ([]byte, error) {
+	if a == nil {
+		return nil, fmt.Errorf("no resources given: %w", errdefs.ErrInvalidArgument)
+	}
+	if !strings.HasSuffix(a.GetTypeUrl(), "/LinuxResources") {
+		return nil, fmt.Errorf("resources of type %q: only OCI LinuxResources (Linux containers) can be updated: %w", a.GetTypeUrl(), errdefs.ErrNotImplemented)
+	}
+	if len(a.GetValue()) > maxResources {
+		return nil, fmt.Errorf("resources of %d bytes, the limit is %d: %w", len(a.GetValue()), maxResources, errdefs.ErrInvalidArgument)
+	}
+	var res specs.LinuxResources
+	if err := json.Unmarshal(a.GetValue(), &res); err != nil {
+		return nil, fmt.Errorf("parse the OCI LinuxResources: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	return json.Marshal(&res)
 }
 
 // Pause is not implemented.

@@ -3,11 +3,13 @@ package shim
 import (
 	"math"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
 	api "github.com/coffer-project/coffer/api/agent"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 func TestPodDir(t *testing.T) {
@@ -31,13 +33,19 @@ func TestPodDir(t *testing.T) {
 }
 
 func TestGuestSpecDropsHostResources(t *testing.T) {
-	s := &specs.Spec{Linux: &specs.Linux{
+	s := &specs.Spec{Mounts: []specs.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc"},
+		{Destination: "/data", Source: "/srv/data", Options: []string{"bind"}},
+	}, Linux: &specs.Linux{
 		CgroupsPath: "/default/c1",
 		Namespaces: []specs.LinuxNamespace{
 			{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace, Path: "/var/run/netns/cni-1"},
 		},
 	}}
 	guestSpec(s)
+	if len(s.Mounts) != 2 {
+		t.Errorf("mounts = %+v: bind mounts stay for shareVolumes", s.Mounts)
+	}
 	if s.Linux.CgroupsPath != "" {
 		t.Errorf("cgroups path kept: %q", s.Linux.CgroupsPath)
 	}
@@ -68,7 +76,8 @@ func TestMetricsV2(t *testing.T) {
 
 func TestRecordRoundTrip(t *testing.T) {
 	dir := t.TempDir()
-	want := &podRecord{ID: "c1", ShimPID: 10, QEMUPID: 11, Bundle: "/b", GuestDir: "/g"}
+	want := &podRecord{ID: "c1", ShimPID: 10, QEMUPID: 11, Bundle: "/b", GuestDir: "/g",
+		Joined: []joinedDisk{{Container: "c2", Serial: "c-0011", Image: dir + "/c-0011.img"}}}
 	if err := writeRecord(dir, want); err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +85,32 @@ func TestRecordRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *got != *want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("record = %+v, want %+v", got, want)
+	}
+}
+
+func TestRecordJoined(t *testing.T) {
+	r := &podRecord{Joined: []joinedDisk{{Container: "c2"}, {Container: "c3"}}}
+	if !r.joined("c3") || r.joined("c4") || (&podRecord{}).joined("c2") {
+		t.Error("joined() disagrees with the record")
+	}
+}
+
+func TestDecodeResources(t *testing.T) {
+	good := &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
+		Value: []byte(`{"memory":{"limit":104857600},"cpu":{"quota":50000,"period":100000}}`)}
+	b, err := decodeResources(good)
+	if err != nil || !strings.Contains(string(b), `"limit":104857600`) {
+		t.Fatalf("decodeResources = %s, %v", b, err)
+	}
+	for name, a := range map[string]*anypb.Any{
+		"windows":  {TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/WindowsResources", Value: []byte(`{}`)},
+		"bad json": {TypeUrl: good.TypeUrl, Value: []byte(`{"memory":`)},
+		"too big":  {TypeUrl: good.TypeUrl, Value: make([]byte, maxResources+1)},
+	} {
+		if _, err := decodeResources(a); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"sort"
 	"strconv"
 	"time"
 )
@@ -58,4 +59,36 @@ func FmtDur(d time.Duration) string {
 		return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64) + " ms"
 	}
 	return strconv.FormatFloat(d.Seconds(), 'f', 2, 64) + " s"
+}
+
+// Summary is the distribution of one series of measurements.
+type Summary struct {
+	N      int
+	Median time.Duration
+	Min    time.Duration
+	Max    time.Duration
+}
+
+// Summarize returns the median (mean of the two middle values for an even
+// count), minimum and maximum of ds; the zero Summary for no samples.
+func Summarize(ds []time.Duration) Summary {
+	if len(ds) == 0 {
+		return Summary{}
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	n := len(s)
+	med := s[n/2]
+	if n%2 == 0 {
+		med = (s[n/2-1] + s[n/2]) / 2
+	}
+	return Summary{N: n, Median: med, Min: s[0], Max: s[n-1]}
+}
+
+// Ratio is a/b, NaN when b is zero.
+func Ratio(a, b time.Duration) float64 {
+	if b == 0 {
+		return math.NaN()
+	}
+	return float64(a) / float64(b)
 }
