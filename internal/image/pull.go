@@ -315,6 +315,9 @@ func (p *Puller) Pull(ctx context.Context, ref Reference, dest string) (*Result,
 		return nil, fmt.Errorf("make staging directory next to %s: %w", dest, err)
 	}
 	ok := false
+	if err := os.Chmod(staging, 0o755); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if !ok {
 			if err := os.RemoveAll(staging); err != nil {

@@ -1,0 +1,339 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coffer-project/coffer/internal/image"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+// imageFlags are shared by the image verbs that read a registry.
+type imageFlags struct {
+	platform, caFile, authFile, cacheDir string
+	insecure, noCache                    bool
+	concurrency                          int
+}
+
+func (f *imageFlags) add(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.platform, "platform", "", "platform to select from a multi-arch image: os/arch[/variant] (default: this machine's)")
+	fl.BoolVar(&f.insecure, "insecure", false, "allow plain HTTP to this registry (loopback registries may always use it)")
+	fl.StringVar(&f.caFile, "ca-file", "", "extra CA certificate (PEM) to trust for the registry")
+	fl.StringVar(&f.authFile, "auth-file", "", "Docker config file with registry credentials (default: $REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
+	fl.StringVar(&f.cacheDir, "cache-dir", "", "content cache directory (default: "+defaultImageCacheDir()+")")
+	fl.BoolVar(&f.noCache, "no-cache", false, "neither read nor fill the content cache")
+	fl.IntVar(&f.concurrency, "concurrency", 3, "layers to download at once")
+}
+
+// defaultImageCacheDir follows the guest cache's conventions.
+func defaultImageCacheDir() string {
+	if d := os.Getenv("COFFER_IMAGE_CACHE"); d != "" {
+		return d
+	}
+	if x := os.Getenv("XDG_CACHE_HOME"); x != "" && filepath.IsAbs(x) {
+		return filepath.Join(x, "coffer", "images")
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/coffer/images"
+	}
+	if h, err := os.UserHomeDir(); err == nil && h != "" {
+		return filepath.Join(h, ".cache", "coffer", "images")
+	}
+	return filepath.Join(os.TempDir(), "coffer-images-"+strconv.Itoa(os.Geteuid()))
+}
+
+func (f *imageFlags) puller(g *globalOpts, progress func(image.Event)) (*image.Puller, error) {
+	p, err := image.ParsePlatform(f.platform)
+	if err != nil {
+		return nil, err
+	}
+	o := image.Options{Platform: p, CAFile: f.caFile, AuthFile: f.authFile, Concurrency: f.concurrency, Progress: progress, Logger: g.logger()}
+	if !f.noCache {
+		o.CacheDir = f.cacheDir
+		if o.CacheDir == "" {
+			o.CacheDir = defaultImageCacheDir()
+		}
+	}
+	return image.NewPuller(o)
+}
+
+func newImageCmd(g *globalOpts) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "image",
+		Short: "Pull, inspect and push container images",
+	}
+	cmd.AddCommand(newImagePullCmd(g), newImageInspectCmd(g), newImagePushCmd())
+	return cmd
+}
+
+func newImagePullCmd(g *globalOpts) *cobra.Command {
+	f := &imageFlags{}
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:   "pull [flags] REF DEST",
+		Short: "Pull an image and unpack it into DEST (DEST/rootfs, DEST/config.json)",
+		Long: `Pull an image from a registry or an OCI image layout and unpack it into DEST,
+which must not exist or be empty: DEST/rootfs is the root filesystem,
+DEST/config.json the image config and DEST/manifest.json its manifest.
+
+Every blob is checked against its digest and every layer against the
+config's diff_ids; hostile layers (paths leaving the root, links out of it,
+decompression bombs) are refused. A failed pull leaves DEST as it was.
+
+REF is a registry reference (host[:port]/repo[:tag|@digest]) or an OCI
+image layout (oci:DIR[:TAG]).`,
+		Example: `  coffer image pull 127.0.0.1:5000/busybox:latest ./bb
+  coffer image pull --platform linux/arm64 registry.example/app@sha256:… ./app
+  coffer image pull oci:./layout:v1 ./out`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ref, err := image.ParseReference(args[0], f.insecure)
+			if err != nil {
+				return err
+			}
+			var pr *progressPrinter
+			var cb func(image.Event)
+			if !quiet {
+				pr = newProgressPrinter(os.Stderr)
+				cb = pr.event
+			}
+			p, err := f.puller(g, cb)
+			if err != nil {
+				return err
+			}
+			res, err := p.Pull(cmd.Context(), ref, args[1])
+			if pr != nil {
+				pr.stop()
+			}
+			if err != nil {
+				return err
+			}
+			if !quiet {
+				fmt.Fprintf(os.Stderr, "pulled %s (%s) into %s: %d layers, %s downloaded, %s\n",
+					ref, res.Digest, args[1], len(res.Layers), humanBytes(res.Downloaded), res.Duration.Round(time.Millisecond))
+			}
+			return nil
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing but errors")
+	return cmd
+}
+
+func newImageInspectCmd(g *globalOpts) *cobra.Command {
+	f := &imageFlags{}
+	cmd := &cobra.Command{
+		Use:   "inspect [flags] REF",
+		Short: "Print an image's digest, platform, layers and config as JSON (no layer is downloaded)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ref, err := image.ParseReference(args[0], f.insecure)
+			if err != nil {
+				return err
+			}
+			p, err := f.puller(g, nil)
+			if err != nil {
+				return err
+			}
+			img, err := p.Resolve(cmd.Context(), ref)
+			if err != nil {
+				return err
+			}
+			type layer struct {
+				Digest    string `json:"digest"`
+				DiffID    string `json:"diffID"`
+				Size      int64  `json:"size"`
+				MediaType string `json:"mediaType"`
+			}
+			out := struct {
+				Reference   string    `json:"reference"`
+				Digest      string    `json:"digest"`
+				IndexDigest string    `json:"indexDigest,omitempty"`
+				Platforms   []string  `json:"platforms,omitempty"`
+				MediaType   string    `json:"mediaType"`
+				OS          string    `json:"os"`
+				Arch        string    `json:"architecture"`
+				Variant     string    `json:"variant,omitempty"`
+				Layers      []layer   `json:"layers"`
+				Config      v1.Config `json:"config"`
+			}{Reference: ref.String(), Digest: img.Digest.String(), Platforms: img.Platforms, MediaType: img.MediaType,
+				OS: img.Config.OS, Arch: img.Config.Architecture, Variant: img.Config.Variant, Config: img.Config.Config}
+			if img.IndexDigest != nil {
+				out.IndexDigest = img.IndexDigest.String()
+			}
+			for i, l := range img.Manifest.Layers {
+				out.Layers = append(out.Layers, layer{Digest: l.Digest.String(), DiffID: img.Config.RootFS.DiffIDs[i].String(), Size: l.Size, MediaType: string(l.MediaType)})
+			}
+			enc := json.NewEncoder(os.Stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(out)
+		},
+	}
+	f.add(cmd)
+	return cmd
+}
+
+func newImagePushCmd() *cobra.Command {
+	var insecure bool
+	var caFile, authFile, comp, platform, workdir, user string
+	var entrypoint, cmdArgs, env []string
+	cmd := &cobra.Command{
+		Use:   "push [flags] SRC REF",
+		Short: "Push an OCI image layout (oci:DIR[:TAG]) or a directory (as a one-layer image) to a registry",
+		Long: `Push SRC to the registry reference REF and print the pushed digest.
+
+SRC is an OCI image layout (oci:DIR[:TAG]; a layout holding several unnamed
+images is pushed as a multi-arch index) or a directory, which becomes a
+one-layer image whose config is set by --entrypoint, --cmd, --env, --workdir,
+--user and --platform.`,
+		Example: `  coffer image push --cmd sh ./rootfs 127.0.0.1:5000/busybox:latest
+  coffer image push --compression zstd oci:./layout:v1 127.0.0.1:5000/app:v1`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ref, err := image.ParseReference(args[1], insecure)
+			if err != nil {
+				return err
+			}
+			p, err := image.ParsePlatform(platform)
+			if err != nil {
+				return err
+			}
+			o := image.PushOptions{CAFile: caFile, AuthFile: authFile, Build: image.BuildOptions{
+				Compression: image.Compression(comp), Platform: p,
+				Config: v1.Config{Entrypoint: entrypoint, Cmd: cmdArgs, Env: env, WorkingDir: workdir, User: user},
+			}}
+			d, err := image.Push(cmd.Context(), args[0], ref, o)
+			if err != nil {
+				return err
+			}
+			fmt.Println(d)
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.BoolVar(&insecure, "insecure", false, "allow plain HTTP to this registry (loopback registries may always use it)")
+	fl.StringVar(&caFile, "ca-file", "", "extra CA certificate (PEM) to trust for the registry")
+	fl.StringVar(&authFile, "auth-file", "", "Docker config file with registry credentials")
+	fl.StringVar(&comp, "compression", "gzip", "layer compression for a directory: gzip, zstd or none")
+	fl.StringVar(&platform, "platform", "", "platform recorded for a directory: os/arch[/variant] (default: this machine's)")
+	fl.StringArrayVar(&entrypoint, "entrypoint", nil, "entrypoint for a directory (repeat for each word)")
+	fl.StringArrayVar(&cmdArgs, "cmd", nil, "command for a directory (repeat for each word)")
+	fl.StringArrayVar(&env, "env", nil, "environment variable KEY=VALUE for a directory")
+	fl.StringVar(&workdir, "workdir", "", "working directory for a directory")
+	fl.StringVar(&user, "user", "", "user for a directory (UID[:GID])")
+	return cmd
+}
+
+// progressPrinter shows per-layer progress: redrawn lines on a terminal,
+// one line per finished layer otherwise.
+type progressPrinter struct {
+	w      io.Writer
+	tty    bool
+	mu     sync.Mutex
+	layers []image.Event
+	drawn  int
+	quit   chan struct{}
+	wg     sync.WaitGroup
+}
+
+func newProgressPrinter(f *os.File) *progressPrinter {
+	p := &progressPrinter{w: f, tty: term.IsTerminal(int(f.Fd())), quit: make(chan struct{})}
+	if p.tty {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			t := time.NewTicker(150 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-t.C:
+					p.draw()
+				case <-p.quit:
+					return
+				}
+			}
+		}()
+	}
+	return p
+}
+
+func (p *progressPrinter) event(e image.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.layers) < e.Layers {
+		p.layers = make([]image.Event, e.Layers)
+	}
+	prev := p.layers[e.Layer].State
+	p.layers[e.Layer] = e
+	if !p.tty && e.State == image.StateDone && prev != image.StateDone {
+		how := "downloaded"
+		if e.Cached {
+			how = "cached"
+		}
+		fmt.Fprintf(p.w, "layer %d/%d %s %s %s\n", e.Layer+1, e.Layers, shortDigest(e.Digest), humanBytes(e.Size), how)
+	}
+}
+
+func (p *progressPrinter) draw() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.layers) == 0 {
+		return
+	}
+	var b strings.Builder
+	if p.drawn > 0 {
+		fmt.Fprintf(&b, "\x1b[%dA", p.drawn)
+	}
+	for i, e := range p.layers {
+		state := string(e.State)
+		if e.Cached {
+			state += " (cached)"
+		}
+		bar := ""
+		if e.Size > 0 {
+			n := int(20 * min(e.Done, e.Size) / e.Size)
+			bar = "[" + strings.Repeat("=", n) + strings.Repeat(" ", 20-n) + "]"
+		}
+		fmt.Fprintf(&b, "\x1b[2Klayer %d/%d %s %s %9s/%-9s %s\n", i+1, len(p.layers), shortDigest(e.Digest), bar,
+			humanBytes(e.Done), humanBytes(e.Size), state)
+	}
+	p.drawn = len(p.layers)
+	_, _ = io.WriteString(p.w, b.String())
+}
+
+func (p *progressPrinter) stop() {
+	close(p.quit)
+	p.wg.Wait()
+	if p.tty {
+		p.draw()
+	}
+}
+
+func shortDigest(h v1.Hash) string {
+	if len(h.Hex) < 12 {
+		return h.String()
+	}
+	return h.Algorithm + ":" + h.Hex[:12]
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1fGB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1fMB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1fkB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%dB", n)
+}

@@ -1,0 +1,344 @@
+//go:build integration
+
+package test
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coffer-project/coffer/internal/image"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// distRegistry is Debian's docker-registry (CNCF distribution) on a
+// loopback port with its own config and storage.
+type distRegistry struct {
+	host    string
+	storage string
+	log     *syncBuffer
+}
+
+func startRegistry(t *testing.T) *distRegistry {
+	t.Helper()
+	bin, err := exec.LookPath("docker-registry")
+	if err != nil {
+		t.Fatalf("docker-registry not found: install it (apt-get install docker-registry; scripts/setup.sh does)")
+	}
+	dir := t.TempDir()
+	r := &distRegistry{storage: filepath.Join(dir, "storage"), log: &syncBuffer{}}
+	for attempt := 0; ; attempt++ {
+		r.host = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n", r.storage, r.host)
+		cfgFile := filepath.Join(dir, "config.yml")
+		if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, "serve", cfgFile)
+		cmd.Stdout, cmd.Stderr = r.log, r.log
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			<-done
+		})
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			resp, err := http.Get("http://" + r.host + "/v2/")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return r
+				}
+			}
+			select {
+			case <-done:
+				deadline = time.Time{}
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		if attempt == 2 {
+			t.Fatalf("docker-registry did not start on %s:\n%s", r.host, r.log.String())
+		}
+	}
+}
+
+// blobGets counts GET requests for blobs of repo in the registry's log.
+func (r *distRegistry) blobGets(repo string) int {
+	return strings.Count(r.log.String(), `"GET /v2/`+repo+`/blobs/`)
+}
+
+// blobFile is where the registry stores a blob.
+func (r *distRegistry) blobFile(d string) string {
+	hex := strings.TrimPrefix(d, "sha256:")
+	return filepath.Join(r.storage, "docker/registry/v2/blobs/sha256", hex[:2], hex, "data")
+}
+
+func wantImageOK(t *testing.T, r result) string {
+	t.Helper()
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	return strings.TrimSpace(r.stdout)
+}
+
+var digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+
+// pushBusybox pushes the suite's busybox rootfs as a one-layer image.
+func pushBusybox(t *testing.T, reg *distRegistry, ref string, extra ...string) string {
+	t.Helper()
+	args := append([]string{"image", "push", "--cmd", "sh", "--env", "GREETING=hello", "--workdir", "/tmp"}, extra...)
+	d := wantImageOK(t, coffer(t, "", append(args, busybox, reg.host+"/"+ref)...))
+	if !digestRE.MatchString(d) {
+		t.Fatalf("push printed %q, want a digest", d)
+	}
+	return d
+}
+
+func sameFile(t *testing.T, a, b string) {
+	t.Helper()
+	x, err1 := os.ReadFile(a)
+	y, err2 := os.ReadFile(b)
+	if err1 != nil || err2 != nil || !bytes.Equal(x, y) {
+		t.Fatalf("%s differs from %s (%v %v)", a, b, err1, err2)
+	}
+}
+
+// destUntouched checks a failed pull left nothing in parent but dest as
+// it was (an empty directory).
+func destUntouched(t *testing.T, parent, dest string) {
+	t.Helper()
+	ents, _ := os.ReadDir(parent)
+	in, err := os.ReadDir(dest)
+	if len(ents) != 1 || err != nil || len(in) != 0 {
+		t.Fatalf("failed pull changed its destination: %v / %v %v", ents, in, err)
+	}
+}
+
+func TestImagePullFromRegistry(t *testing.T) {
+	t.Parallel()
+	reg := startRegistry(t)
+	gz := pushBusybox(t, reg, "bb/gzip:v1")
+	zs := pushBusybox(t, reg, "bb/zstd:v1", "--compression", "zstd")
+	cache := t.TempDir()
+	for _, tc := range []struct{ name, ref, digest string }{
+		{"gzip by tag", "bb/gzip:v1", gz},
+		{"zstd by tag", "bb/zstd:v1", zs},
+		{"gzip by digest", "bb/gzip@" + gz, gz},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dest := filepath.Join(t.TempDir(), "img")
+			r := coffer(t, "", "image", "pull", "--cache-dir", cache, reg.host+"/"+tc.ref, dest)
+			wantImageOK(t, r)
+			if !strings.Contains(r.stderr, tc.digest) || !strings.Contains(r.stderr, "layer 1/1") {
+				t.Fatalf("pull output %q lacks the digest or the layer line", r.stderr)
+			}
+			sameFile(t, "/bin/busybox", filepath.Join(dest, "rootfs/bin/busybox"))
+			if l, _ := os.Readlink(filepath.Join(dest, "rootfs/bin/sh")); l != "busybox" {
+				t.Fatalf("bin/sh -> %q", l)
+			}
+			var cfg v1.ConfigFile
+			b, _ := os.ReadFile(filepath.Join(dest, "config.json"))
+			if err := json.Unmarshal(b, &cfg); err != nil || cfg.Config.WorkingDir != "/tmp" || cfg.Config.Cmd[0] != "sh" {
+				t.Fatalf("config.json: %s (%v)", b, err)
+			}
+		})
+	}
+	// Second pull of a cached image: no blob request reaches the registry.
+	before := reg.blobGets("bb/zstd")
+	r := coffer(t, "", "image", "pull", "--quiet", "--cache-dir", cache, reg.host+"/bb/zstd:v1", filepath.Join(t.TempDir(), "img"))
+	wantImageOK(t, r)
+	if r.stderr != "" {
+		t.Fatalf("--quiet printed %q", r.stderr)
+	}
+	if n := reg.blobGets("bb/zstd") - before; n != 0 {
+		t.Fatalf("cached pull fetched %d blobs", n)
+	}
+	// inspect
+	var insp struct {
+		Digest string `json:"digest"`
+		Layers []struct {
+			MediaType string `json:"mediaType"`
+		} `json:"layers"`
+		Config v1.Config `json:"config"`
+	}
+	out := wantImageOK(t, coffer(t, "", "image", "inspect", "--no-cache", reg.host+"/bb/zstd:v1"))
+	if err := json.Unmarshal([]byte(out), &insp); err != nil || insp.Digest != zs || insp.Layers[0].MediaType != string(types.OCILayerZStd) || insp.Config.Env[0] != "GREETING=hello" {
+		t.Fatalf("inspect: %s (%v)", out, err)
+	}
+	// Errors name what is wrong.
+	r = coffer(t, "", "image", "pull", "--no-cache", reg.host+"/bb/nope:v1", filepath.Join(t.TempDir(), "img"))
+	if r.code == 0 || !strings.Contains(r.stderr, "MANIFEST_UNKNOWN") && !strings.Contains(r.stderr, "NAME_UNKNOWN") {
+		t.Fatalf("missing image: exit %d %q", r.code, r.stderr)
+	}
+	r = coffer(t, "", "image", "pull", "--no-cache", "10.255.255.1:5000/x:y", filepath.Join(t.TempDir(), "img"))
+	if r.code == 0 {
+		t.Fatalf("pull from a non-loopback address without TLS succeeded")
+	}
+}
+
+func TestImageTamperedBlob(t *testing.T) {
+	t.Parallel()
+	reg := startRegistry(t)
+	pushBusybox(t, reg, "bb/tamper:v1")
+	var insp struct {
+		Layers []struct{ Digest string } `json:"layers"`
+	}
+	out := wantImageOK(t, coffer(t, "", "image", "inspect", "--no-cache", reg.host+"/bb/tamper:v1"))
+	if err := json.Unmarshal([]byte(out), &insp); err != nil {
+		t.Fatal(err)
+	}
+	f := reg.blobFile(insp.Layers[0].Digest)
+	b, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x55
+	if err := os.WriteFile(f, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	parent := t.TempDir()
+	dest := filepath.Join(parent, "img")
+	if err := os.Mkdir(dest, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cache := t.TempDir()
+	r := coffer(t, "", "image", "pull", "--cache-dir", cache, reg.host+"/bb/tamper:v1", dest)
+	if r.code != 125 || !strings.Contains(r.stderr, "digest mismatch") || !strings.Contains(r.stderr, insp.Layers[0].Digest) {
+		t.Fatalf("tampered blob: exit %d %q", r.code, r.stderr)
+	}
+	destUntouched(t, parent, dest)
+	if _, err := os.Stat(filepath.Join(cache, "blobs/sha256", strings.TrimPrefix(insp.Layers[0].Digest, "sha256:"))); err == nil {
+		t.Fatal("the tampered blob entered the cache")
+	}
+}
+
+// writeLayout writes an OCI layout of imgs: one image (named tag), or a
+// platform index of several.
+func writeLayout(t *testing.T, dir, tag string, imgs map[string]v1.Image) {
+	t.Helper()
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for plat, img := range imgs {
+		pl, err := v1.ParsePlatform(plat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts := []layout.Option{layout.WithPlatform(*pl)}
+		if tag != "" {
+			opts = append(opts, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": tag}))
+		}
+		if err := p.AppendImage(img, opts...); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func archImage(t *testing.T, arch string, comp image.Compression) v1.Image {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "arch"), []byte(arch), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img, err := image.BuildImage(dir, image.BuildOptions{Compression: comp, Platform: v1.Platform{OS: "linux", Architecture: arch}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+func TestImageMultiArchAndHostile(t *testing.T) {
+	t.Parallel()
+	reg := startRegistry(t)
+	lay := filepath.Join(t.TempDir(), "layout")
+	writeLayout(t, lay, "", map[string]v1.Image{
+		"linux/amd64": archImage(t, "amd64", image.CompressionGzip),
+		"linux/arm64": archImage(t, "arm64", image.CompressionZstd),
+	})
+	wantImageOK(t, coffer(t, "", "image", "push", "oci:"+lay, reg.host+"/multi:v1"))
+	for _, plat := range []string{"", "linux/arm64"} {
+		dest := filepath.Join(t.TempDir(), "img")
+		wantImageOK(t, coffer(t, "", "image", "pull", "--no-cache", "--platform", plat, reg.host+"/multi:v1", dest))
+		want := "amd64"
+		if plat != "" {
+			want = "arm64"
+		}
+		if b, _ := os.ReadFile(filepath.Join(dest, "rootfs/arch")); string(b) != want {
+			t.Fatalf("platform %q: got %q", plat, b)
+		}
+	}
+	r := coffer(t, "", "image", "pull", "--no-cache", "--platform", "linux/riscv64", reg.host+"/multi:v1", filepath.Join(t.TempDir(), "img"))
+	if r.code == 0 || !strings.Contains(r.stderr, "linux/arm64") {
+		t.Fatalf("missing platform: exit %d %q", r.code, r.stderr)
+	}
+	// The layout itself pulls too.
+	dest := filepath.Join(t.TempDir(), "img")
+	wantImageOK(t, coffer(t, "", "image", "pull", "--no-cache", "oci:"+lay, dest))
+
+	// Hostile layers, pushed to the registry, are refused on pull.
+	for name, entry := range map[string]*tar.Header{
+		"dotdot":   {Name: "../../../../escaped", Typeflag: tar.TypeReg, Mode: 0o644},
+		"absolute": {Name: "/escaped", Typeflag: tar.TypeReg, Mode: 0o644},
+		"hardlink": {Name: "h", Typeflag: tar.TypeLink, Linkname: "../../../etc/passwd"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var buf bytes.Buffer
+			tw := tar.NewWriter(&buf)
+			if err := tw.WriteHeader(entry); err != nil {
+				t.Fatal(err)
+			}
+			_ = tw.Close()
+			img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), static.NewLayer(buf.Bytes(), types.OCIUncompressedLayer))
+			if err != nil {
+				t.Fatal(err)
+			}
+			img, _ = mutate.ConfigFile(img, mustConfig(t, img))
+			hl := filepath.Join(t.TempDir(), "layout")
+			writeLayout(t, hl, "v1", map[string]v1.Image{"linux/amd64": img})
+			wantImageOK(t, coffer(t, "", "image", "push", "oci:"+hl+":v1", reg.host+"/hostile:"+name))
+			parent := t.TempDir()
+			dest := filepath.Join(parent, "img")
+			if err := os.Mkdir(dest, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			r := coffer(t, "", "image", "pull", "--no-cache", reg.host+"/hostile:"+name, dest)
+			if r.code != 125 || !strings.Contains(r.stderr, "unsafe layer") {
+				t.Fatalf("hostile layer: exit %d %q", r.code, r.stderr)
+			}
+			destUntouched(t, parent, dest)
+			if _, err := os.Stat(filepath.Join(parent, "escaped")); err == nil {
+				t.Fatal("a file escaped the rootfs")
+			}
+		})
+	}
+}
+
+func mustConfig(t *testing.T, img v1.Image) *v1.ConfigFile {
+	t.Helper()
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	return cf
+}
