@@ -104,7 +104,11 @@ var digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 // pushBusybox pushes the suite's busybox rootfs as a one-layer image.
 func pushBusybox(t *testing.T, reg *distRegistry, ref string, extra ...string) string {
 	t.Helper()
-	args := append([]string{"image", "push", "--cmd", "sh", "--env", "GREETING=hello", "--workdir", "/tmp"}, extra...)
+	args := []string{"image", "push", "--env", "GREETING=hello", "--workdir", "/tmp"}
+	if !strings.Contains(strings.Join(extra, " "), "--cmd") {
+		args = append(args, "--cmd", "sh")
+	}
+	args = append(args, extra...)
 	d := wantImageOK(t, coffer(t, "", append(args, busybox, reg.host+"/"+ref)...))
 	if !digestRE.MatchString(d) {
 		t.Fatalf("push printed %q, want a digest", d)
@@ -341,4 +345,30 @@ func mustConfig(t *testing.T, img v1.Image) *v1.ConfigFile {
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", "amd64"
 	return cf
+}
+
+// `coffer run IMAGE` pulls the image on the host and runs it with the
+// config's entrypoint, cmd, env, workdir and user; flags override them.
+func TestImageRun(t *testing.T) {
+	t.Parallel()
+	reg := startRegistry(t)
+	withConfig := pushBusybox(t, reg, "bb/run:v1", "--entrypoint", "sh", "--entrypoint=-c",
+		"--cmd=echo $GREETING $(pwd) $(id -u):$(id -g)", "--user", "nobody")
+	pushBusybox(t, reg, "bb/plain:v1")
+	env := []string{"COFFER_IMAGE_CACHE=" + t.TempDir()}
+	run := func(args ...string) result {
+		return runCmd(t, env, "", cofferBin, append([]string{"run", "--rm"}, args...)...)
+	}
+	if r := run(reg.host + "/bb/run:v1"); r.code != 0 || r.stdout != "hello /tmp 65534:65534\n" {
+		t.Fatalf("image config not applied: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := run("-e", "GREETING=bye", "-w", "/", "-u", "0:0", reg.host+"/bb/run@"+withConfig); r.code != 0 || r.stdout != "bye / 0:0\n" {
+		t.Fatalf("flags do not override the image config: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := run(reg.host+"/bb/plain:v1", "sh", "-c", "echo over; exit 3"); r.code != 3 || r.stdout != "over\n" {
+		t.Fatalf("command after the image: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := run(reg.host + "/bb/missing:v1"); r.code != 125 || !strings.Contains(r.stderr, "MANIFEST_UNKNOWN") && !strings.Contains(r.stderr, "NAME_UNKNOWN") {
+		t.Fatalf("missing image: exit %d %q", r.code, r.stderr)
+	}
 }

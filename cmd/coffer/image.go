@@ -337,3 +337,134 @@ func humanBytes(n int64) string {
 	}
 	return fmt.Sprintf("%dB", n)
 }
+
+// imageArgs handles `coffer run IMAGE [CMD [ARGS...]]`: without --rootfs
+// and when the first argument does not follow "--", it pulls IMAGE (once:
+// the unpacked rootfs is kept in the image cache by manifest digest), uses
+// it as --rootfs and takes the command, environment, working directory and
+// user from the image config (flags override). It returns the command.
+func imageArgs(cmd *cobra.Command, g *globalOpts, o *runOpts, args []string) ([]string, error) {
+	if o.rootfs != "" || len(args) == 0 || cmd.ArgsLenAtDash() == 0 {
+		return args, nil
+	}
+	ref, err := image.ParseReference(args[0], false)
+	if err != nil {
+		return nil, err
+	}
+	rest := args[1:]
+	if len(rest) > 0 && rest[0] == "--" {
+		rest = rest[1:]
+	}
+	var progress func(image.Event)
+	var pr *progressPrinter
+	if term.IsTerminal(int(os.Stderr.Fd())) {
+		pr = newProgressPrinter(os.Stderr)
+		progress = pr.event
+	}
+	cache := defaultImageCacheDir()
+	p, err := image.NewPuller(image.Options{CacheDir: cache, Progress: progress, Logger: g.logger()})
+	if err != nil {
+		return nil, err
+	}
+	ctx := cmd.Context()
+	img, err := p.Resolve(ctx, ref)
+	if err != nil {
+		if pr != nil {
+			pr.stop()
+		}
+		return nil, err
+	}
+	dest := filepath.Join(cache, "unpacked", img.Digest.Hex)
+	if _, err := os.Stat(filepath.Join(dest, "rootfs")); err != nil {
+		if err := os.MkdirAll(filepath.Dir(dest), 0o700); err != nil {
+			return nil, err
+		}
+		_, err = p.Pull(ctx, ref, dest)
+		if err != nil {
+			if _, serr := os.Stat(filepath.Join(dest, "rootfs")); serr != nil { // not a concurrent pull's win
+				if pr != nil {
+					pr.stop()
+				}
+				return nil, err
+			}
+		}
+	}
+	if pr != nil {
+		pr.stop()
+	}
+	o.rootfs = filepath.Join(dest, "rootfs")
+	c := img.Config.Config
+	argv := append([]string{}, c.Entrypoint...)
+	if len(rest) > 0 {
+		argv = append(argv, rest...)
+	} else {
+		argv = append(argv, c.Cmd...)
+	}
+	if len(argv) == 0 {
+		return nil, fmt.Errorf("image %s has no entrypoint or cmd: give the command after the image", ref)
+	}
+	o.env = append(append([]string{}, c.Env...), o.env...)
+	if o.workdir == "" {
+		o.workdir = c.WorkingDir
+	}
+	if o.user == "" && c.User != "" {
+		if o.user, err = resolveUser(o.rootfs, c.User); err != nil {
+			return nil, fmt.Errorf("image %s: %w", ref, err)
+		}
+	}
+	return argv, nil
+}
+
+// resolveUser turns an image config user (uid, uid:gid, name, name:group)
+// into UID:GID, reading etc/passwd and etc/group inside rootfs (never
+// following links out of it).
+func resolveUser(rootfs, user string) (string, error) {
+	u, grp, hasGroup := strings.Cut(user, ":")
+	root, err := os.OpenRoot(rootfs)
+	if err != nil {
+		return "", err
+	}
+	defer root.Close()
+	lookup := func(file, name string, field int) (string, string, error) {
+		if _, err := strconv.ParseUint(name, 10, 32); err == nil && field == 2 {
+			return name, "", nil
+		}
+		f, err := root.Open(file)
+		if err != nil {
+			return "", "", fmt.Errorf("user %q: %s: %w", user, file, err)
+		}
+		defer f.Close()
+		b, err := io.ReadAll(io.LimitReader(f, 1<<20))
+		if err != nil {
+			return "", "", err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			fs := strings.Split(line, ":")
+			if len(fs) > 3 && (fs[0] == name || fs[2] == name) {
+				return fs[2], fs[3], nil
+			}
+		}
+		return "", "", fmt.Errorf("user %q: %s not found in %s", user, name, file)
+	}
+	uid, gid, err := lookup("etc/passwd", u, 2)
+	if err != nil {
+		return "", err
+	}
+	if _, err := strconv.ParseUint(u, 10, 32); err == nil {
+		gid = "0" // numeric user: primary group from passwd if listed
+		if _, g, err := lookup("etc/passwd", u, 0); err == nil {
+			gid = g
+		}
+	}
+	if hasGroup {
+		if _, err := strconv.ParseUint(grp, 10, 32); err == nil {
+			gid = grp
+		} else if gid, _, err = lookup("etc/group", grp, 0); err != nil {
+			return "", err
+		}
+	}
+	if gid == "" {
+		gid = "0"
+	}
+	return uid + ":" + gid, nil
+}
