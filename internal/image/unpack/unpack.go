@@ -90,8 +90,10 @@ type Unpacker struct {
 	limits Limits
 	asRoot bool
 	log    *slog.Logger
-	total  int64
-	buf    []byte
+	total  int64 // tar bytes read, all layers
+	// written counts file bytes written, all layers.
+	written int64
+	buf     []byte
 }
 
 // Open prepares to unpack into dir, which must exist (normally an empty
@@ -164,6 +166,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // layerState is what Apply remembers while it reads one layer.
 type layerState struct {
 	seen     map[string]bool // entries made by this layer
+	written  int64           // file bytes written
 	dirTimes []dirTime
 }
 
@@ -303,6 +306,12 @@ func (u *Unpacker) entry(ls *layerState, hdr *tar.Header, tr io.Reader) (bool, e
 	if hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeGNUSparse {
 		if hdr.Size > u.limits.MaxFileBytes {
 			return false, fmt.Errorf("%w: file of %d bytes is larger than %d", ErrLimit, hdr.Size, u.limits.MaxFileBytes)
+		}
+		// Sparse entries expand beyond the bytes read: count what is written.
+		ls.written += hdr.Size
+		u.written += hdr.Size
+		if ls.written > u.limits.MaxLayerBytes || u.written > u.limits.MaxTotalBytes {
+			return false, fmt.Errorf("%w: the layer's files expand to more than %d bytes (image: %d; sparse-file bomb?)", ErrLimit, u.limits.MaxLayerBytes, u.limits.MaxTotalBytes)
 		}
 	}
 	skipped := false

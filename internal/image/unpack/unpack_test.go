@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -259,10 +260,11 @@ func TestHostileLayers(t *testing.T) {
 		"bad whiteout": {layers: [][]byte{layer(t, file(".wh.", ""))}, want: ErrUnsafe},
 		"device numbers": {layers: [][]byte{layer(t, ent{name: "d", typ: tar.TypeChar, major: 1 << 20})},
 			want: ErrUnsafe},
-		"bomb": {layers: [][]byte{layer(t, big)}, want: ErrLimit, msg: "decompression bomb",
+		"bomb": {layers: [][]byte{layer(t, manyFiles(20)...)}, want: ErrLimit, msg: "decompression bomb",
 			limits: Limits{MaxLayerBytes: 4096}},
-		"big file": {layers: [][]byte{layer(t, big)}, want: ErrLimit, limits: Limits{MaxFileBytes: 4096}},
-		"entries":  {layers: [][]byte{layer(t, file("a", ""), file("b", ""), file("c", ""))}, want: ErrLimit, limits: Limits{MaxEntries: 2}},
+		"sparse bomb": {layers: [][]byte{sparseBomb(t)}, want: ErrLimit, msg: "expand", limits: Limits{MaxLayerBytes: 1 << 20}},
+		"big file":    {layers: [][]byte{layer(t, big)}, want: ErrLimit, limits: Limits{MaxFileBytes: 4096}},
+		"entries":     {layers: [][]byte{layer(t, file("a", ""), file("b", ""), file("c", ""))}, want: ErrLimit, limits: Limits{MaxEntries: 2}},
 		"total": {layers: [][]byte{layer(t, big), layer(t, big)}, want: ErrLimit, msg: "all layers",
 			limits: Limits{MaxTotalBytes: 10000}},
 		"long path": {layers: [][]byte{layer(t, file(strings.Repeat("a/", 100)+"f", ""))}, want: ErrLimit,
@@ -322,7 +324,7 @@ func FuzzApply(f *testing.F) {
 			t.Fatal(err)
 		}
 		no := false
-		u, err := Open(root, Options{Root: &no, Limits: Limits{MaxLayerBytes: 1 << 20, MaxEntries: 1000}})
+		u, err := Open(root, Options{Root: &no, Limits: Limits{MaxLayerBytes: 1 << 20, MaxFileBytes: 1 << 16, MaxEntries: 1000}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -330,4 +332,52 @@ func FuzzApply(f *testing.F) {
 		_, _ = u.Apply(context.Background(), bytes.NewReader(data))
 		checkOutside(t, parent)
 	})
+}
+
+// sparseBomb is a PAX 1.0 sparse file: three blocks in the tar, 1 GiB of
+// holes on disk. archive/tar cannot write one, so the blocks are made here.
+func sparseBomb(t *testing.T) []byte {
+	var recs string
+	for _, kv := range [][2]string{{"GNU.sparse.major", "1"}, {"GNU.sparse.minor", "0"}, {"GNU.sparse.name", "sparse"}, {"GNU.sparse.realsize", "1073741824"}} {
+		r := " " + kv[0] + "=" + kv[1] + "\n"
+		n := len(r) + 1
+		if len(fmt.Sprint(n+len(r))) > 1 {
+			n = len(r) + len(fmt.Sprint(len(r)+2))
+		}
+		recs += fmt.Sprint(n) + r
+	}
+	block := func(b []byte) []byte { return append(b, make([]byte, (512-len(b)%512)%512)...) }
+	var out []byte
+	out = append(out, rawHeader("PaxHeaders/sparse", 'x', int64(len(recs)))...)
+	out = append(out, block([]byte(recs))...)
+	out = append(out, rawHeader("GNUSparseFile.0/sparse", '0', 512)...)
+	out = append(out, block([]byte("1\n0\n0\n"))...)
+	return append(out, make([]byte, 1024)...)
+}
+
+func rawHeader(name string, typ byte, size int64) []byte {
+	b := make([]byte, 512)
+	copy(b[0:], name)
+	copy(b[100:], "0000644\x00")
+	copy(b[108:], "0000000\x00")
+	copy(b[116:], "0000000\x00")
+	copy(b[124:], fmt.Sprintf("%011o\x00", size))
+	copy(b[136:], "00000000000\x00")
+	b[156] = typ
+	copy(b[257:], "ustar\x0000")
+	copy(b[148:156], "        ")
+	sum := 0
+	for _, c := range b {
+		sum += int(c)
+	}
+	copy(b[148:], fmt.Sprintf("%06o\x00 ", sum))
+	return b
+}
+
+func manyFiles(n int) []ent {
+	var out []ent
+	for i := range n {
+		out = append(out, file(fmt.Sprintf("f%d", i), ""))
+	}
+	return out
 }
