@@ -551,6 +551,10 @@ func (r *pullRun) apply(ctx context.Context, i int) (unpack.Stats, error) {
 		r.event(i, 0, StateUnpacking, j.cached)
 	}
 	st, err := r.unpackLayer(ctx, i, src)
+	if state == StateUnpacking && errors.Is(err, ErrDigestMismatch) {
+		// A damaged store entry: drop it so the next pull fetches it again.
+		_ = os.Remove(r.store.path(d.Digest))
+	}
 	if tee != nil {
 		if err == nil {
 			err = tee.commit()

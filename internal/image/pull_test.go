@@ -477,3 +477,31 @@ func FuzzParse(f *testing.F) {
 }
 
 func emptyIndex() v1.ImageIndex { return empty.Index }
+
+func TestDamagedCacheEntryIsRefetched(t *testing.T) {
+	tr := newTestRegistry(t)
+	img := buildTestImage(t, CompressionGzip, "amd64", map[string]string{"f": strings.Repeat("z", 4000)})
+	push(t, tr, "c:v1", img)
+	cache := t.TempDir()
+	p := newPuller(t, Options{CacheDir: cache})
+	if _, err := p.Pull(context.Background(), tr.ref(t, "c:v1"), filepath.Join(t.TempDir(), "a")); err != nil {
+		t.Fatal(err)
+	}
+	ls, _ := img.Layers()
+	d, _ := ls[0].Digest()
+	f := filepath.Join(cache, "blobs/sha256", d.Hex)
+	b, _ := os.ReadFile(f)
+	b[len(b)/2] ^= 1
+	_ = os.WriteFile(f, b, 0o600)
+	if _, err := p.Pull(context.Background(), tr.ref(t, "c:v1"), filepath.Join(t.TempDir(), "b")); !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("damaged cache entry: %v", err)
+	}
+	tr.blobs.Store(0)
+	dest := filepath.Join(t.TempDir(), "c")
+	if _, err := p.Pull(context.Background(), tr.ref(t, "c:v1"), dest); err != nil || tr.blobs.Load() != 1 {
+		t.Fatalf("refetch after a damaged entry: %v, %d blob requests", err, tr.blobs.Load())
+	}
+	if readFile(t, filepath.Join(dest, "rootfs/f")) != strings.Repeat("z", 4000) {
+		t.Fatal("content")
+	}
+}
