@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
 	"log"
@@ -504,4 +505,37 @@ func TestDamagedCacheEntryIsRefetched(t *testing.T) {
 	if readFile(t, filepath.Join(dest, "rootfs/f")) != strings.Repeat("z", 4000) {
 		t.Fatal("content")
 	}
+}
+
+func TestCustomCA(t *testing.T) {
+	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "https://")
+	ref, _ := name.ParseReference(host + "/tls:v1")
+	img := buildTestImage(t, CompressionGzip, "amd64", map[string]string{"f": "tls"})
+	if err := remote.Write(ref, img, remote.WithTransport(srv.Client().Transport)); err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pemCert(srv.Certificate().Raw), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := ParseReference(host+"/tls:v1", false)
+	dest := filepath.Join(t.TempDir(), "img")
+	if _, err := newPuller(t, Options{CAFile: ca}).Pull(context.Background(), r, dest); err != nil {
+		t.Fatal(err)
+	}
+	if readFile(t, filepath.Join(dest, "rootfs/f")) != "tls" {
+		t.Fatal("content")
+	}
+	if _, err := newPuller(t, Options{}).Resolve(context.Background(), r); err == nil {
+		t.Fatal("an unknown CA was trusted")
+	}
+}
+
+func pemCert(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
