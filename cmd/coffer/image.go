@@ -379,7 +379,7 @@ func imageArgs(cmd *cobra.Command, g *globalOpts, o *runOpts, args []string) ([]
 		if err := os.MkdirAll(filepath.Dir(dest), 0o700); err != nil {
 			return nil, err
 		}
-		_, err = p.Pull(ctx, ref, dest)
+		_, err = p.Unpack(ctx, img, dest)
 		if err != nil {
 			if _, serr := os.Stat(filepath.Join(dest, "rootfs")); serr != nil { // not a concurrent pull's win
 				if pr != nil {

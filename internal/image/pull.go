@@ -309,6 +309,21 @@ func (p *Puller) Pull(ctx context.Context, ref Reference, dest string) (*Result,
 	if err != nil {
 		return nil, err
 	}
+	res, err := p.Unpack(ctx, img, dest)
+	if res != nil {
+		res.Duration = time.Since(start)
+	}
+	return res, err
+}
+
+// Unpack fetches and unpacks the layers of a resolved image into dest, as
+// Pull does.
+func (p *Puller) Unpack(ctx context.Context, img *Image, dest string) (*Result, error) {
+	start := time.Now()
+	if err := checkDest(dest); err != nil {
+		return nil, err
+	}
+	ref := img.Ref
 	dest = filepath.Clean(dest)
 	staging, err := os.MkdirTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".partial-")
 	if err != nil {
