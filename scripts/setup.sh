@@ -17,6 +17,7 @@ PKGS=(
   containerd        # containerd integration tests (ctr comes with it)
   swtpm swtpm-tools # vTPM for confidential mode
   docker-registry   # image tests run their own instance on loopback
+  skopeo            # image encryption interop tests
   protobuf-compiler # make proto
   gcc libc6-dev     # the agent links statically with cgo (nsenter)
   procps psmisc util-linux

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/coffer-project/coffer/internal/image"
+	"github.com/coffer-project/coffer/internal/image/imagetest"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -371,4 +372,77 @@ func TestImageRun(t *testing.T) {
 	if r := run(reg.host + "/bb/missing:v1"); r.code != 125 || !strings.Contains(r.stderr, "MANIFEST_UNKNOWN") && !strings.Contains(r.stderr, "NAME_UNKNOWN") {
 		t.Fatalf("missing image: exit %d %q", r.code, r.stderr)
 	}
+}
+
+// rsaKeyFiles writes a PEM RSA private key (PKCS#8) and its public key.
+func rsaKeyFiles(t *testing.T, dir string) (priv, pub string) {
+	t.Helper()
+	privPEM, pubPEM := imagetest.RSAKeyPEM(t)
+	priv, pub = filepath.Join(dir, "priv.pem"), filepath.Join(dir, "pub.pem")
+	if err := os.WriteFile(priv, privPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pub, pubPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return priv, pub
+}
+
+func skopeo(t *testing.T, args ...string) {
+	t.Helper()
+	bin, err := exec.LookPath("skopeo")
+	if err != nil {
+		t.Fatalf("skopeo not found: install it (apt-get install skopeo; scripts/setup.sh does)")
+	}
+	if r := runCmd(t, nil, "", bin, append([]string{"--insecure-policy"}, args...)...); r.code != 0 {
+		t.Fatalf("skopeo %v: exit %d: %s", args, r.code, r.stderr)
+	}
+}
+
+// Layers encrypted by skopeo decrypt with Coffer, and the other way round
+// (ocicrypt JWE, RSA recipients), through a registry and OCI layouts.
+func TestImageEncryptedSkopeoInterop(t *testing.T) {
+	t.Parallel()
+	reg := startRegistry(t)
+	dir := t.TempDir()
+	priv, pub := rsaKeyFiles(t, dir)
+	wrongPriv, _ := rsaKeyFiles(t, t.TempDir())
+	pushBusybox(t, reg, "bb/plain:v1", "--compression", "zstd")
+	plain := "oci:" + filepath.Join(dir, "plain") + ":v1"
+	skopeo(t, "copy", "-q", "--src-tls-verify=false", "docker://"+reg.host+"/bb/plain:v1", plain)
+
+	// skopeo encrypts → registry → coffer decrypts.
+	skopeo(t, "copy", "-q", "--dest-tls-verify=false", "--encryption-key", "jwe:"+pub, plain, "docker://"+reg.host+"/bb/skopeo-enc:v1")
+	dest := filepath.Join(t.TempDir(), "img")
+	wantImageOK(t, coffer(t, "", "image", "pull", "--no-cache", "--decryption-key", priv, reg.host+"/bb/skopeo-enc:v1", dest))
+	sameFile(t, "/bin/busybox", filepath.Join(dest, "rootfs/bin/busybox"))
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "give the private key with --decryption-key"},
+		{[]string{"--decryption-key", wrongPriv}, "decrypt layer"},
+	} {
+		parent := t.TempDir()
+		dest := filepath.Join(parent, "img")
+		if err := os.Mkdir(dest, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		args := append(append([]string{"image", "pull", "--no-cache"}, tc.args...), reg.host+"/bb/skopeo-enc:v1", dest)
+		if r := coffer(t, "", args...); r.code != 125 || !strings.Contains(r.stderr, tc.want) {
+			t.Fatalf("%v: exit %d %q, want %q", tc.args, r.code, r.stderr, tc.want)
+		}
+		destUntouched(t, parent, dest)
+	}
+
+	// coffer encrypts (registry → registry and layout → layout) → skopeo decrypts.
+	wantImageOK(t, coffer(t, "", "image", "encrypt", "--recipient", "jwe:"+pub, reg.host+"/bb/plain:v1", reg.host+"/bb/coffer-enc:v1"))
+	dec := "oci:" + filepath.Join(dir, "dec") + ":v1"
+	skopeo(t, "copy", "-q", "--src-tls-verify=false", "--decryption-key", priv, "docker://"+reg.host+"/bb/coffer-enc:v1", dec)
+	dest = filepath.Join(t.TempDir(), "img")
+	wantImageOK(t, coffer(t, "", "image", "pull", "--no-cache", dec, dest))
+	sameFile(t, "/bin/busybox", filepath.Join(dest, "rootfs/bin/busybox"))
+	enc := "oci:" + filepath.Join(dir, "enc") + ":v1"
+	wantImageOK(t, coffer(t, "", "image", "encrypt", "--recipient", "jwe:"+pub, plain, enc))
+	skopeo(t, "copy", "-q", "--decryption-key", priv, enc, "oci:"+filepath.Join(dir, "dec2")+":v1")
 }

@@ -35,24 +35,28 @@ const (
 	CompressionZstd Compression = "zstd"
 )
 
-// layerCompression maps a layer media type to its compression, or says why
-// Coffer cannot use the layer.
-func layerCompression(mt string) (Compression, error) {
-	switch mt {
+// encryptedSuffix marks ocicrypt-encrypted layer media types.
+const encryptedSuffix = "+encrypted"
+
+// layerCompression maps a layer media type to its compression and whether
+// it is encrypted (ocicrypt), or says why Coffer cannot use the layer.
+func layerCompression(mt string) (Compression, bool, error) {
+	base, encrypted := strings.CutSuffix(mt, encryptedSuffix)
+	if encrypted && !strings.HasPrefix(base, "application/vnd.oci.image.layer.v1.") {
+		return "", false, fmt.Errorf("layer media type %s: only OCI layer types can be encrypted", mt)
+	}
+	switch base {
 	case string(types.OCIUncompressedLayer), "application/vnd.docker.image.rootfs.diff.tar":
-		return CompressionNone, nil
+		return CompressionNone, encrypted, nil
 	case string(types.OCILayer), string(types.DockerLayer):
-		return CompressionGzip, nil
+		return CompressionGzip, encrypted, nil
 	case string(types.OCILayerZStd):
-		return CompressionZstd, nil
+		return CompressionZstd, encrypted, nil
 	}
-	switch {
-	case strings.HasSuffix(mt, "+encrypted"):
-		return "", fmt.Errorf("layer media type %s: encrypted layers are not supported yet", mt)
-	case strings.Contains(mt, "nondistributable"), strings.Contains(mt, "foreign"):
-		return "", fmt.Errorf("layer media type %s: foreign (non-distributable) layers are refused: Coffer fetches only from the image's registry", mt)
+	if strings.Contains(mt, "nondistributable") || strings.Contains(mt, "foreign") {
+		return "", false, fmt.Errorf("layer media type %s: foreign (non-distributable) layers are refused: Coffer fetches only from the image's registry", mt)
 	}
-	return "", fmt.Errorf("layer media type %q is not a container image layer Coffer can unpack (tar, tar+gzip, tar+zstd)", mt)
+	return "", false, fmt.Errorf("layer media type %q is not a container image layer Coffer can unpack (tar, tar+gzip, tar+zstd, optionally +encrypted)", mt)
 }
 
 var hexRE = regexp.MustCompile(`^[a-f0-9]{64}$`)
@@ -170,7 +174,7 @@ func ParseManifest(raw []byte, l Limits) (*v1.Manifest, error) {
 		if len(d.URLs) > 0 {
 			return nil, fmt.Errorf("layer %d: layers with external URLs are refused", i+1)
 		}
-		if _, err := layerCompression(string(d.MediaType)); err != nil {
+		if _, _, err := layerCompression(string(d.MediaType)); err != nil {
 			return nil, fmt.Errorf("layer %d: %w", i+1, err)
 		}
 	}

@@ -17,9 +17,13 @@ import (
 	"time"
 
 	"github.com/coffer-project/coffer/internal/image/unpack"
+	"github.com/containers/ocicrypt"
+	encconfig "github.com/containers/ocicrypt/config"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -61,6 +65,9 @@ type Options struct {
 	// Transport replaces the HTTP transport (tests); the plain-HTTP guard
 	// still applies on top of it.
 	Transport http.RoundTripper
+	// DecryptKeys are private keys (PEM or DER: PKCS#1, PKCS#8, EC; or
+	// JWK) for ocicrypt JWE-encrypted layers.
+	DecryptKeys [][]byte
 }
 
 // State of a layer in a pull.
@@ -91,6 +98,7 @@ type Puller struct {
 	cache *Cache
 	kc    *fileKeychain
 	log   *slog.Logger
+	dc    *encconfig.DecryptConfig // nil without keys
 }
 
 // NewPuller checks the options and opens the cache.
@@ -115,6 +123,13 @@ func NewPuller(o Options) (*Puller, error) {
 		return nil, err
 	}
 	p.kc = kc
+	if len(o.DecryptKeys) > 0 {
+		cc, err := encconfig.DecryptWithPrivKeys(o.DecryptKeys, make([][]byte, len(o.DecryptKeys)))
+		if err != nil {
+			return nil, fmt.Errorf("decryption keys: %w", err)
+		}
+		p.dc = cc.DecryptConfig
+	}
 	if o.CacheDir != "" {
 		if p.cache, err = OpenCache(o.CacheDir); err != nil {
 			return nil, err
@@ -127,18 +142,9 @@ func (p *Puller) source(ref Reference) (source, error) {
 	if ref.IsLayout() {
 		return &layoutSource{dir: ref.LayoutDir, tag: ref.LayoutTag, limit: p.o.Limits.MaxManifestBytes}, nil
 	}
-	insecureHost := ""
-	if ref.Insecure {
-		insecureHost = ref.Registry.Context().RegistryStr()
-	}
-	var base http.RoundTripper
-	if p.o.Transport != nil {
-		base = &guardTransport{inner: p.o.Transport, insecure: insecureHost}
-	} else {
-		var err error
-		if base, err = newBaseTransport(p.o.CAFile, insecureHost); err != nil {
-			return nil, err
-		}
+	base, err := baseTransport(ref, p.o.CAFile, p.o.Transport)
+	if err != nil {
+		return nil, err
 	}
 	return &registrySource{ref: ref.Registry, base: base, kc: p.kc, limit: p.o.Limits.MaxManifestBytes}, nil
 }
@@ -324,6 +330,11 @@ func (p *Puller) Unpack(ctx context.Context, img *Image, dest string) (*Result, 
 		return nil, err
 	}
 	ref := img.Ref
+	for i, d := range img.Manifest.Layers {
+		if _, enc, _ := layerCompression(string(d.MediaType)); enc && p.dc == nil {
+			return nil, fmt.Errorf("%s: layer %d (%s) is encrypted: give the private key with --decryption-key", ref, i+1, d.Digest)
+		}
+	}
 	dest = filepath.Clean(dest)
 	staging, err := os.MkdirTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".partial-")
 	if err != nil {
@@ -618,8 +629,17 @@ func (p *progressReader) Read(b []byte) (int, error) {
 func (r *pullRun) unpackLayer(ctx context.Context, i int, compressed io.Reader) (unpack.Stats, error) {
 	d := r.img.Manifest.Layers[i]
 	v := newVerifier(compressed, d, "layer")
-	comp, _ := layerCompression(string(d.MediaType)) // checked by ParseManifest
-	dec, err := decompressor(comp, v)
+	comp, encrypted, _ := layerCompression(string(d.MediaType)) // checked by ParseManifest
+	var plain io.Reader = v
+	if encrypted {
+		od := ocispec.Descriptor{MediaType: string(d.MediaType), Digest: digest.Digest(d.Digest.String()), Size: d.Size, Annotations: d.Annotations}
+		pr, _, err := ocicrypt.DecryptLayer(r.p.dc, v, od, false)
+		if err != nil {
+			return unpack.Stats{}, fmt.Errorf("decrypt layer: %w (is it the right private key?)", err)
+		}
+		plain = pr
+	}
+	dec, err := decompressor(comp, plain)
 	if err != nil {
 		return unpack.Stats{}, r.blame(v, err)
 	}
@@ -637,6 +657,12 @@ func (r *pullRun) unpackLayer(ctx context.Context, i int, compressed io.Reader) 
 		return st, r.blame(v, fmt.Errorf("decompress layer: %w", err))
 	} else if st.Bytes+n > limit {
 		return st, fmt.Errorf("%w: layer is larger than %d bytes uncompressed", unpack.ErrLimit, limit)
+	}
+	if encrypted {
+		// Read the ciphertext to its end: that is where its MAC is checked.
+		if _, err := io.Copy(io.Discard, plain); err != nil {
+			return st, r.blame(v, fmt.Errorf("decrypt layer: %w", err))
+		}
 	}
 	if err := v.finish(); err != nil {
 		return st, err

@@ -469,7 +469,7 @@ func FuzzParse(f *testing.F) {
 		if m, err := ParseManifest(data, l); err == nil {
 			_, _ = ParseConfig(data, m)
 			for _, d := range m.Layers {
-				if _, err := layerCompression(string(d.MediaType)); err != nil {
+				if _, _, err := layerCompression(string(d.MediaType)); err != nil {
 					t.Fatalf("accepted manifest with unusable layer: %v", err)
 				}
 			}

@@ -142,22 +142,8 @@ func Push(ctx context.Context, src string, dst Reference, o PushOptions) (v1.Has
 	if dst.IsLayout() {
 		return v1.Hash{}, fmt.Errorf("push destination %s must be a registry reference", dst)
 	}
-	authFile, required := o.AuthFile, o.AuthFile != ""
-	if authFile == "" {
-		authFile = DefaultAuthFile()
-	}
-	kc, err := loadKeychain(authFile, required)
+	rt, kc, err := registryAccess(dst, o.CAFile, o.AuthFile, o.Transport)
 	if err != nil {
-		return v1.Hash{}, err
-	}
-	insecureHost := ""
-	if dst.Insecure {
-		insecureHost = dst.Registry.Context().RegistryStr()
-	}
-	var rt http.RoundTripper
-	if o.Transport != nil {
-		rt = &guardTransport{inner: o.Transport, insecure: insecureHost}
-	} else if rt, err = newBaseTransport(o.CAFile, insecureHost); err != nil {
 		return v1.Hash{}, err
 	}
 	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(kc), remote.WithTransport(rt)}
@@ -221,3 +207,32 @@ func fromLayout(ref Reference) (v1.Image, v1.ImageIndex, error) {
 	img, err := idx.Image(pick.Digest)
 	return img, nil, err
 }
+
+// registryAccess is the guarded transport and keychain for ref's registry.
+func registryAccess(ref Reference, caFile, authFile string, tr http.RoundTripper) (http.RoundTripper, *fileKeychain, error) {
+	required := authFile != ""
+	if authFile == "" {
+		authFile = DefaultAuthFile()
+	}
+	kc, err := loadKeychain(authFile, required)
+	if err != nil {
+		return nil, nil, err
+	}
+	rt, err := baseTransport(ref, caFile, tr)
+	return rt, kc, err
+}
+
+// baseTransport is the HTTP transport for ref's registry: tr (tests) or
+// one trusting caFile, always behind the plain-HTTP guard.
+func baseTransport(ref Reference, caFile string, tr http.RoundTripper) (http.RoundTripper, error) {
+	insecureHost := ""
+	if ref.Insecure {
+		insecureHost = ref.Registry.Context().RegistryStr()
+	}
+	if tr != nil {
+		return &guardTransport{inner: tr, insecure: insecureHost}, nil
+	}
+	return newBaseTransport(caFile, insecureHost)
+}
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
