@@ -92,14 +92,6 @@ func (r *distRegistry) blobFile(d string) string {
 	return filepath.Join(r.storage, "docker/registry/v2/blobs/sha256", hex[:2], hex, "data")
 }
 
-func wantImageOK(t *testing.T, r result) string {
-	t.Helper()
-	if r.code != 0 {
-		t.Fatalf("exit %d: %s", r.code, r.stderr)
-	}
-	return strings.TrimSpace(r.stdout)
-}
-
 var digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 
 // pushBusybox pushes the suite's busybox rootfs as a one-layer image.
@@ -110,7 +102,7 @@ func pushBusybox(t *testing.T, reg *distRegistry, ref string, extra ...string) s
 		args = append(args, "--cmd", "sh")
 	}
 	args = append(args, extra...)
-	d := wantImageOK(t, coffer(t, "", append(args, busybox, reg.host+"/"+ref)...))
+	d := wantOK(t, coffer(t, "", append(args, busybox, reg.host+"/"+ref)...))
 	if !digestRE.MatchString(d) {
 		t.Fatalf("push printed %q, want a digest", d)
 	}
@@ -151,7 +143,7 @@ func TestImagePullFromRegistry(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dest := filepath.Join(t.TempDir(), "img")
 			r := coffer(t, "", "image", "pull", "--cache-dir", cache, reg.host+"/"+tc.ref, dest)
-			wantImageOK(t, r)
+			wantOK(t, r)
 			if !strings.Contains(r.stderr, tc.digest) || !strings.Contains(r.stderr, "layer 1/1") {
 				t.Fatalf("pull output %q lacks the digest or the layer line", r.stderr)
 			}
@@ -169,7 +161,7 @@ func TestImagePullFromRegistry(t *testing.T) {
 	// Second pull of a cached image: no blob request reaches the registry.
 	before := reg.blobGets("bb/zstd")
 	r := coffer(t, "", "image", "pull", "--quiet", "--cache-dir", cache, reg.host+"/bb/zstd:v1", filepath.Join(t.TempDir(), "img"))
-	wantImageOK(t, r)
+	wantOK(t, r)
 	if r.stderr != "" {
 		t.Fatalf("--quiet printed %q", r.stderr)
 	}
@@ -184,7 +176,7 @@ func TestImagePullFromRegistry(t *testing.T) {
 		} `json:"layers"`
 		Config v1.Config `json:"config"`
 	}
-	out := wantImageOK(t, coffer(t, "", "image", "inspect", "--no-cache", reg.host+"/bb/zstd:v1"))
+	out := wantOK(t, coffer(t, "", "image", "inspect", "--no-cache", reg.host+"/bb/zstd:v1"))
 	if err := json.Unmarshal([]byte(out), &insp); err != nil || insp.Digest != zs || insp.Layers[0].MediaType != string(types.OCILayerZStd) || insp.Config.Env[0] != "GREETING=hello" {
 		t.Fatalf("inspect: %s (%v)", out, err)
 	}
@@ -206,7 +198,7 @@ func TestImageTamperedBlob(t *testing.T) {
 	var insp struct {
 		Layers []struct{ Digest string } `json:"layers"`
 	}
-	out := wantImageOK(t, coffer(t, "", "image", "inspect", "--no-cache", reg.host+"/bb/tamper:v1"))
+	out := wantOK(t, coffer(t, "", "image", "inspect", "--no-cache", reg.host+"/bb/tamper:v1"))
 	if err := json.Unmarshal([]byte(out), &insp); err != nil {
 		t.Fatal(err)
 	}
@@ -279,10 +271,10 @@ func TestImageMultiArchAndHostile(t *testing.T) {
 		"linux/amd64": archImage(t, "amd64", image.CompressionGzip),
 		"linux/arm64": archImage(t, "arm64", image.CompressionZstd),
 	})
-	wantImageOK(t, coffer(t, "", "image", "push", "oci:"+lay, reg.host+"/multi:v1"))
+	wantOK(t, coffer(t, "", "image", "push", "oci:"+lay, reg.host+"/multi:v1"))
 	for _, plat := range []string{"", "linux/arm64"} {
 		dest := filepath.Join(t.TempDir(), "img")
-		wantImageOK(t, coffer(t, "", "image", "pull", "--no-cache", "--platform", plat, reg.host+"/multi:v1", dest))
+		wantOK(t, coffer(t, "", "image", "pull", "--no-cache", "--platform", plat, reg.host+"/multi:v1", dest))
 		want := "amd64"
 		if plat != "" {
 			want = "arm64"
@@ -297,7 +289,7 @@ func TestImageMultiArchAndHostile(t *testing.T) {
 	}
 	// The layout itself pulls too.
 	dest := filepath.Join(t.TempDir(), "img")
-	wantImageOK(t, coffer(t, "", "image", "pull", "--no-cache", "oci:"+lay, dest))
+	wantOK(t, coffer(t, "", "image", "pull", "--no-cache", "oci:"+lay, dest))
 
 	// Hostile layers, pushed to the registry, are refused on pull.
 	for name, entry := range map[string]*tar.Header{
@@ -319,7 +311,7 @@ func TestImageMultiArchAndHostile(t *testing.T) {
 			img, _ = mutate.ConfigFile(img, mustConfig(t, img))
 			hl := filepath.Join(t.TempDir(), "layout")
 			writeLayout(t, hl, "v1", map[string]v1.Image{"linux/amd64": img})
-			wantImageOK(t, coffer(t, "", "image", "push", "oci:"+hl+":v1", reg.host+"/hostile:"+name))
+			wantOK(t, coffer(t, "", "image", "push", "oci:"+hl+":v1", reg.host+"/hostile:"+name))
 			parent := t.TempDir()
 			dest := filepath.Join(parent, "img")
 			if err := os.Mkdir(dest, 0o755); err != nil {
@@ -414,7 +406,7 @@ func TestImageEncryptedSkopeoInterop(t *testing.T) {
 	// skopeo encrypts → registry → coffer decrypts.
 	skopeo(t, "copy", "-q", "--dest-tls-verify=false", "--encryption-key", "jwe:"+pub, plain, "docker://"+reg.host+"/bb/skopeo-enc:v1")
 	dest := filepath.Join(t.TempDir(), "img")
-	wantImageOK(t, coffer(t, "", "image", "pull", "--no-cache", "--decryption-key", priv, reg.host+"/bb/skopeo-enc:v1", dest))
+	wantOK(t, coffer(t, "", "image", "pull", "--no-cache", "--decryption-key", priv, reg.host+"/bb/skopeo-enc:v1", dest))
 	sameFile(t, "/bin/busybox", filepath.Join(dest, "rootfs/bin/busybox"))
 	for _, tc := range []struct {
 		args []string
@@ -436,13 +428,58 @@ func TestImageEncryptedSkopeoInterop(t *testing.T) {
 	}
 
 	// coffer encrypts (registry → registry and layout → layout) → skopeo decrypts.
-	wantImageOK(t, coffer(t, "", "image", "encrypt", "--recipient", "jwe:"+pub, reg.host+"/bb/plain:v1", reg.host+"/bb/coffer-enc:v1"))
+	wantOK(t, coffer(t, "", "image", "encrypt", "--recipient", "jwe:"+pub, reg.host+"/bb/plain:v1", reg.host+"/bb/coffer-enc:v1"))
 	dec := "oci:" + filepath.Join(dir, "dec") + ":v1"
 	skopeo(t, "copy", "-q", "--src-tls-verify=false", "--decryption-key", priv, "docker://"+reg.host+"/bb/coffer-enc:v1", dec)
 	dest = filepath.Join(t.TempDir(), "img")
-	wantImageOK(t, coffer(t, "", "image", "pull", "--no-cache", dec, dest))
+	wantOK(t, coffer(t, "", "image", "pull", "--no-cache", dec, dest))
 	sameFile(t, "/bin/busybox", filepath.Join(dest, "rootfs/bin/busybox"))
 	enc := "oci:" + filepath.Join(dir, "enc") + ":v1"
-	wantImageOK(t, coffer(t, "", "image", "encrypt", "--recipient", "jwe:"+pub, plain, enc))
+	wantOK(t, coffer(t, "", "image", "encrypt", "--recipient", "jwe:"+pub, plain, enc))
 	skopeo(t, "copy", "-q", "--decryption-key", priv, enc, "oci:"+filepath.Join(dir, "dec2")+":v1")
+}
+
+// An image encrypted for a KBS key (the Confidential Containers key
+// provider scheme) pulls only by attesting to the KBS that holds the key.
+func TestImageKBSKeyProvider(t *testing.T) {
+	t.Parallel()
+	reg := startRegistry(t)
+	home := t.TempDir()
+	srv := startKbs(t, "http", filepath.Join(t.TempDir(), "data"), &http.Client{Timeout: 10 * time.Second}, "--dev", "--insecure-http")
+	keyFile := filepath.Join(home, "kek")
+	if err := os.WriteFile(keyFile, bytes.Repeat([]byte{0x42}, 32), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wantOK(t, kbsCLI(t, home, srv.url, "set-resource", "--path", "default/image-key/k1", "--file", keyFile))
+	pushBusybox(t, reg, "bb/plain:v1")
+	for _, kid := range []string{"k1", "missing"} {
+		wantOK(t, coffer(t, "", "image", "encrypt", "--kbs-key", "kbs:///default/image-key/"+kid, "--key-file", keyFile,
+			reg.host+"/bb/plain:v1", reg.host+"/bb/kbs-"+kid+":v1"))
+	}
+	dest := filepath.Join(t.TempDir(), "img")
+	wantOK(t, coffer(t, "", "image", "pull", "--no-cache", "--kbs", srv.url, "--tee", "sample", reg.host+"/bb/kbs-k1:v1", dest))
+	sameFile(t, "/bin/busybox", filepath.Join(dest, "rootfs/bin/busybox"))
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{reg.host + "/bb/kbs-k1:v1"}, []string{"kbs:///default/image-key/k1", "--kbs URL"}},
+		{[]string{"--kbs", srv.url, "--tee", "sample", reg.host + "/bb/kbs-missing:v1"}, []string{"kbs:///default/image-key/missing", "404"}},
+	} {
+		parent := t.TempDir()
+		dest := filepath.Join(parent, "img")
+		if err := os.Mkdir(dest, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		r := coffer(t, "", append(append([]string{"image", "pull", "--no-cache"}, tc.args...), dest)...)
+		if r.code != 125 {
+			t.Fatalf("%v: exit %d, want 125: %s", tc.args, r.code, r.stderr)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(r.stderr, w) {
+				t.Fatalf("%v: stderr %q lacks %q", tc.args, r.stderr, w)
+			}
+		}
+		destUntouched(t, parent, dest)
+	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coffer-project/coffer/internal/image"
+	"github.com/coffer-project/coffer/internal/kbs/client"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -23,6 +25,7 @@ type imageFlags struct {
 	insecure, noCache                    bool
 	concurrency                          int
 	decryptionKeys                       []string
+	kbs                                  *kbsOpts // --kbs URL and attester flags (pull only)
 }
 
 func (f *imageFlags) add(cmd *cobra.Command) {
@@ -65,6 +68,9 @@ func (f *imageFlags) puller(g *globalOpts, progress func(image.Event)) (*image.P
 			return nil, fmt.Errorf("--decryption-key: %w", err)
 		}
 		o.DecryptKeys = append(o.DecryptKeys, b)
+	}
+	if f.kbs != nil && f.kbs.url != "" {
+		o.KeyFetcher = kbsKeyFetcher(f.kbs)
 	}
 	if !f.noCache {
 		o.CacheDir = f.cacheDir
@@ -136,6 +142,10 @@ image layout (oci:DIR[:TAG]).`,
 	f.add(cmd)
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing but errors")
 	cmd.Flags().StringArrayVar(&f.decryptionKeys, "decryption-key", nil, "private key file (PEM/DER/JWK) for encrypted layers (repeatable)")
+	f.kbs = &kbsOpts{}
+	cmd.Flags().StringVar(&f.kbs.url, "kbs", "", "KBS URL: attest and fetch the keys of layers encrypted for a KBS key (kbs:///…)")
+	cmd.Flags().StringVar(&f.kbs.certFile, "kbs-cert", "", "PEM certificate to trust for an HTTPS KBS")
+	attesterFlags(cmd, f.kbs)
 	return cmd
 }
 
@@ -247,15 +257,23 @@ func newImageEncryptCmd() *cobra.Command {
 	var insecure bool
 	var caFile, authFile, platform string
 	var recipients []string
+	var kbsKey, keyFile string
 	cmd := &cobra.Command{
-		Use:   "encrypt --recipient jwe:PUB.pem [flags] SRC DST",
+		Use:   "encrypt (--recipient jwe:PUB.pem | --kbs-key kbs:///REPO/TYPE/TAG --key-file K) [flags] SRC DST",
 		Short: "Copy an image with its layers encrypted (ocicrypt JWE, as skopeo --encryption-key does)",
 		Long: `Copy SRC to DST with every layer encrypted for the given recipients:
 AES-256-CTR + HMAC per layer, the layer key wrapped with each recipient's
 public key (JWE) in the layer annotations, the config unchanged. The result
 decrypts with ` + "`coffer image pull --decryption-key PRIV.pem`" + ` or with
-skopeo/containerd imgcrypt. SRC and DST are registry references or OCI
-layouts (oci:DIR[:TAG]); the digest of the new manifest is printed.`,
+skopeo/containerd imgcrypt.
+
+With --kbs-key and --key-file the layer keys are wrapped instead with the
+32-byte key in the file (AES-256-GCM), the Confidential Containers
+key-provider scheme: store the same key in the KBS under that path and pull
+with --kbs URL, which attests and fetches it.
+
+SRC and DST are registry references or OCI layouts (oci:DIR[:TAG]); the
+digest of the new manifest is printed.`,
 		Example: `  coffer image encrypt --recipient jwe:pub.pem oci:./plain:v1 oci:./enc:v1
   coffer image encrypt --recipient jwe:pub.pem 127.0.0.1:5000/app:v1 127.0.0.1:5000/app:v1-enc`,
 		Args: cobra.ExactArgs(2),
@@ -284,6 +302,12 @@ layouts (oci:DIR[:TAG]); the digest of the new manifest is printed.`,
 				}
 				o.Recipients = append(o.Recipients, b)
 			}
+			if kbsKey != "" || keyFile != "" {
+				if o.KBSKey, err = os.ReadFile(keyFile); err != nil {
+					return fmt.Errorf("--key-file: %w", err)
+				}
+				o.KBSKeyID = kbsKey
+			}
 			d, err := image.Encrypt(cmd.Context(), src, dst, o)
 			if err != nil {
 				return err
@@ -294,11 +318,40 @@ layouts (oci:DIR[:TAG]); the digest of the new manifest is printed.`,
 	}
 	fl := cmd.Flags()
 	fl.StringArrayVar(&recipients, "recipient", nil, "jwe:PUBLIC-KEY-FILE (PEM/DER/JWK) that can decrypt the image (repeatable)")
+	fl.StringVar(&kbsKey, "kbs-key", "", "key id in the KBS (kbs:///repo/type/tag) of the key given by --key-file")
+	fl.StringVar(&keyFile, "key-file", "", "file holding the 32-byte key encryption key for --kbs-key")
 	fl.BoolVar(&insecure, "insecure", false, "allow plain HTTP to the registries (loopback registries may always use it)")
 	fl.StringVar(&caFile, "ca-file", "", "extra CA certificate (PEM) to trust for the registries")
 	fl.StringVar(&authFile, "auth-file", "", "Docker config file with registry credentials")
 	fl.StringVar(&platform, "platform", "", "platform to take from a multi-arch source (default: this machine's)")
 	return cmd
+}
+
+// kbsKeyFetcher attests to the KBS on first use and fetches layer keys,
+// each key id once.
+func kbsKeyFetcher(o *kbsOpts) image.KeyFetcher {
+	var mu sync.Mutex
+	var c *client.Client
+	keys := map[string][]byte{}
+	return func(ctx context.Context, kid string) ([]byte, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if k, ok := keys[kid]; ok {
+			return k, nil
+		}
+		if c == nil {
+			var err error
+			if c, err = o.client(); err != nil {
+				return nil, fmt.Errorf("KBS client: %w", err)
+			}
+		}
+		k, err := c.GetResource(ctx, kid)
+		if err != nil {
+			return nil, fmt.Errorf("KBS %s refused or failed: %w", o.url, err)
+		}
+		keys[kid] = k
+		return k, nil
+	}
 }
 
 // progressPrinter shows per-layer progress: redrawn lines on a terminal,

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/containers/ocicrypt"
 	encconfig "github.com/containers/ocicrypt/config"
@@ -28,10 +29,16 @@ type EncryptOptions struct {
 	// Recipients are JWE public keys (PEM or DER PKIX, or JWK): each can
 	// decrypt the layers with its private key.
 	Recipients [][]byte
-	Platform   v1.Platform // from a multi-arch source (default: this process's)
-	CAFile     string
-	AuthFile   string
-	Transport  http.RoundTripper
+	// KBSKeyID and KBSKey encrypt for the Confidential Containers
+	// key-provider scheme instead: each layer key is wrapped with KBSKey
+	// (32 bytes, AES-256-GCM), which a KBS releases under KBSKeyID
+	// (kbs:///repo/type/tag) to attested guests.
+	KBSKeyID  string
+	KBSKey    []byte
+	Platform  v1.Platform // from a multi-arch source (default: this process's)
+	CAFile    string
+	AuthFile  string
+	Transport http.RoundTripper
 }
 
 // Encrypt copies the image src to dst with every layer encrypted the way
@@ -41,12 +48,27 @@ type EncryptOptions struct {
 // (oci:DIR[:TAG], created if missing) or a registry reference. It returns
 // the digest of the new manifest.
 func Encrypt(ctx context.Context, src, dst Reference, o EncryptOptions) (v1.Hash, error) {
-	if len(o.Recipients) == 0 {
-		return v1.Hash{}, errors.New("no recipient: give at least one public key (--recipient jwe:PUB.pem)")
-	}
-	cc, err := encconfig.EncryptWithJwe(o.Recipients)
-	if err != nil {
-		return v1.Hash{}, fmt.Errorf("recipients: %w", err)
+	var enc layerEncryptor
+	switch {
+	case o.KBSKeyID != "" && len(o.Recipients) > 0:
+		return v1.Hash{}, errors.New("give either JWE recipients or a KBS key, not both")
+	case o.KBSKeyID != "":
+		if !strings.HasPrefix(o.KBSKeyID, "kbs:///") || len(o.KBSKey) != 32 {
+			return v1.Hash{}, errors.New("a KBS key needs a kbs:///repo/type/tag id and a 32-byte key")
+		}
+		k := &kbsEncryptor{kid: o.KBSKeyID, kek: o.KBSKey}
+		enc = k.encrypt
+	case len(o.Recipients) > 0:
+		cc, err := encconfig.EncryptWithJwe(o.Recipients)
+		if err != nil {
+			return v1.Hash{}, fmt.Errorf("recipients: %w", err)
+		}
+		enc = func(r io.Reader, d ocispec.Descriptor) (io.Reader, func() (map[string]string, error), error) {
+			er, fin, err := ocicrypt.EncryptLayer(cc.EncryptConfig, r, d)
+			return er, fin, err
+		}
+	default:
+		return v1.Hash{}, errors.New("no recipient: give a public key (--recipient jwe:PUB.pem) or a KBS key (--kbs-key kbs:///… --key-file K)")
 	}
 	img, err := openImage(ctx, src, o)
 	if err != nil {
@@ -83,7 +105,7 @@ func Encrypt(ctx context.Context, src, dst Reference, o EncryptOptions) (v1.Hash
 		return v1.Hash{}, err
 	}
 	for i, l := range layers {
-		d, err := encryptLayer(cc.EncryptConfig, dir, l, m.Layers[i])
+		d, err := encryptLayer(enc, dir, l, m.Layers[i])
 		if err != nil {
 			return v1.Hash{}, fmt.Errorf("layer %d (%s): %w", i+1, m.Layers[i].Digest, err)
 		}
@@ -119,8 +141,12 @@ func Encrypt(ctx context.Context, src, dst Reference, o EncryptOptions) (v1.Hash
 	return md, nil
 }
 
+// layerEncryptor encrypts one layer stream; the finalizer, called after
+// the stream was read whole, gives the annotations to add.
+type layerEncryptor func(plain io.Reader, d ocispec.Descriptor) (io.Reader, func() (map[string]string, error), error)
+
 // encryptLayer writes the encrypted blob of l into the layout at dir.
-func encryptLayer(ec *encconfig.EncryptConfig, dir string, l v1.Layer, d v1.Descriptor) (v1.Descriptor, error) {
+func encryptLayer(enc layerEncryptor, dir string, l v1.Layer, d v1.Descriptor) (v1.Descriptor, error) {
 	mt := string(d.MediaType)
 	switch d.MediaType {
 	case types.DockerLayer:
@@ -139,7 +165,7 @@ func encryptLayer(ec *encconfig.EncryptConfig, dir string, l v1.Layer, d v1.Desc
 	}
 	defer rc.Close()
 	od := ocispec.Descriptor{MediaType: mt, Digest: digest.Digest(d.Digest.String()), Size: d.Size, Annotations: d.Annotations}
-	er, fin, err := ocicrypt.EncryptLayer(ec, rc, od)
+	er, fin, err := enc(rc, od)
 	if err != nil {
 		return d, fmt.Errorf("encrypt: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -68,6 +69,9 @@ type Options struct {
 	// DecryptKeys are private keys (PEM or DER: PKCS#1, PKCS#8, EC; or
 	// JWK) for ocicrypt JWE-encrypted layers.
 	DecryptKeys [][]byte
+	// KeyFetcher fetches key encryption keys of layers encrypted with the
+	// Confidential Containers key-provider scheme (kbs:/// key ids).
+	KeyFetcher KeyFetcher
 }
 
 // State of a layer in a pull.
@@ -331,8 +335,8 @@ func (p *Puller) Unpack(ctx context.Context, img *Image, dest string) (*Result, 
 	}
 	ref := img.Ref
 	for i, d := range img.Manifest.Layers {
-		if _, enc, _ := layerCompression(string(d.MediaType)); enc && p.dc == nil {
-			return nil, fmt.Errorf("%s: layer %d (%s) is encrypted: give the private key with --decryption-key", ref, i+1, d.Digest)
+		if err := p.canDecrypt(d); err != nil {
+			return nil, fmt.Errorf("%s: layer %d (%s): %w", ref, i+1, d.Digest, err)
 		}
 	}
 	dest = filepath.Clean(dest)
@@ -394,6 +398,36 @@ func checkDest(dest string) error {
 		return fmt.Errorf("destination %s exists and is not empty: choose a new directory or remove it", dest)
 	}
 	return nil
+}
+
+// canDecrypt checks, before anything is fetched, that an encrypted layer
+// has a key source.
+func (p *Puller) canDecrypt(d v1.Descriptor) error {
+	if _, enc, _ := layerCompression(string(d.MediaType)); !enc {
+		return nil
+	}
+	packets, err := kbsKeyIDs(d)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(packets) > 0 && p.o.KeyFetcher != nil, p.dc != nil && hasWrappedKeys(d):
+		return nil
+	case len(packets) > 0:
+		return fmt.Errorf("the layer is encrypted with key %s held by a KBS: give the KBS with --kbs URL", packets[0].Kid)
+	}
+	return fmt.Errorf("the layer is encrypted: give the private key with --decryption-key")
+}
+
+// hasWrappedKeys is true when the layer key is wrapped for a scheme other
+// than the KBS key provider (JWE, PKCS#7, OpenPGP…).
+func hasWrappedKeys(d v1.Descriptor) bool {
+	for k := range d.Annotations {
+		if strings.HasPrefix(k, "org.opencontainers.image.enc.keys.") && k != annotationAA {
+			return true
+		}
+	}
+	return false
 }
 
 // layerJob tracks one layer: who fetches it, and when it is in the store.
@@ -597,6 +631,33 @@ func (r *pullRun) apply(ctx context.Context, i int) (unpack.Stats, error) {
 	return st, err
 }
 
+// decrypter opens the plaintext of an encrypted layer: with a key from
+// the KBS when the layer names one and a fetcher is set, else with the
+// private keys (ocicrypt JWE and the other ocicrypt schemes).
+func (r *pullRun) decrypter(ctx context.Context, ct io.Reader, d v1.Descriptor) (io.Reader, error) {
+	packets, err := kbsKeyIDs(d)
+	if err != nil {
+		return nil, err
+	}
+	var kbsErr error
+	if len(packets) > 0 && r.p.o.KeyFetcher != nil {
+		opts, err := unwrapKBS(ctx, r.p.o.KeyFetcher, packets)
+		if err == nil {
+			return decryptWithOpts(ct, opts, d)
+		}
+		if r.p.dc == nil {
+			return nil, fmt.Errorf("decrypt layer: %w", err)
+		}
+		kbsErr = err
+	}
+	od := ocispec.Descriptor{MediaType: string(d.MediaType), Digest: digest.Digest(d.Digest.String()), Size: d.Size, Annotations: d.Annotations}
+	pr, _, err := ocicrypt.DecryptLayer(r.p.dc, ct, od, false)
+	if err != nil {
+		return nil, fmt.Errorf("decrypt layer: %w (is it the right private key?)", errors.Join(kbsErr, err))
+	}
+	return pr, nil
+}
+
 // progress counts bytes read from a layer source.
 func (r *pullRun) progress(i int, rd io.Reader, s State) io.Reader {
 	return &progressReader{r: rd, fn: func(n, total int64) {
@@ -632,10 +693,9 @@ func (r *pullRun) unpackLayer(ctx context.Context, i int, compressed io.Reader) 
 	comp, encrypted, _ := layerCompression(string(d.MediaType)) // checked by ParseManifest
 	var plain io.Reader = v
 	if encrypted {
-		od := ocispec.Descriptor{MediaType: string(d.MediaType), Digest: digest.Digest(d.Digest.String()), Size: d.Size, Annotations: d.Annotations}
-		pr, _, err := ocicrypt.DecryptLayer(r.p.dc, v, od, false)
+		pr, err := r.decrypter(ctx, v, d)
 		if err != nil {
-			return unpack.Stats{}, fmt.Errorf("decrypt layer: %w (is it the right private key?)", err)
+			return unpack.Stats{}, err
 		}
 		plain = pr
 	}
