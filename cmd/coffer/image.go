@@ -25,6 +25,7 @@ type imageFlags struct {
 	insecure, noCache                    bool
 	concurrency                          int
 	decryptionKeys                       []string
+	policy                               string
 	kbs                                  *kbsOpts // --kbs URL and attester flags (pull only)
 }
 
@@ -69,6 +70,11 @@ func (f *imageFlags) puller(g *globalOpts, progress func(image.Event)) (*image.P
 		}
 		o.DecryptKeys = append(o.DecryptKeys, b)
 	}
+	if f.policy != "" {
+		if o.Policy, err = image.LoadPolicy(f.policy); err != nil {
+			return nil, err
+		}
+	}
 	if f.kbs != nil && f.kbs.url != "" {
 		o.KeyFetcher = kbsKeyFetcher(f.kbs)
 	}
@@ -86,7 +92,7 @@ func newImageCmd(g *globalOpts) *cobra.Command {
 		Use:   "image",
 		Short: "Pull, inspect and push container images",
 	}
-	cmd.AddCommand(newImagePullCmd(g), newImageInspectCmd(g), newImagePushCmd(), newImageEncryptCmd())
+	cmd.AddCommand(newImagePullCmd(g), newImageInspectCmd(g), newImagePushCmd(), newImageEncryptCmd(), newImageSignCmd(), newImageVerifyCmd(g))
 	return cmd
 }
 
@@ -142,6 +148,7 @@ image layout (oci:DIR[:TAG]).`,
 	f.add(cmd)
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing but errors")
 	cmd.Flags().StringArrayVar(&f.decryptionKeys, "decryption-key", nil, "private key file (PEM/DER/JWK) for encrypted layers (repeatable)")
+	cmd.Flags().StringVar(&f.policy, "policy", "", "signature policy (containers-policy.json) the image must satisfy before any layer is fetched")
 	f.kbs = &kbsOpts{}
 	cmd.Flags().StringVar(&f.kbs.url, "kbs", "", "KBS URL: attest and fetch the keys of layers encrypted for a KBS key (kbs:///…)")
 	cmd.Flags().StringVar(&f.kbs.certFile, "kbs-cert", "", "PEM certificate to trust for an HTTPS KBS")
@@ -324,6 +331,87 @@ digest of the new manifest is printed.`,
 	fl.StringVar(&caFile, "ca-file", "", "extra CA certificate (PEM) to trust for the registries")
 	fl.StringVar(&authFile, "auth-file", "", "Docker config file with registry credentials")
 	fl.StringVar(&platform, "platform", "", "platform to take from a multi-arch source (default: this machine's)")
+	return cmd
+}
+
+func newImageSignCmd() *cobra.Command {
+	var insecure bool
+	var caFile, authFile, keyFile string
+	cmd := &cobra.Command{
+		Use:   "sign --key PRIV.pem [flags] REF",
+		Short: "Sign an image in a registry (sigstore/cosign-style signature with an ECDSA key)",
+		Long: `Sign the manifest REF resolves to with an ECDSA private key (PEM, PKCS#8 or
+SEC 1) and store the signature in the registry where cosign and
+containers/image look for it (tag sha256-<digest>.sig). The signed identity
+is REF's repository and tag (the repository alone for a digest). Verify with
+` + "`coffer image verify --policy`" + ` or a sigstoreSigned requirement in
+skopeo/podman's policy.json. Prints the signed digest.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ref, err := image.ParseReference(args[0], insecure)
+			if err != nil {
+				return err
+			}
+			b, err := os.ReadFile(keyFile)
+			if err != nil {
+				return fmt.Errorf("--key: %w", err)
+			}
+			key, err := image.ParsePrivateKey(b)
+			if err != nil {
+				return err
+			}
+			d, err := image.Sign(cmd.Context(), ref, key, image.SignOptions{CAFile: caFile, AuthFile: authFile})
+			if err != nil {
+				return err
+			}
+			fmt.Println(d)
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&keyFile, "key", "", "ECDSA private key file (PEM)")
+	fl.BoolVar(&insecure, "insecure", false, "allow plain HTTP to this registry (loopback registries may always use it)")
+	fl.StringVar(&caFile, "ca-file", "", "extra CA certificate (PEM) to trust for the registry")
+	fl.StringVar(&authFile, "auth-file", "", "Docker config file with registry credentials")
+	_ = cmd.MarkFlagRequired("key")
+	return cmd
+}
+
+func newImageVerifyCmd(g *globalOpts) *cobra.Command {
+	f := &imageFlags{}
+	cmd := &cobra.Command{
+		Use:   "verify --policy POLICY.json [flags] REF",
+		Short: "Check an image against a signature policy (containers-policy.json) without pulling its layers",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ref, err := image.ParseReference(args[0], f.insecure)
+			if err != nil {
+				return err
+			}
+			pol := f.policy
+			f.policy = "" // checked below, not by the puller
+			p, err := f.puller(g, nil)
+			if err != nil {
+				return err
+			}
+			policy, err := image.LoadPolicy(pol)
+			if err != nil {
+				return err
+			}
+			img, err := p.Resolve(cmd.Context(), ref)
+			if err != nil {
+				return err
+			}
+			if err := p.Verify(cmd.Context(), policy, img); err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			fmt.Printf("%s (%s): accepted by %s\n", ref, img.Digest, pol)
+			return nil
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().StringVar(&f.policy, "policy", "", "signature policy file (containers-policy.json)")
+	_ = cmd.MarkFlagRequired("policy")
 	return cmd
 }
 

@@ -72,6 +72,9 @@ type Options struct {
 	// KeyFetcher fetches key encryption keys of layers encrypted with the
 	// Confidential Containers key-provider scheme (kbs:/// key ids).
 	KeyFetcher KeyFetcher
+	// Policy, when set, is checked by Pull after the manifests are
+	// resolved and before any layer is fetched.
+	Policy *Policy
 }
 
 // State of a layer in a pull.
@@ -319,6 +322,11 @@ func (p *Puller) Pull(ctx context.Context, ref Reference, dest string) (*Result,
 	if err != nil {
 		return nil, err
 	}
+	if p.o.Policy != nil {
+		if err := p.Verify(ctx, p.o.Policy, img); err != nil {
+			return nil, err
+		}
+	}
 	res, err := p.Unpack(ctx, img, dest)
 	if res != nil {
 		res.Duration = time.Since(start)
@@ -327,7 +335,7 @@ func (p *Puller) Pull(ctx context.Context, ref Reference, dest string) (*Result,
 }
 
 // Unpack fetches and unpacks the layers of a resolved image into dest, as
-// Pull does.
+// Pull does (without the policy check: callers Verify first).
 func (p *Puller) Unpack(ctx context.Context, img *Image, dest string) (*Result, error) {
 	start := time.Now()
 	if err := checkDest(dest); err != nil {

@@ -460,7 +460,9 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:` + strings.Repeat("b", 64) + `","size":5},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+zstd","digest":"sha256:` + strings.Repeat("c", 64) + `","size":7}]}`))
 	f.Add([]byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:` + strings.Repeat("d", 64) + `"]}}`))
 	l := DefaultLimits()
+	f.Add([]byte(`{"default":[{"type":"reject"}],"transports":{"docker":{"a.example/x":[{"type":"insecureAcceptAnything"}]}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		_, _ = ParsePolicy(data)
 		if mt, err := kindOf("", data); err == nil && isIndex(mt) {
 			if idx, err := ParseIndex(data, l); err == nil {
 				_, _ = selectPlatform(idx, v1.Platform{OS: "linux", Architecture: "arm64"})

@@ -1,0 +1,120 @@
+package image
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+func ecKey(t *testing.T) (*ecdsa.PrivateKey, []byte) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	return k, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pk})
+}
+
+func policyJSON(t *testing.T, v any) *Policy {
+	t.Helper()
+	b, _ := json.Marshal(v)
+	p, err := ParsePolicy(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func sigstore(pub []byte, identity map[string]string) map[string]any {
+	r := map[string]any{"type": "sigstoreSigned", "keyData": pub}
+	if identity != nil {
+		r["signedIdentity"] = identity
+	}
+	return r
+}
+
+func TestSignaturePolicy(t *testing.T) {
+	tr := newTestRegistry(t)
+	img := buildTestImage(t, CompressionGzip, "amd64", map[string]string{"f": "signed"})
+	push(t, tr, "app:v1", img)
+	push(t, tr, "app:v2", img) // same digest, another tag
+	push(t, tr, "unsigned:v1", buildTestImage(t, CompressionGzip, "amd64", map[string]string{"f": "x"}))
+	key, pub := ecKey(t)
+	_, otherPub := ecKey(t)
+	if _, err := Sign(context.Background(), tr.ref(t, "app:v1"), key, SignOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// A second signature (other key) is added next to the first.
+	otherKey, _ := ecKey(t)
+	if _, err := Sign(context.Background(), tr.ref(t, "app:v1"), otherKey, SignOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	reject := []any{map[string]string{"type": "reject"}}
+	for name, tc := range map[string]struct {
+		policy map[string]any
+		ref    string
+		want   string // "" = allowed
+	}{
+		"default reject":       {map[string]any{"default": reject}, "app:v1", "rejects every image"},
+		"scope accepts":        {map[string]any{"default": reject, "transports": map[string]any{"docker": map[string]any{tr.host + "/app": []any{map[string]string{"type": "insecureAcceptAnything"}}}}}, "app:v1", ""},
+		"signed":               {map[string]any{"default": []any{sigstore(pub, nil)}}, "app:v1", ""},
+		"signed, by digest":    {map[string]any{"default": []any{sigstore(pub, nil)}}, "app@" + mustDigest(t, tr, "app:v1"), ""},
+		"wrong key":            {map[string]any{"default": []any{sigstore(otherPub, nil)}}, "app:v1", "not made by a trusted key"},
+		"unsigned":             {map[string]any{"default": []any{sigstore(pub, nil)}}, "unsigned:v1", "no sigstore signature"},
+		"other tag":            {map[string]any{"default": []any{sigstore(pub, nil)}}, "app:v2", "does not match"},
+		"other tag, repo only": {map[string]any{"default": []any{sigstore(pub, map[string]string{"type": "matchRepository"})}}, "app:v2", ""},
+		"most specific scope":  {map[string]any{"default": []any{map[string]string{"type": "insecureAcceptAnything"}}, "transports": map[string]any{"docker": map[string]any{tr.host: []any{sigstore(pub, nil)}, tr.host + "/unsigned": reject}}}, "unsigned:v1", "scope docker:" + tr.host + "/unsigned"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := newPuller(t, Options{Policy: policyJSON(t, tc.policy)})
+			dest := filepath.Join(t.TempDir(), "img")
+			_, err := p.Pull(context.Background(), tr.ref(t, tc.ref), dest)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrPolicyDenied) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want a denial mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func mustDigest(t *testing.T, tr *testRegistry, ref string) string {
+	t.Helper()
+	r, _ := name.ParseReference(tr.host + "/" + ref)
+	d, err := remote.Head(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.Digest.String()
+}
+
+func TestParsePolicyRefusals(t *testing.T) {
+	for doc, want := range map[string]string{
+		`{"default":[]}`: "at least one requirement",
+		`{"default":[{"type":"signedBy","keyType":"GPGKeys","keyPath":"/k"}]}`: "not supported yet",
+		`{"default":[{"type":"nope"}]}`:                                        "unknown requirement",
+		`{"default":[{"type":"sigstoreSigned"}]}`:                              "needs keyPath",
+		`{"default":[{"type":"reject"}],"extra":1}`:                            "unknown field",
+		`{"default":[{"type":"reject"}],"transports":{"docker":{"x":[]}}}`:     "no requirement",
+	} {
+		if _, err := ParsePolicy([]byte(doc)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err = %v, want %q", doc, err, want)
+		}
+	}
+}
