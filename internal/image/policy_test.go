@@ -3,28 +3,20 @@ package image
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/coffer-project/coffer/internal/image/imagetest"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 func ecKey(t *testing.T) (*ecdsa.PrivateKey, []byte) {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pk, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
-	return k, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pk})
+	_, pub, k := imagetest.ECKeyPEM(t)
+	return k, pub
 }
 
 func policyJSON(t *testing.T, v any) *Policy {
