@@ -59,6 +59,7 @@ test: setup guest lint
 bench: guest
 	./bench/sandbox/run.sh
 	./bench/kbs/run.sh
+	./bench/image/run.sh
 
 clean:
 	rm -rf $(BIN)
