@@ -541,3 +541,18 @@ func TestCustomCA(t *testing.T) {
 func pemCert(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
+
+func TestDecompressionBomb(t *testing.T) {
+	for _, comp := range []Compression{CompressionGzip, CompressionZstd} {
+		img := buildTestImage(t, comp, "amd64", map[string]string{"zeros": strings.Repeat("\x00", 4<<20)})
+		ref, _ := ParseReference("oci:"+writeImageLayout(t, img, "v1")+":v1", false)
+		parent := t.TempDir()
+		_, err := newPuller(t, Options{Limits: Limits{Unpack: unpack.Limits{MaxLayerBytes: 1 << 20}}}).Pull(context.Background(), ref, filepath.Join(parent, "img"))
+		if !errors.Is(err, unpack.ErrLimit) {
+			t.Fatalf("%s bomb: %v", comp, err)
+		}
+		if ents, _ := os.ReadDir(parent); len(ents) != 0 {
+			t.Fatalf("failed pull left %v", ents)
+		}
+	}
+}

@@ -177,8 +177,7 @@ type dirTime struct {
 
 // Apply reads one uncompressed layer tar from r and applies it. On error
 // the root directory is in an undefined state: discard it.
-func (u *Unpacker) Apply(ctx context.Context, r io.Reader) (Stats, error) {
-	var st Stats
+func (u *Unpacker) Apply(ctx context.Context, r io.Reader) (st Stats, err error) {
 	limit := min(u.limits.MaxLayerBytes, u.limits.MaxTotalBytes-u.total)
 	what := "layer"
 	if limit < u.limits.MaxLayerBytes {

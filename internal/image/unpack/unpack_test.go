@@ -289,6 +289,20 @@ func TestHostileLayers(t *testing.T) {
 	}
 }
 
+func TestStats(t *testing.T) {
+	root := t.TempDir()
+	u, err := Open(root, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	l := layer(t, file("a", "x"), dir("d/"))
+	st, err := u.Apply(context.Background(), bytes.NewReader(l))
+	if err != nil || st.Entries != 2 || st.Bytes == 0 || st.Bytes > int64(len(l)) {
+		t.Fatalf("stats %+v (layer %d bytes), %v", st, len(l), err)
+	}
+}
+
 func TestCorruptTar(t *testing.T) {
 	l := layer(t, file("a", strings.Repeat("x", 2000)))
 	_, err := apply(t, Options{}, l[:1000])
