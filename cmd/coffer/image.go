@@ -25,7 +25,7 @@ type imageFlags struct {
 	insecure, noCache                    bool
 	concurrency                          int
 	decryptionKeys                       []string
-	policy                               string
+	policy, registriesD                  string
 	kbs                                  *kbsOpts // --kbs URL and attester flags (pull only)
 }
 
@@ -38,6 +38,10 @@ func (f *imageFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&f.cacheDir, "cache-dir", "", "content cache directory (default: "+defaultImageCacheDir()+")")
 	fl.BoolVar(&f.noCache, "no-cache", false, "neither read nor fill the content cache")
 	fl.IntVar(&f.concurrency, "concurrency", 3, "layers to download at once")
+}
+
+func (f *imageFlags) addRegistriesD(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.registriesD, "registries-d", "", "registries.d directory locating GPG signatures for signedBy (default: "+image.DefaultRegistriesD+" if present)")
 }
 
 // defaultImageCacheDir follows the guest cache's conventions.
@@ -72,6 +76,15 @@ func (f *imageFlags) puller(g *globalOpts, progress func(image.Event)) (*image.P
 	}
 	if f.policy != "" {
 		if o.Policy, err = image.LoadPolicy(f.policy); err != nil {
+			return nil, err
+		}
+	}
+	if rd := f.registriesD; rd != "" {
+		if o.Lookaside, err = image.LoadLookaside(rd); err != nil {
+			return nil, err
+		}
+	} else if _, err := os.Stat(image.DefaultRegistriesD); err == nil {
+		if o.Lookaside, err = image.LoadLookaside(image.DefaultRegistriesD); err != nil {
 			return nil, err
 		}
 	}
@@ -149,6 +162,7 @@ image layout (oci:DIR[:TAG]).`,
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing but errors")
 	cmd.Flags().StringArrayVar(&f.decryptionKeys, "decryption-key", nil, "private key file (PEM/DER/JWK) for encrypted layers (repeatable)")
 	cmd.Flags().StringVar(&f.policy, "policy", "", "signature policy (containers-policy.json) the image must satisfy before any layer is fetched")
+	f.addRegistriesD(cmd)
 	f.kbs = &kbsOpts{}
 	cmd.Flags().StringVar(&f.kbs.url, "kbs", "", "KBS URL: attest and fetch the keys of layers encrypted for a KBS key (kbs:///…)")
 	cmd.Flags().StringVar(&f.kbs.certFile, "kbs-cert", "", "PEM certificate to trust for an HTTPS KBS")
@@ -411,6 +425,7 @@ func newImageVerifyCmd(g *globalOpts) *cobra.Command {
 	}
 	f.add(cmd)
 	cmd.Flags().StringVar(&f.policy, "policy", "", "signature policy file (containers-policy.json)")
+	f.addRegistriesD(cmd)
 	_ = cmd.MarkFlagRequired("policy")
 	return cmd
 }

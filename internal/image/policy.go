@@ -16,6 +16,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
@@ -33,13 +34,14 @@ type Policy struct {
 // Requirement is one policy requirement. Every requirement that applies
 // must be satisfied.
 type Requirement struct {
-	Type           string          `json:"type"` // insecureAcceptAnything, reject, sigstoreSigned, signedBy
-	KeyPath        string          `json:"keyPath,omitempty"`
-	KeyPaths       []string        `json:"keyPaths,omitempty"`
-	KeyData        []byte          `json:"keyData,omitempty"` // base64 in JSON
-	KeyType        string          `json:"keyType,omitempty"`
-	SignedIdentity *SignedIdentity `json:"signedIdentity,omitempty"`
-	keys           []crypto.PublicKey
+	Type           string             `json:"type"` // insecureAcceptAnything, reject, sigstoreSigned, signedBy
+	KeyPath        string             `json:"keyPath,omitempty"`
+	KeyPaths       []string           `json:"keyPaths,omitempty"`
+	KeyData        []byte             `json:"keyData,omitempty"` // base64 in JSON
+	KeyType        string             `json:"keyType,omitempty"`
+	SignedIdentity *SignedIdentity    `json:"signedIdentity,omitempty"`
+	keys           []crypto.PublicKey // sigstoreSigned
+	keyring        openpgp.EntityList // signedBy
 }
 
 // SignedIdentity says which docker-reference a signature must name.
@@ -104,7 +106,9 @@ func (r *Requirement) prepare() error {
 	case "insecureAcceptAnything", "reject":
 		return nil
 	case "signedBy":
-		return errors.New("signedBy (GPG simple signing) is not supported yet: use sigstoreSigned")
+		if r.KeyType != "GPGKeys" {
+			return fmt.Errorf("signedBy keyType %q is not supported (only GPGKeys)", r.KeyType)
+		}
 	case "sigstoreSigned":
 	default:
 		return fmt.Errorf("unknown requirement type %q", r.Type)
@@ -125,7 +129,17 @@ func (r *Requirement) prepare() error {
 		pems = append(pems, r.KeyData)
 	}
 	if len(pems) == 0 {
-		return errors.New("sigstoreSigned needs keyPath, keyPaths or keyData (keyless Fulcio signatures are not supported)")
+		return fmt.Errorf("%s needs keyPath, keyPaths or keyData (keyless Fulcio signatures are not supported)", r.Type)
+	}
+	if r.Type == "signedBy" {
+		for _, b := range pems {
+			kr, err := readKeyring(b)
+			if err != nil {
+				return err
+			}
+			r.keyring = append(r.keyring, kr...)
+		}
+		return r.checkIdentityType()
 	}
 	for _, b := range pems {
 		k, err := ParsePublicKey(b)
@@ -134,6 +148,10 @@ func (r *Requirement) prepare() error {
 		}
 		r.keys = append(r.keys, k)
 	}
+	return r.checkIdentityType()
+}
+
+func (r *Requirement) checkIdentityType() error {
 	if id := r.SignedIdentity; id != nil {
 		switch id.Type {
 		case "matchRepoDigestOrExact", "matchRepository", "exactReference", "exactRepository":
@@ -244,6 +262,8 @@ func (p *Puller) satisfies(ctx context.Context, r Requirement, img *Image) error
 		return errors.New("the policy rejects every image here")
 	case "sigstoreSigned":
 		return p.sigstoreSigned(ctx, r, img)
+	case "signedBy":
+		return p.signedBy(ctx, r, img)
 	}
 	return fmt.Errorf("requirement type %q is not supported", r.Type)
 }

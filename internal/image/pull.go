@@ -75,6 +75,8 @@ type Options struct {
 	// Policy, when set, is checked by Pull after the manifests are
 	// resolved and before any layer is fetched.
 	Policy *Policy
+	// Lookaside locates GPG simple signatures for signedBy requirements.
+	Lookaside *Lookaside
 }
 
 // State of a layer in a pull.
