@@ -604,3 +604,78 @@ func treeListing(t *testing.T, dir string) string {
 	}
 	return b.String()
 }
+
+// GPG simple signing: skopeo --sign-by (gpgme) writes the signature to a
+// lookaside directory; coffer image verify/pull --policy (signedBy) with
+// the same registries.d accepts it, and refuses a stranger's key.
+func TestImageGPGSkopeoInterop(t *testing.T) {
+	t.Parallel()
+	gpg, err := exec.LookPath("gpg")
+	if err != nil {
+		t.Fatalf("gpg not found: install gnupg")
+	}
+	reg := startRegistry(t)
+	// gpg-agent's socket path must be short: not under the suite's TMPDIR.
+	home, err := os.MkdirTemp("/tmp", "cgpg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"GNUPGHOME=" + home}
+	t.Cleanup(func() {
+		_ = exec.Command("gpgconf", "--homedir", home, "--kill", "all").Run()
+		os.RemoveAll(home)
+	})
+	if err := os.Chmod(home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	keyring := func(uid string) string {
+		if r := runCmd(t, env, "", gpg, "--batch", "--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key", uid, "rsa2048", "sign", "never"); r.code != 0 {
+			t.Fatalf("gpg key: %s", r.stderr)
+		}
+		out := filepath.Join(dir, strings.Fields(uid)[0]+".gpg")
+		if r := runCmd(t, env, "", gpg, "--batch", "--output", out, "--export", uid); r.code != 0 {
+			t.Fatalf("gpg export: %s", r.stderr)
+		}
+		return out
+	}
+	signerRing, strangerRing := keyring("signer@example.com"), keyring("stranger@example.com")
+	regd := filepath.Join(dir, "registries.d")
+	if err := os.MkdirAll(regd, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	doc := "docker:\n  " + reg.host + ":\n    lookaside: file://" + filepath.Join(dir, "lookaside") + "\n"
+	if err := os.WriteFile(filepath.Join(regd, "coffer.yaml"), []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	policy := func(name, ring string) string {
+		p := filepath.Join(dir, name)
+		doc := `{"default":[{"type":"reject"}],"transports":{"docker":{"` + reg.host + `/bb":[{"type":"signedBy","keyType":"GPGKeys","keyPath":"` + ring + `"}]}}}`
+		if err := os.WriteFile(p, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good, stranger := policy("good.json", signerRing), policy("stranger.json", strangerRing)
+	pushBusybox(t, reg, "bb/plain:v1")
+	bin, err := exec.LookPath("skopeo")
+	if err != nil {
+		t.Fatalf("skopeo not found: install it (apt-get install skopeo; scripts/setup.sh does)")
+	}
+	if r := runCmd(t, env, "", bin, "--insecure-policy", "--registries.d", regd, "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false",
+		"--sign-by", "signer@example.com", "docker://"+reg.host+"/bb/plain:v1", "docker://"+reg.host+"/bb/gpg-signed:v1"); r.code != 0 {
+		t.Fatalf("skopeo --sign-by: %s", r.stderr)
+	}
+	wantOK(t, coffer(t, "", "image", "verify", "--no-cache", "--registries-d", regd, "--policy", good, reg.host+"/bb/gpg-signed:v1"))
+	dest := filepath.Join(t.TempDir(), "img")
+	wantOK(t, coffer(t, "", "image", "pull", "--no-cache", "--registries-d", regd, "--policy", good, reg.host+"/bb/gpg-signed:v1", dest))
+	sameFile(t, "/bin/busybox", filepath.Join(dest, "rootfs/bin/busybox"))
+	for _, tc := range []struct{ policy, ref, want string }{
+		{stranger, "bb/gpg-signed:v1", "not made by a trusted key"},
+		{good, "bb/plain:v1", "no GPG signature"},
+	} {
+		if r := coffer(t, "", "image", "verify", "--no-cache", "--registries-d", regd, "--policy", tc.policy, reg.host+"/"+tc.ref); r.code != 1 || !strings.Contains(r.stderr, tc.want) {
+			t.Fatalf("verify %s: exit %d %q, want %q", tc.ref, r.code, r.stderr, tc.want)
+		}
+	}
+}
