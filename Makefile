@@ -60,6 +60,7 @@ bench: guest
 	./bench/sandbox/run.sh
 	./bench/kbs/run.sh
 	./bench/containerd/run.sh
+	./bench/image/run.sh
 
 clean:
 	rm -rf $(BIN)

@@ -16,6 +16,9 @@ PKGS=(
   runc              # baseline in benchmarks
   containerd        # containerd integration tests (ctr comes with it)
   swtpm swtpm-tools # vTPM for confidential mode
+  docker-registry   # image tests run their own instance on loopback
+  skopeo            # image encryption interop tests
+  umoci             # baseline of the image benchmark
   protobuf-compiler # make proto
   gcc libc6-dev     # the agent links statically with cgo (nsenter)
   procps psmisc util-linux
@@ -32,6 +35,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The image tests start their own docker-registry per run; the packaged
+# service (listening on :5000) is not wanted.
+if [ -d /run/systemd/system ]; then
+  $SUDO systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+elif [ -x /etc/init.d/docker-registry ]; then
+  $SUDO /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
+  $SUDO update-rc.d docker-registry disable >/dev/null 2>&1 || true
 fi
 # `coffer guest build` uses apt-get download: make sure package lists exist.
 if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock || true)" ]; then

@@ -48,12 +48,14 @@ type runOpts struct {
 func newRunCmd(g *globalOpts) *cobra.Command {
 	o := &runOpts{}
 	cmd := &cobra.Command{
-		Use:   "run [flags] --rootfs DIR -- CMD [ARGS...]",
+		Use:   "run [flags] (--rootfs DIR -- CMD [ARGS...] | IMAGE [CMD [ARGS...]])",
 		Short: "Run a command in a new container inside its own VM",
 		Long: `Run a command in a new container inside its own lightweight VM, with its own
 guest kernel. The host directory given by --rootfs becomes the container's
 root filesystem; the container writes to a copy-on-write layer in the guest
-and never to the host directory.
+and never to the host directory. Instead of --rootfs, an IMAGE (registry
+reference or oci:DIR[:TAG]) is pulled, unpacked once into the image cache
+and used with its config's entrypoint, cmd, env, workdir and user.
 
 The exit code is the container's: 128+N when killed by signal N, 137 for an
 out-of-memory kill. Coffer's own failures exit 125; 126 means the command
@@ -61,9 +63,14 @@ could not be executed and 127 that it was not found.`,
 		Example: `  coffer run --rm --rootfs ./busybox -- uname -a
   coffer run --rm -it --rootfs ./busybox -- sh
   coffer run -d --name web --memory 128m --rootfs ./rootfs -- httpd -f
-  coffer run --rm -v $PWD/data:/data -v /etc/hosts:/etc/hosts:ro --rootfs ./busybox -- ls /data`,
+  coffer run --rm -v $PWD/data:/data -v /etc/hosts:/etc/hosts:ro --rootfs ./busybox -- ls /data
+  coffer run --rm 127.0.0.1:5000/busybox:latest echo hi`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			args, err := imageArgs(cmd, g, o, args) // `coffer run IMAGE [CMD...]`: see image.go
+			if err != nil {
+				return err
+			}
 			return runRun(cmd.Context(), g, o, args)
 		},
 	}

@@ -1,0 +1,130 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/coffer-project/coffer/internal/image/imagetest"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+)
+
+func writeImageLayout(t *testing.T, img v1.Image, tag string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "layout")
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{refNameAnnotation: tag})); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestEncryptDecrypt(t *testing.T) {
+	priv, pub := imagetest.RSAKeyPEM(t)
+	other, _ := imagetest.RSAKeyPEM(t)
+	img := buildTestImage(t, CompressionGzip, "amd64",
+		map[string]string{"etc/secret": strings.Repeat("s", 3000), "bin/sh": "->busybox"},
+		map[string]string{"etc/more": "m"})
+	src := writeImageLayout(t, img, "v1")
+	dst := filepath.Join(t.TempDir(), "enc")
+	srcRef, _ := ParseReference("oci:"+src+":v1", false)
+	dstRef, _ := ParseReference("oci:"+dst+":enc", false)
+	if _, err := Encrypt(context.Background(), srcRef, dstRef, EncryptOptions{Recipients: [][]byte{pub}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := newPuller(t, Options{}).Resolve(context.Background(), dstRef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range res.Manifest.Layers {
+		if !strings.HasSuffix(string(l.MediaType), "+encrypted") || l.Annotations["org.opencontainers.image.enc.keys.jwe"] == "" {
+			t.Fatalf("layer not encrypted: %+v", l)
+		}
+	}
+	// The ciphertext does not hold the plaintext.
+	blobs, _ := os.ReadDir(filepath.Join(dst, "blobs/sha256"))
+	for _, b := range blobs {
+		data, _ := os.ReadFile(filepath.Join(dst, "blobs/sha256", b.Name()))
+		if strings.Contains(string(data), "sssssssss") {
+			t.Fatal("plaintext in the encrypted layout")
+		}
+	}
+	dest := filepath.Join(t.TempDir(), "img")
+	if _, err := newPuller(t, Options{DecryptKeys: [][]byte{other, priv}}).Pull(context.Background(), dstRef, dest); err != nil {
+		t.Fatal(err)
+	}
+	if readFile(t, filepath.Join(dest, "rootfs/etc/secret")) != strings.Repeat("s", 3000) || readFile(t, filepath.Join(dest, "rootfs/etc/more")) != "m" {
+		t.Fatal("decrypted content")
+	}
+	for name, tc := range map[string]struct {
+		keys [][]byte
+		want string
+	}{
+		"no key":    {nil, "is encrypted: give the private key"},
+		"wrong key": {[][]byte{other}, "decrypt layer"},
+	} {
+		parent := t.TempDir()
+		_, err := newPuller(t, Options{DecryptKeys: tc.keys}).Pull(context.Background(), dstRef, filepath.Join(parent, "img"))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("%s: err = %v, want %q", name, err, tc.want)
+		}
+		if ents, _ := os.ReadDir(parent); len(ents) != 0 {
+			t.Fatalf("%s: failed pull left %v", name, ents)
+		}
+	}
+}
+
+func TestEncryptKBSKeyProvider(t *testing.T) {
+	kek := bytes.Repeat([]byte{7}, 32)
+	const kid = "kbs:///default/image-key/k1"
+	img := buildTestImage(t, CompressionZstd, "amd64", map[string]string{"etc/secret": strings.Repeat("q", 5000)})
+	srcRef, _ := ParseReference("oci:"+writeImageLayout(t, img, "v1")+":v1", false)
+	dstRef, _ := ParseReference("oci:"+filepath.Join(t.TempDir(), "enc")+":v1", false)
+	if _, err := Encrypt(context.Background(), srcRef, dstRef, EncryptOptions{KBSKeyID: kid, KBSKey: kek}); err != nil {
+		t.Fatal(err)
+	}
+	var asked []string
+	fetch := func(keys map[string][]byte) KeyFetcher {
+		return func(_ context.Context, id string) ([]byte, error) {
+			asked = append(asked, id)
+			if k, ok := keys[id]; ok {
+				return k, nil
+			}
+			return nil, errors.New("404 Not Found: resource not found")
+		}
+	}
+	dest := filepath.Join(t.TempDir(), "img")
+	if _, err := newPuller(t, Options{KeyFetcher: fetch(map[string][]byte{kid: kek})}).Pull(context.Background(), dstRef, dest); err != nil {
+		t.Fatal(err)
+	}
+	if readFile(t, filepath.Join(dest, "rootfs/etc/secret")) != strings.Repeat("q", 5000) || len(asked) != 1 || asked[0] != kid {
+		t.Fatalf("content or key requests %v", asked)
+	}
+	for name, tc := range map[string]struct {
+		o    Options
+		want string
+	}{
+		"no kbs":      {Options{}, "held by a KBS: give the KBS with --kbs"},
+		"key missing": {Options{KeyFetcher: fetch(nil)}, kid + ": 404 Not Found"},
+		"wrong key":   {Options{KeyFetcher: fetch(map[string][]byte{kid: bytes.Repeat([]byte{8}, 32)})}, "does not unwrap"},
+		"short key":   {Options{KeyFetcher: fetch(map[string][]byte{kid: []byte("short")})}, "not 32"},
+	} {
+		parent := t.TempDir()
+		_, err := newPuller(t, tc.o).Pull(context.Background(), dstRef, filepath.Join(parent, "img"))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("%s: err = %v, want %q", name, err, tc.want)
+		}
+		if ents, _ := os.ReadDir(parent); len(ents) != 0 {
+			t.Fatalf("%s: failed pull left %v", name, ents)
+		}
+	}
+}
