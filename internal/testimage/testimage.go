@@ -11,7 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io/fs"
+	"github.com/coffer-project/coffer/internal/image"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -118,54 +118,11 @@ func WriteOCIImage(rootfs, ref string, cmd []string, out string) error {
 	return os.WriteFile(out, buf.Bytes(), 0o600)
 }
 
-// layerTar archives dir (regular files, dirs, symlinks) with root owner.
+// layerTar archives dir as a layer (image.WriteTar: sorted, owners and
+// modes as on disk; the rootfs is made by root, so root owns it).
 func layerTar(dir string) ([]byte, error) {
 	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == dir {
-			return err
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		h, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		h.Name, h.Uid, h.Gid, h.Uname, h.Gname = filepath.ToSlash(rel), 0, 0, "", ""
-		if fi.IsDir() {
-			h.Name += "/"
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			if _, err := tw.Write(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := tw.Close(); err != nil {
+	if err := image.WriteTar(&buf, dir); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
