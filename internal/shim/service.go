@@ -57,27 +57,8 @@ type pod struct {
 	dir string
 	sb  *sandbox.Sandbox
 	rec *podRecord // as written to dir
-	// clock is how far the guest's wall clock is ahead of the host's;
-	// valid once clockDone is closed (measured after the first container
-	// is created, off the start's critical path).
-	clock     time.Duration
-	clockDone chan struct{}
-}
-
-// probeClock measures the guest clock's offset in the background.
-func (s *Service) probeClock(id string) {
-	p := s.pod
-	go func() {
-		defer close(p.clockDone)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if off, ok := guestClockOffset(ctx, p.sb.Agent); ok {
-			p.clock = off
-			s.log.Debug("guest clock offset", "id", id, "offset", off)
-		} else {
-			s.log.Warn("the agent does not report its clock: exit times are the guest's", "id", id)
-		}
-	}()
+	// clock is how far the guest's wall clock is ahead of the host's.
+	clock time.Duration
 }
 
 type container struct {
@@ -214,7 +195,13 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	rec := &podRecord{ID: r.ID, ShimPID: os.Getpid(), QEMUPID: sb.PID(), Bundle: r.Bundle,
 		Accel: string(sb.Accel()), GuestDir: cfg.GuestDir}
-	s.pod = &pod{dir: dir, sb: sb, rec: rec, clockDone: make(chan struct{})}
+	s.pod = &pod{dir: dir, sb: sb, rec: rec}
+	if off, ok := guestClockOffset(vctx, sb.Agent); ok {
+		s.pod.clock = off
+		s.log.Debug("guest clock offset", "id", r.ID, "offset", off)
+	} else {
+		s.log.Warn("the agent does not report its clock: exit times are the guest's", "id", r.ID)
+	}
 	if err := writeRecord(dir, rec); err != nil {
 		return nil, grpcErr(err)
 	}
@@ -233,7 +220,6 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err := sb.CreateContainer(vctx, r.ID, spec, "rootfs0", sandbox.FSErofs, vols...); err != nil {
 		return nil, grpcErr(fmt.Errorf("create container %s: %w", r.ID, err))
 	}
-	s.probeClock(r.ID)
 	p := &process{cid: r.ID, status: task.Status_CREATED, done: make(chan struct{}),
 		stdio: taskIO{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal}}
 	if err := s.openIO(ctx, p); err != nil {
@@ -562,8 +548,7 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 // waitProcess records p's exit (or the VM's death), lets its output
 // drain into the FIFOs and publishes TaskExit.
 func (s *Service) waitProcess(p *process) {
-	pod := s.pod
-	sb := pod.sb
+	sb, clock := s.pod.sb, s.pod.clock
 	type res struct {
 		r   *api.WaitProcessResponse
 		err error
@@ -581,13 +566,6 @@ func (s *Service) waitProcess(p *process) {
 		} else {
 			code = uint32(r.r.ExitStatus)
 			if r.r.ExitedAtUnixNano != 0 {
-				var clock time.Duration
-				select {
-				case <-pod.clockDone:
-					clock = pod.clock
-				case <-sb.Done():
-				case <-time.After(15 * time.Second): // the probe never ran
-				}
 				exited = time.Unix(0, r.r.ExitedAtUnixNano).Add(-clock)
 			}
 			if r.r.OomKilled {
