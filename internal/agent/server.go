@@ -139,7 +139,16 @@ func (s *Server) DestroySandbox(ctx context.Context, req *api.DestroySandboxRequ
 		ids = append(ids, id)
 	}
 	s.mu.Unlock()
+	powerOff := req.PowerOff && s.powerOff != nil
 	for _, id := range ids {
+		if powerOff {
+			// The VM is going away: stop the processes, and leave
+			// unmounting and cgroup removal to the power off (the
+			// container's writable layer is guest memory; volumes are
+			// flushed by the sync before it).
+			s.killContainer(id)
+			continue
+		}
 		if _, err := s.RemoveContainer(ctx, &api.RemoveContainerRequest{ContainerId: id, Force: true}); err != nil {
 			s.log.Warn("remove container during sandbox destroy", "id", id, "err", err)
 		}
@@ -148,11 +157,32 @@ func (s *Server) DestroySandbox(ctx context.Context, req *api.DestroySandboxRequ
 	id := s.sandboxID
 	s.mu.Unlock()
 	s.log.Info("sandbox destroyed", "id", id, "power_off", req.PowerOff)
-	if req.PowerOff && s.powerOff != nil {
-		// Let the reply reach the host first.
-		time.AfterFunc(50*time.Millisecond, s.powerOff)
+	if powerOff {
+		// Let the reply leave first: ttrpc writes it right after we
+		// return. The host copes if it does not arrive (it then waits
+		// for QEMU to exit, as it does after the reply).
+		time.AfterFunc(powerOffDelay, s.powerOff)
 	}
 	return &api.Empty{}, nil
+}
+
+// powerOffDelay is how long DestroySandbox waits before powering off.
+const powerOffDelay = 5 * time.Millisecond
+
+// killContainer SIGKILLs every process of container id (best effort).
+func (s *Server) killContainer(id string) {
+	s.mu.Lock()
+	var rc *runner.Container
+	if c, ok := s.containers[id]; ok {
+		rc = c.c
+	}
+	s.mu.Unlock()
+	if rc == nil {
+		return
+	}
+	if err := rc.Signal(unix.SIGKILL, true); err != nil {
+		s.log.Warn("kill container during sandbox destroy", "id", id, "err", err)
+	}
 }
 
 func (s *Server) getContainer(id string) (*container, error) {

@@ -57,7 +57,13 @@ func ServeProxy(ctx context.Context, path string, agent api.AgentService) error 
 	case <-idle:
 	case <-time.After(2 * time.Second):
 	}
-	_ = s.Close()
+	// A handler that has returned may not have had its reply written
+	// yet: Shutdown closes each connection once its replies are sent.
+	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	if err := s.Shutdown(sctx); err != nil {
+		_ = s.Close()
+	}
+	cancel()
 	<-served
 	_ = os.Remove(path)
 	return nil
