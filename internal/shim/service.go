@@ -639,7 +639,11 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		p.closeIO()
 		delete(c.execs, r.ExecID)
 	} else {
-		if s.pod != nil {
+		// The pod's last container: the VM stops right after, and its
+		// power off kills what is left, so the guest-side removal
+		// (unmounts, cgroup) and the disk unplug are skipped.
+		last := len(s.containers) == 1
+		if s.pod != nil && !last {
 			if _, err := s.pod.sb.Agent.RemoveContainer(ctx, &api.RemoveContainerRequest{ContainerId: r.ID, Force: true}); err != nil {
 				s.log.Debug("remove container in the guest", "container", r.ID, "err", err)
 			}
@@ -648,7 +652,7 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		for _, e := range c.execs {
 			e.closeIO()
 		}
-		if s.pod != nil && c.disk != "" {
+		if s.pod != nil && c.disk != "" && !last {
 			if err := s.pod.sb.RemoveDisk(ctx, c.disk); err != nil {
 				s.log.Warn("remove the rootfs disk of a deleted container", "container", r.ID, "err", err)
 			}
