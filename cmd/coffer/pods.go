@@ -59,31 +59,31 @@ func runDetached(ctx context.Context, dir string, req *sandbox.PodRequest) error
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	deadline := time.After(req.BootTimeout + 30*time.Second)
+	// outcome reports what the owner recorded: the pod runs (or, once
+	// the owner is gone, already ran), or why it failed to start. The
+	// owner may record a failure and exit before we look.
+	outcome := func(ownerGone bool) (finished bool, err error) {
+		st, rerr := sandbox.ReadState(dir)
+		switch {
+		case rerr != nil:
+			return false, nil
+		case st.Status == sandbox.StatusRunning, ownerGone && st.Status == sandbox.StatusExited:
+			fmt.Println(req.Name)
+			return true, nil
+		case st.Error != "":
+			_ = sandbox.RemovePodDir(dir)
+			return true, startError(errors.New(st.Error))
+		}
+		return false, nil
+	}
 	for {
-		st, err := sandbox.ReadState(dir)
-		if err == nil {
-			switch {
-			case st.Status == sandbox.StatusRunning:
-				fmt.Println(req.Name)
-				return nil
-			case st.Error != "":
-				_ = sandbox.RemovePodDir(dir)
-				return startError(errors.New(st.Error))
-			}
+		if finished, err := outcome(false); finished {
+			return err
 		}
 		select {
 		case <-done:
-			if st, err := sandbox.ReadState(dir); err == nil {
-				switch {
-				case st.Status == sandbox.StatusRunning, st.Status == sandbox.StatusExited:
-					fmt.Println(req.Name)
-					return nil
-				case st.Error != "":
-					// The owner recorded why it failed, then exited
-					// before we looked.
-					_ = sandbox.RemovePodDir(dir)
-					return startError(errors.New(st.Error))
-				}
+			if finished, err := outcome(true); finished {
+				return err
 			}
 			logb, _ := os.ReadFile(filepath.Join(dir, "owner.log"))
 			_ = sandbox.RemovePodDir(dir)

@@ -146,7 +146,9 @@ func (s *Server) DestroySandbox(ctx context.Context, req *api.DestroySandboxRequ
 			// unmounting and cgroup removal to the power off (the
 			// container's writable layer is guest memory; volumes are
 			// flushed by the sync before it).
-			s.killContainer(id)
+			if _, err := s.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: id, Signal: uint32(unix.SIGKILL), All: true}); err != nil {
+				s.log.Warn("kill container during sandbox destroy", "id", id, "err", err)
+			}
 			continue
 		}
 		if _, err := s.RemoveContainer(ctx, &api.RemoveContainerRequest{ContainerId: id, Force: true}); err != nil {
@@ -168,22 +170,6 @@ func (s *Server) DestroySandbox(ctx context.Context, req *api.DestroySandboxRequ
 
 // powerOffDelay is how long DestroySandbox waits before powering off.
 const powerOffDelay = 5 * time.Millisecond
-
-// killContainer SIGKILLs every process of container id (best effort).
-func (s *Server) killContainer(id string) {
-	s.mu.Lock()
-	var rc *runner.Container
-	if c, ok := s.containers[id]; ok {
-		rc = c.c
-	}
-	s.mu.Unlock()
-	if rc == nil {
-		return
-	}
-	if err := rc.Signal(unix.SIGKILL, true); err != nil {
-		s.log.Warn("kill container during sandbox destroy", "id", id, "err", err)
-	}
-}
 
 func (s *Server) getContainer(id string) (*container, error) {
 	s.mu.Lock()

@@ -191,10 +191,8 @@ func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
 			}
 			// A connection closed under us is mostly a VM that died:
 			// say why, with its console.
-			select {
-			case <-vm.Done():
-				return fail(s.vmError("the VM exited while booting"))
-			case <-time.After(500 * time.Millisecond):
+			if verr := s.explain(res.err, "the VM exited while booting"); verr != res.err {
+				return fail(verr)
 			}
 			return fail(fmt.Errorf("wait for the guest agent: %w; last console lines:\n%s", res.err, indent(vm.ConsoleTail(15))))
 		}
@@ -231,23 +229,28 @@ func (s *Sandbox) vmError(what string) error {
 // Explain returns a description of the VM's death if err happened because
 // the VM went away (the agent connection closes first, so wait a moment
 // for QEMU's exit), else err unchanged.
-func (s *Sandbox) Explain(err error) error {
+func (s *Sandbox) Explain(err error) error { return s.explain(err, vmExitedUnexpectedly) }
+
+// explain is Explain with what to call the VM's exit.
+func (s *Sandbox) explain(err error, what string) error {
 	if err == nil {
 		return nil
 	}
 	select {
 	case <-s.vm.Done():
-		return s.VMError()
+		return s.vmError(what)
 	case <-time.After(300 * time.Millisecond):
 		return err
 	}
 }
 
+const vmExitedUnexpectedly = "the pod VM exited unexpectedly"
+
 // Done is closed when the VM has exited.
 func (s *Sandbox) Done() <-chan struct{} { return s.vm.Done() }
 
 // VMError explains an unexpected VM exit (call after Done is closed).
-func (s *Sandbox) VMError() error { return s.vmError("the pod VM exited unexpectedly") }
+func (s *Sandbox) VMError() error { return s.vmError(vmExitedUnexpectedly) }
 
 // PID is the QEMU process id.
 func (s *Sandbox) PID() int { return s.vm.PID() }
