@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 )
 
 func writeImageLayout(t *testing.T, img v1.Image, tag string) string {
@@ -126,5 +129,76 @@ func TestEncryptKBSKeyProvider(t *testing.T) {
 		if ents, _ := os.ReadDir(parent); len(ents) != 0 {
 			t.Fatalf("%s: failed pull left %v", name, ents)
 		}
+	}
+}
+
+// TestEncryptedLayerTampered: a registry (or layout) that rewrites an
+// encrypted layer and every digest above it consistently still cannot
+// forge the layer's MAC; a manifest changed under its digest is refused.
+func TestEncryptedLayerTampered(t *testing.T) {
+	priv, pub := imagetest.RSAKeyPEM(t)
+	img := buildTestImage(t, CompressionGzip, "amd64", map[string]string{"etc/secret": strings.Repeat("s", 3000)})
+	src := writeImageLayout(t, img, "v1")
+	dst := filepath.Join(t.TempDir(), "enc")
+	srcRef, _ := ParseReference("oci:"+src+":v1", false)
+	dstRef, _ := ParseReference("oci:"+dst+":enc", false)
+	if _, err := Encrypt(context.Background(), srcRef, dstRef, EncryptOptions{Recipients: [][]byte{pub}}); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := layout.ImageIndexFromPath(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := idx.Image(im.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := enc.Manifest()
+	cfg, _ := enc.ConfigFile()
+	layers, _ := enc.Layers()
+	ct, err := layers[0].Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(ct)
+	ct.Close()
+	b[len(b)/2] ^= 1
+	forged, err := mutate.Append(mutate.MediaType(empty.Image, m.MediaType), mutate.Addendum{
+		Layer: static.NewLayer(b, m.Layers[0].MediaType), Annotations: m.Layers[0].Annotations, MediaType: m.Layers[0].MediaType,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if forged, err = mutate.ConfigFile(forged, cfg); err != nil { // the plaintext's diff_ids, as before
+		t.Fatal(err)
+	}
+	forgedDir := writeImageLayout(t, forged, "enc")
+	ref, _ := ParseReference("oci:"+forgedDir+":enc", false)
+	parent := t.TempDir()
+	_, err = newPuller(t, Options{DecryptKeys: [][]byte{priv}}).Pull(context.Background(), ref, filepath.Join(parent, "img"))
+	if err == nil || !strings.Contains(err.Error(), "could not properly decrypt") {
+		t.Fatalf("tampered ciphertext: err = %v, want a decryption failure", err)
+	}
+	if ents, _ := os.ReadDir(parent); len(ents) != 0 {
+		t.Fatalf("failed pull left %v", ents)
+	}
+
+	// A manifest rewritten in place: its digest no longer matches the index.
+	mb, _ := enc.RawManifest()
+	md, _ := enc.Digest()
+	tampered := bytes.Replace(mb, []byte(`"schemaVersion": 2`), []byte(`"schemaVersion":2`), 1)
+	if bytes.Equal(tampered, mb) {
+		tampered = append(append([]byte{}, mb...), ' ')
+	}
+	if err := os.WriteFile(filepath.Join(dst, "blobs", md.Algorithm, md.Hex), tampered, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = newPuller(t, Options{DecryptKeys: [][]byte{priv}}).Pull(context.Background(), dstRef, filepath.Join(t.TempDir(), "img"))
+	if !errors.Is(err, ErrDigestMismatch) || !strings.Contains(err.Error(), "manifest") {
+		t.Fatalf("tampered manifest: err = %v, want a digest mismatch naming the manifest", err)
 	}
 }
