@@ -57,3 +57,14 @@ func TestBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestBootTimeout: a guest that does not answer in time is an error that
+// quotes the guest console, and the VM is gone afterwards (the suite's
+// leak check).
+func TestBootTimeout(t *testing.T) {
+	t.Parallel()
+	r := coffer(t, "", "run", "--rm", "--boot-timeout", "500ms", "--rootfs", busybox, "--", "true")
+	if r.code != 125 || !strings.Contains(r.stderr, "did not answer within 500ms") || !strings.Contains(r.stderr, "console") {
+		t.Fatalf("boot timeout: exit %d, stderr %q; want 125 and an error quoting the console", r.code, r.stderr)
+	}
+}
