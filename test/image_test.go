@@ -367,6 +367,71 @@ func TestImageRun(t *testing.T) {
 	if r := run(reg.host + "/bb/missing:v1"); r.code != 125 || !strings.Contains(r.stderr, "MANIFEST_UNKNOWN") && !strings.Contains(r.stderr, "NAME_UNKNOWN") {
 		t.Fatalf("missing image: exit %d %q", r.code, r.stderr)
 	}
+
+	// --policy: an unsigned image is refused before any layer is fetched;
+	// a signed one runs.
+	dir := t.TempDir()
+	privPEM, pubPEM, _ := imagetest.ECKeyPEM(t)
+	key, pub := filepath.Join(dir, "sign.pem"), filepath.Join(dir, "sign.pub")
+	for f, b := range map[string][]byte{key: privPEM, pub: pubPEM} {
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	policy := filepath.Join(dir, "policy.json")
+	doc := `{"default":[{"type":"reject"}],"transports":{"docker":{"` + reg.host + `/bb":[{"type":"sigstoreSigned","keyPath":"` + pub + `"}]}}}`
+	if err := os.WriteFile(policy, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pushBusybox(t, reg, "bb/unsigned:v1", "--compression", "zstd")
+	before := reg.blobGets("bb/unsigned")
+	if r := run("--policy", policy, reg.host+"/bb/unsigned:v1", "true"); r.code != 125 || !strings.Contains(r.stderr, "signature policy denied") {
+		t.Fatalf("unsigned image under --policy: exit %d %q", r.code, r.stderr)
+	}
+	if n := reg.blobGets("bb/unsigned") - before; n > 1 { // the config only
+		t.Fatalf("a denied image fetched %d blobs, want only its config", n)
+	}
+	wantOK(t, coffer(t, "", "image", "sign", "--key", key, reg.host+"/bb/plain:v1"))
+	if r := run("--policy", policy, reg.host+"/bb/plain:v1", "echo", "signed"); r.code != 0 || r.stdout != "signed\n" {
+		t.Fatalf("signed image under --policy: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+
+	// --decryption-key: an encrypted image runs with its key, the
+	// plaintext is not left in the cache, and without the key it is refused.
+	priv, rsaPub := rsaKeyFiles(t, dir)
+	wantOK(t, coffer(t, "", "image", "encrypt", "--recipient", "jwe:"+rsaPub, reg.host+"/bb/plain:v1", reg.host+"/bb/enc:v1"))
+	if r := run(reg.host+"/bb/enc:v1", "true"); r.code != 125 || !strings.Contains(r.stderr, "give the private key with --decryption-key") {
+		t.Fatalf("encrypted image without a key: exit %d %q", r.code, r.stderr)
+	}
+	if r := run("--decryption-key", priv, reg.host+"/bb/enc:v1", "echo", "decrypted"); r.code != 0 || r.stdout != "decrypted\n" {
+		t.Fatalf("encrypted image with its key: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	ents, err := os.ReadDir(filepath.Join(strings.TrimPrefix(env[0], "COFFER_IMAGE_CACHE="), "unpacked"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Fatalf("decrypted copy %s left in the image cache", e.Name())
+		}
+	}
+
+	// prune: recent entries stay under --older-than, everything goes without.
+	cache := strings.TrimPrefix(env[0], "COFFER_IMAGE_CACHE=")
+	if out := wantOK(t, coffer(t, "", "image", "prune", "--cache-dir", cache, "--older-than", "1h")); !strings.HasPrefix(out, "removed 0 blobs") {
+		t.Fatalf("prune --older-than 1h: %q", out)
+	}
+	if out := wantOK(t, coffer(t, "", "image", "prune", "--cache-dir", cache)); strings.HasPrefix(out, "removed 0 blobs") || !strings.Contains(out, "unpacked images") {
+		t.Fatalf("prune: %q", out)
+	}
+	for _, sub := range []string{"unpacked", "blobs/sha256"} {
+		if ents, _ := os.ReadDir(filepath.Join(cache, sub)); len(ents) != 0 {
+			t.Fatalf("prune left %d entries in %s", len(ents), sub)
+		}
+	}
+	if r := run(reg.host+"/bb/plain:v1", "echo", "again"); r.code != 0 || r.stdout != "again\n" {
+		t.Fatalf("run after prune: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
 }
 
 // rsaKeyFiles writes a PEM RSA private key (PKCS#8) and its public key.
@@ -676,6 +741,97 @@ func TestImageGPGSkopeoInterop(t *testing.T) {
 	} {
 		if r := coffer(t, "", "image", "verify", "--no-cache", "--registries-d", regd, "--policy", tc.policy, reg.host+"/"+tc.ref); r.code != 1 || !strings.Contains(r.stderr, tc.want) {
 			t.Fatalf("verify %s: exit %d %q, want %q", tc.ref, r.code, r.stderr, tc.want)
+		}
+	}
+}
+
+// Sigstore key-based signatures, both ways with skopeo built with sigstore
+// (scripts/setup.sh builds skopeo 1.16 into the tools dir: Debian's has it
+// disabled). skopeo --sign-by-sigstore-private-key → coffer verify/pull;
+// coffer image sign (with skopeo's own encrypted key, and with a plain PEM
+// key) → skopeo copy under a sigstoreSigned policy.json; wrong keys and
+// unsigned images refused by both.
+func TestImageSigstoreSkopeoInterop(t *testing.T) {
+	t.Parallel()
+	skopeo := filepath.Join(toolsDir, "skopeo")
+	if _, err := os.Stat(skopeo); err != nil {
+		t.Fatalf("%s not found: run scripts/setup.sh (it builds skopeo with sigstore support)", skopeo)
+	}
+	reg := startRegistry(t)
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	pass := write("pass", []byte("correct horse"))
+	if r := runCmd(t, nil, "", skopeo, "generate-sigstore-key", "--output-prefix", filepath.Join(dir, "sk"), "--passphrase-file", pass); r.code != 0 {
+		t.Fatalf("skopeo generate-sigstore-key: %s", r.stderr)
+	}
+	skPriv, skPub := filepath.Join(dir, "sk.private"), filepath.Join(dir, "sk.pub")
+	privPEM, pubPEM, _ := imagetest.ECKeyPEM(t)
+	cPriv, cPub := write("c.pem", privPEM), write("c.pub", pubPEM)
+	regd := filepath.Join(dir, "registries.d")
+	if err := os.MkdirAll(regd, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write("registries.d/coffer.yaml", []byte("docker:\n  "+reg.host+":\n    use-sigstore-attachments: true\n"))
+	policy := func(name, pub string) string {
+		return write(name, []byte(`{"default":[{"type":"reject"}],"transports":{"docker":{"`+reg.host+`/bb":[{"type":"sigstoreSigned","keyPath":"`+pub+`"}]}}}`))
+	}
+	skPolicy, cPolicy := policy("sk.json", skPub), policy("c.json", cPub)
+	pushBusybox(t, reg, "bb/plain:v1")
+	// skopeoCopy copies REF within the registry (to docker://…/dst) or,
+	// with dst "", pulls it into a fresh OCI layout under policy.
+	skopeoCopy := func(policy, ref, dst string, extra ...string) result {
+		args := []string{"--registries.d", regd, "--insecure-policy"}
+		if policy != "" {
+			args = []string{"--registries.d", regd, "--policy", policy}
+		}
+		args = append(append(args, "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false"), extra...)
+		to := "oci:" + filepath.Join(t.TempDir(), "out") + ":x"
+		if dst != "" {
+			to = "docker://" + reg.host + "/" + dst
+		}
+		return runCmd(t, nil, "", skopeo, append(args, "docker://"+reg.host+"/"+ref, to)...)
+	}
+	// skopeo signs → coffer verifies.
+	if r := skopeoCopy("", "bb/plain:v1", "bb/skopeo-signed:v1", "--sign-by-sigstore-private-key", skPriv, "--sign-passphrase-file", pass); r.code != 0 {
+		t.Fatalf("skopeo --sign-by-sigstore-private-key: %s", r.stderr)
+	}
+	wantOK(t, coffer(t, "", "image", "verify", "--no-cache", "--policy", skPolicy, reg.host+"/bb/skopeo-signed:v1"))
+	dest := filepath.Join(t.TempDir(), "img")
+	wantOK(t, coffer(t, "", "image", "pull", "--no-cache", "--policy", skPolicy, reg.host+"/bb/skopeo-signed:v1", dest))
+	sameFile(t, "/bin/busybox", filepath.Join(dest, "rootfs/bin/busybox"))
+	if r := coffer(t, "", "image", "verify", "--no-cache", "--policy", cPolicy, reg.host+"/bb/skopeo-signed:v1"); r.code != 1 || !strings.Contains(r.stderr, "not made by a trusted key") {
+		t.Fatalf("verify under the wrong key: exit %d %q", r.code, r.stderr)
+	}
+
+	// coffer signs (skopeo's encrypted key, then a plain PEM key) → skopeo verifies.
+	for _, repo := range []string{"bb/coffer-signed:v1", "bb/coffer-signed-enc:v1"} {
+		if r := skopeoCopy("", "bb/plain:v1", repo); r.code != 0 {
+			t.Fatalf("skopeo copy: %s", r.stderr)
+		}
+	}
+	if r := coffer(t, "", "image", "sign", "--key", skPriv, reg.host+"/bb/coffer-signed-enc:v1"); r.code != 125 || !strings.Contains(r.stderr, "is encrypted: give its passphrase") {
+		t.Fatalf("sign with an encrypted key and no passphrase: exit %d %q", r.code, r.stderr)
+	}
+	wantOK(t, coffer(t, "", "image", "sign", "--key", skPriv, "--passphrase-file", pass, reg.host+"/bb/coffer-signed-enc:v1"))
+	wantOK(t, coffer(t, "", "image", "sign", "--key", cPriv, reg.host+"/bb/coffer-signed:v1"))
+	for _, tc := range []struct{ policy, ref, want string }{
+		{skPolicy, "bb/coffer-signed-enc:v1", ""},
+		{cPolicy, "bb/coffer-signed:v1", ""},
+		{skPolicy, "bb/coffer-signed:v1", "signature verification failed"},
+		{cPolicy, "bb/plain:v1", "no signature exists"},
+	} {
+		r := skopeoCopy(tc.policy, tc.ref, "", "--remove-signatures")
+		if tc.want == "" && r.code != 0 {
+			t.Fatalf("skopeo refused %s signed by coffer: %s", tc.ref, r.stderr)
+		}
+		if tc.want != "" && (r.code == 0 || !strings.Contains(r.stderr, tc.want)) {
+			t.Fatalf("skopeo %s: exit %d %q, want %q", tc.ref, r.code, r.stderr, tc.want)
 		}
 	}
 }

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -38,6 +40,20 @@ func (f *imageFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&f.cacheDir, "cache-dir", "", "content cache directory (default: "+defaultImageCacheDir()+")")
 	fl.BoolVar(&f.noCache, "no-cache", false, "neither read nor fill the content cache")
 	fl.IntVar(&f.concurrency, "concurrency", 3, "layers to download at once")
+}
+
+// addRunFlags registers the image flags of `coffer run IMAGE` (the image
+// cache is always used there: the unpacked rootfs is kept by digest).
+func (f *imageFlags) addRunFlags(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.platform, "platform", "", "IMAGE: platform to select from a multi-arch image (default: this machine's)")
+	fl.BoolVar(&f.insecure, "insecure", false, "IMAGE: allow plain HTTP to its registry (loopback registries may always use it)")
+	fl.StringVar(&f.caFile, "ca-file", "", "IMAGE: extra CA certificate (PEM) to trust for its registry")
+	fl.StringVar(&f.authFile, "auth-file", "", "IMAGE: Docker config file with registry credentials")
+	fl.StringVar(&f.policy, "policy", "", "IMAGE: signature policy (containers-policy.json) it must satisfy")
+	fl.StringArrayVar(&f.decryptionKeys, "decryption-key", nil, "IMAGE: private key file for encrypted layers (repeatable; the plaintext is not cached)")
+	f.concurrency = 3
+	f.addRegistriesD(cmd)
 }
 
 func (f *imageFlags) addRegistriesD(cmd *cobra.Command) {
@@ -105,7 +121,7 @@ func newImageCmd(g *globalOpts) *cobra.Command {
 		Use:   "image",
 		Short: "Pull, inspect and push container images",
 	}
-	cmd.AddCommand(newImagePullCmd(g), newImageInspectCmd(g), newImagePushCmd(), newImageEncryptCmd(), newImageSignCmd(), newImageVerifyCmd(g))
+	cmd.AddCommand(newImagePullCmd(g), newImageInspectCmd(g), newImagePushCmd(), newImageEncryptCmd(), newImageSignCmd(), newImageVerifyCmd(g), newImagePruneCmd())
 	return cmd
 }
 
@@ -350,12 +366,13 @@ digest of the new manifest is printed.`,
 
 func newImageSignCmd() *cobra.Command {
 	var insecure bool
-	var caFile, authFile, keyFile string
+	var caFile, authFile, keyFile, passFile string
 	cmd := &cobra.Command{
 		Use:   "sign --key PRIV.pem [flags] REF",
 		Short: "Sign an image in a registry (sigstore/cosign-style signature with an ECDSA key)",
 		Long: `Sign the manifest REF resolves to with an ECDSA private key (PEM, PKCS#8 or
-SEC 1) and store the signature in the registry where cosign and
+SEC 1, or an encrypted key from cosign generate-key-pair or skopeo
+generate-sigstore-key, opened with --passphrase-file or COSIGN_PASSWORD) and store the signature in the registry where cosign and
 containers/image look for it (tag sha256-<digest>.sig). The signed identity
 is REF's repository and tag (the repository alone for a digest). Verify with
 ` + "`coffer image verify --policy`" + ` or a sigstoreSigned requirement in
@@ -370,9 +387,13 @@ skopeo/podman's policy.json. Prints the signed digest.`,
 			if err != nil {
 				return fmt.Errorf("--key: %w", err)
 			}
-			key, err := image.ParsePrivateKey(b)
+			pass, err := signPassphrase(passFile)
 			if err != nil {
 				return err
+			}
+			key, err := image.ParsePrivateKey(b, pass)
+			if err != nil {
+				return fmt.Errorf("--key %s: %w", keyFile, err)
 			}
 			d, err := image.Sign(cmd.Context(), ref, key, image.SignOptions{CAFile: caFile, AuthFile: authFile})
 			if err != nil {
@@ -383,12 +404,70 @@ skopeo/podman's policy.json. Prints the signed digest.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&keyFile, "key", "", "ECDSA private key file (PEM)")
+	fl.StringVar(&keyFile, "key", "", "ECDSA private key file (PEM; cosign/sigstore encrypted keys too)")
+	fl.StringVar(&passFile, "passphrase-file", "", "file holding the passphrase of an encrypted --key (default: $COSIGN_PASSWORD)")
 	fl.BoolVar(&insecure, "insecure", false, "allow plain HTTP to this registry (loopback registries may always use it)")
 	fl.StringVar(&caFile, "ca-file", "", "extra CA certificate (PEM) to trust for the registry")
 	fl.StringVar(&authFile, "auth-file", "", "Docker config file with registry credentials")
 	_ = cmd.MarkFlagRequired("key")
 	return cmd
+}
+
+func newImagePruneCmd() *cobra.Command {
+	var cacheDir string
+	var olderThan time.Duration
+	cmd := &cobra.Command{
+		Use:   "prune [flags]",
+		Short: "Remove cached blobs and unpacked images (all, or those unused for --older-than)",
+		Long: `Remove entries of the image content cache: blobs and the root filesystems
+` + "`coffer run IMAGE`" + ` unpacked, all of them or those not used for --older-than,
+and every leftover of an interrupted pull. Waits for pulls and runs that
+use the cache, and blocks new ones while it works. Running pods are not
+affected: each has its own copy of its root filesystem.`,
+		Example: `  coffer image prune
+  coffer image prune --older-than 168h`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cacheDir == "" {
+				cacheDir = defaultImageCacheDir()
+			}
+			if _, err := os.Stat(cacheDir); errors.Is(err, os.ErrNotExist) {
+				fmt.Printf("nothing to prune: %s does not exist\n", cacheDir)
+				return nil
+			}
+			c, err := image.OpenCache(cacheDir)
+			if err != nil {
+				return err
+			}
+			st, err := c.Prune(cmd.Context(), olderThan)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("removed %d blobs (%s), %d unpacked images, %d leftovers from %s\n", st.Blobs, humanBytes(st.Bytes), st.Unpacked, st.Stale, cacheDir)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&cacheDir, "cache-dir", "", "content cache directory (default: "+defaultImageCacheDir()+")")
+	cmd.Flags().DurationVar(&olderThan, "older-than", 0, "only remove entries not used for this long (e.g. 24h; default: everything)")
+	return cmd
+}
+
+// signPassphrase returns the passphrase of an encrypted signing key: the
+// contents of file (one trailing newline dropped), else COSIGN_PASSWORD as
+// cosign reads it, else nil (the key must then be unencrypted).
+func signPassphrase(file string) ([]byte, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("--passphrase-file: %w", err)
+		}
+		b = bytes.TrimSuffix(b, []byte("\n"))
+		return bytes.TrimSuffix(b, []byte("\r")), nil
+	}
+	if v, ok := os.LookupEnv("COSIGN_PASSWORD"); ok {
+		return []byte(v), nil
+	}
+	return nil, nil
 }
 
 func newImageVerifyCmd(g *globalOpts) *cobra.Command {
@@ -566,13 +645,14 @@ func humanBytes(n int64) string {
 // the unpacked rootfs is kept in the image cache by manifest digest), uses
 // it as --rootfs and takes the command, environment, working directory and
 // user from the image config (flags override). It returns the command.
-func imageArgs(cmd *cobra.Command, g *globalOpts, o *runOpts, args []string) ([]string, error) {
+func imageArgs(cmd *cobra.Command, g *globalOpts, o *runOpts, args []string) ([]string, func(), error) {
+	nothing := func() {}
 	if o.rootfs != "" || len(args) == 0 || cmd.ArgsLenAtDash() == 0 {
-		return args, nil
+		return args, nothing, nil
 	}
-	ref, err := image.ParseReference(args[0], false)
+	ref, err := image.ParseReference(args[0], o.image.insecure)
 	if err != nil {
-		return nil, err
+		return nil, nothing, err
 	}
 	rest := args[1:]
 	if len(rest) > 0 && rest[0] == "--" {
@@ -584,37 +664,78 @@ func imageArgs(cmd *cobra.Command, g *globalOpts, o *runOpts, args []string) ([]
 		pr = newProgressPrinter(os.Stderr)
 		progress = pr.event
 	}
-	cache := defaultImageCacheDir()
-	p, err := image.NewPuller(image.Options{CacheDir: cache, Progress: progress, Logger: g.logger()})
+	stop := func() {
+		if pr != nil {
+			pr.stop()
+			pr = nil
+		}
+	}
+	defer stop()
+	o.image.noCache = false
+	p, err := o.image.puller(g, progress)
 	if err != nil {
-		return nil, err
+		return nil, nothing, err
 	}
 	ctx := cmd.Context()
 	img, err := p.Resolve(ctx, ref)
 	if err != nil {
-		if pr != nil {
-			pr.stop()
-		}
-		return nil, err
+		return nil, nothing, err
 	}
-	dest := filepath.Join(cache, "unpacked", img.Digest.Hex)
-	if _, err := os.Stat(filepath.Join(dest, "rootfs")); err != nil {
-		if err := os.MkdirAll(filepath.Dir(dest), 0o700); err != nil {
-			return nil, err
+	if err := p.CheckPolicy(ctx, img); err != nil {
+		return nil, nothing, err
+	}
+	// The unpacked rootfs must stay until the run has built its disk from
+	// it: hold the cache shared until cleanup (`coffer image prune` waits).
+	unlock, err := p.Cache().Shared(ctx)
+	if err != nil {
+		return nil, nothing, err
+	}
+	unpacked := filepath.Join(p.Cache().Dir(), image.UnpackedDir)
+	if err := os.MkdirAll(unpacked, 0o700); err != nil {
+		unlock()
+		return nil, nothing, err
+	}
+	dest, cleanup := filepath.Join(unpacked, img.Digest.Hex), unlock
+	if img.Encrypted() {
+		// Decrypted layers are unpacked for this run only (and removed
+		// once the rootfs disk is built), so a later run without the
+		// key cannot reuse the plaintext.
+		if dest, err = os.MkdirTemp(unpacked, ".run-"); err != nil {
+			unlock()
+			return nil, nothing, err
 		}
-		_, err = p.Unpack(ctx, img, dest)
-		if err != nil {
-			if _, serr := os.Stat(filepath.Join(dest, "rootfs")); serr != nil { // not a concurrent pull's win
-				if pr != nil {
-					pr.stop()
-				}
-				return nil, err
+		cleanup = func() {
+			if err := os.RemoveAll(dest); err != nil {
+				g.logger().Warn("remove decrypted image copy", "dir", dest, "err", err)
 			}
+			unlock()
+		}
+		if _, err := p.Unpack(ctx, img, dest); err != nil {
+			cleanup()
+			return nil, nothing, err
+		}
+	} else if _, err := os.Stat(filepath.Join(dest, "rootfs")); err == nil {
+		now := time.Now()
+		_ = os.Chtimes(dest, now, now) // used: prune --older-than keeps it
+	} else if _, err := p.Unpack(ctx, img, dest); err != nil {
+		if _, serr := os.Stat(filepath.Join(dest, "rootfs")); serr != nil { // not a concurrent pull's win
+			unlock()
+			return nil, nothing, err
 		}
 	}
-	if pr != nil {
-		pr.stop()
+	stop()
+	argv, err := imageRunConfig(ref, img, o, dest, rest)
+	if err != nil {
+		cleanup()
+		return nil, nothing, err
 	}
+	return argv, cleanup, nil
+}
+
+// imageRunConfig applies the image config (entrypoint, cmd, env, workdir,
+// user) under the run's flags, with the rootfs unpacked in dest.
+func imageRunConfig(ref image.Reference, img *image.Image, o *runOpts, dest string, rest []string) ([]string, error) {
+	var err error
 	o.rootfs = filepath.Join(dest, "rootfs")
 	c := img.Config.Config
 	argv := append([]string{}, c.Entrypoint...)

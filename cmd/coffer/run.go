@@ -43,6 +43,8 @@ type runOpts struct {
 	guestDir                     string
 	bootTimeout                  time.Duration
 	volumes                      []string
+	image                        imageFlags // `coffer run IMAGE`
+	releaseImage                 func()     // the unpacked image is no longer needed (the rootfs disk is built)
 }
 
 func newRunCmd(g *globalOpts) *cobra.Command {
@@ -67,10 +69,12 @@ could not be executed and 127 that it was not found.`,
   coffer run --rm 127.0.0.1:5000/busybox:latest echo hi`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			args, err := imageArgs(cmd, g, o, args) // `coffer run IMAGE [CMD...]`: see image.go
+			args, cleanup, err := imageArgs(cmd, g, o, args) // `coffer run IMAGE [CMD...]`: see image.go
 			if err != nil {
 				return err
 			}
+			o.releaseImage = sync.OnceFunc(cleanup)
+			defer o.releaseImage()
 			return runRun(cmd.Context(), g, o, args)
 		},
 	}
@@ -99,6 +103,7 @@ could not be executed and 127 that it was not found.`,
 	f.StringVar(&o.accel, "accel", "", "accelerator: kvm, tcg or auto (default auto, or $COFFER_ACCEL)")
 	f.StringVar(&o.guestDir, "guest-dir", "", "directory of the guest image built by `coffer guest build` (default: the cache dir)")
 	f.DurationVar(&o.bootTimeout, "boot-timeout", sandbox.DefaultBootTimeout, "how long to wait for the VM to boot")
+	o.image.addRunFlags(cmd)
 	return cmd
 }
 
@@ -290,6 +295,9 @@ func runForeground(ctx context.Context, log *slog.Logger, o *runOpts, dir string
 		}
 	}()
 	pod, err := sandbox.StartPod(sctx, dir, req, false, log)
+	if o.releaseImage != nil {
+		o.releaseImage()
+	}
 	if err != nil {
 		if sctx.Err() != nil && ctx.Err() == nil {
 			return &exitError{code: 130, err: errors.New("interrupted while starting the pod")}

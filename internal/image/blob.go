@@ -128,7 +128,11 @@ func (c *Cache) Has(d v1.Descriptor) bool {
 
 // Open returns the raw cached blob; callers verify it as they read.
 func (c *Cache) Open(d v1.Descriptor) (io.ReadCloser, error) {
-	return os.Open(c.path(d.Digest))
+	f, err := os.Open(c.path(d.Digest))
+	if err == nil {
+		touch(f.Name())
+	}
+	return f, err
 }
 
 // Bytes reads and verifies a small cached blob (ok false if absent).

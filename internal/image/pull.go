@@ -147,6 +147,17 @@ func NewPuller(o Options) (*Puller, error) {
 	return p, nil
 }
 
+// Cache is the puller's content cache (nil without Options.CacheDir).
+func (p *Puller) Cache() *Cache { return p.cache }
+
+// shared holds the cache lock shared for one operation (see Cache.Prune).
+func (p *Puller) shared(ctx context.Context) (func(), error) {
+	if p.cache == nil {
+		return func() {}, nil
+	}
+	return p.cache.Shared(ctx)
+}
+
 func (p *Puller) source(ref Reference) (source, error) {
 	if ref.IsLayout() {
 		return &layoutSource{dir: ref.LayoutDir, tag: ref.LayoutTag, limit: p.o.Limits.MaxManifestBytes}, nil
@@ -170,6 +181,18 @@ type Image struct {
 	Config      *v1.ConfigFile
 	RawConfig   []byte
 	src         source
+}
+
+// Encrypted reports whether any layer of the image is encrypted (its
+// plaintext then needs a key, and should not be kept where a caller without
+// the key could reuse it).
+func (img *Image) Encrypted() bool {
+	for _, d := range img.Manifest.Layers {
+		if _, enc, _ := layerCompression(string(d.MediaType)); enc {
+			return true
+		}
+	}
+	return false
 }
 
 // small fetches a manifest or config by digest through the cache.
@@ -217,6 +240,11 @@ func (p *Puller) Resolve(ctx context.Context, ref Reference) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	unlock, err := p.shared(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	img := &Image{Ref: ref, src: src}
 	var raw []byte
 	var mt string
@@ -324,10 +352,8 @@ func (p *Puller) Pull(ctx context.Context, ref Reference, dest string) (*Result,
 	if err != nil {
 		return nil, err
 	}
-	if p.o.Policy != nil {
-		if err := p.Verify(ctx, p.o.Policy, img); err != nil {
-			return nil, err
-		}
+	if err := p.CheckPolicy(ctx, img); err != nil {
+		return nil, err
 	}
 	res, err := p.Unpack(ctx, img, dest)
 	if res != nil {
@@ -336,8 +362,16 @@ func (p *Puller) Pull(ctx context.Context, ref Reference, dest string) (*Result,
 	return res, err
 }
 
+// CheckPolicy verifies a resolved image against Options.Policy, if any.
+func (p *Puller) CheckPolicy(ctx context.Context, img *Image) error {
+	if p.o.Policy == nil {
+		return nil
+	}
+	return p.Verify(ctx, p.o.Policy, img)
+}
+
 // Unpack fetches and unpacks the layers of a resolved image into dest, as
-// Pull does (without the policy check: callers Verify first).
+// Pull does (without the policy check: callers CheckPolicy first).
 func (p *Puller) Unpack(ctx context.Context, img *Image, dest string) (*Result, error) {
 	start := time.Now()
 	if err := checkDest(dest); err != nil {
@@ -349,6 +383,11 @@ func (p *Puller) Unpack(ctx context.Context, img *Image, dest string) (*Result, 
 			return nil, fmt.Errorf("%s: layer %d (%s): %w", ref, i+1, d.Digest, err)
 		}
 	}
+	unlock, err := p.shared(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	dest = filepath.Clean(dest)
 	staging, err := os.MkdirTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".partial-")
 	if err != nil {
@@ -653,7 +692,11 @@ func (r *pullRun) decrypter(ctx context.Context, ct io.Reader, d v1.Descriptor) 
 	if len(packets) > 0 && r.p.o.KeyFetcher != nil {
 		opts, err := unwrapKBS(ctx, r.p.o.KeyFetcher, packets)
 		if err == nil {
-			return decryptWithOpts(ct, opts, d)
+			pr, err := decryptWithOpts(ct, opts, d)
+			if err != nil {
+				return nil, err
+			}
+			return authReader{pr}, nil
 		}
 		if r.p.dc == nil {
 			return nil, fmt.Errorf("decrypt layer: %w", err)
@@ -665,7 +708,22 @@ func (r *pullRun) decrypter(ctx context.Context, ct io.Reader, d v1.Descriptor) 
 	if err != nil {
 		return nil, fmt.Errorf("decrypt layer: %w (is it the right private key?)", errors.Join(kbsErr, err))
 	}
-	return pr, nil
+	return authReader{pr}, nil
+}
+
+// ErrLayerAuth means an encrypted layer's ciphertext failed its HMAC.
+var ErrLayerAuth = errors.New("the encrypted layer failed authentication: its ciphertext was changed after it was encrypted")
+
+// authReader turns ocicrypt's HMAC failure (whose text quotes raw MAC
+// bytes) into ErrLayerAuth.
+type authReader struct{ r io.Reader }
+
+func (a authReader) Read(b []byte) (int, error) {
+	n, err := a.r.Read(b)
+	if err != nil && err != io.EOF && strings.Contains(err.Error(), "could not properly decrypt byte stream") {
+		err = ErrLayerAuth
+	}
+	return n, err
 }
 
 // progress counts bytes read from a layer source.

@@ -28,19 +28,32 @@ type SignOptions struct {
 	Limits           Limits
 }
 
-// ParsePrivateKey reads a PEM ECDSA private key (PKCS#8 or SEC 1).
-func ParsePrivateKey(b []byte) (crypto.Signer, error) {
+// ParsePrivateKey reads a PEM ECDSA private key: PKCS#8 or SEC 1, or an
+// encrypted cosign/sigstore key (as `cosign generate-key-pair` and `skopeo
+// generate-sigstore-key` write), opened with passphrase.
+func ParsePrivateKey(b, passphrase []byte) (crypto.Signer, error) {
 	blk, _ := pem.Decode(b)
 	if blk == nil {
-		return nil, errors.New("private key is not PEM (encrypted cosign keys are not supported yet)")
+		return nil, errors.New("private key is not PEM")
 	}
-	if k, err := x509.ParsePKCS8PrivateKey(blk.Bytes); err == nil {
+	der := blk.Bytes
+	switch blk.Type {
+	case pemEncryptedCosignKey, pemEncryptedSigstoreKey:
+		if passphrase == nil {
+			return nil, errors.New("the private key is encrypted: give its passphrase (--passphrase-file, or COSIGN_PASSWORD in the environment)")
+		}
+		var err error
+		if der, err = decryptCosignKey(blk.Bytes, passphrase); err != nil {
+			return nil, err
+		}
+	}
+	if k, err := x509.ParsePKCS8PrivateKey(der); err == nil {
 		if s, ok := k.(*ecdsa.PrivateKey); ok {
 			return s, nil
 		}
 		return nil, errors.New("only ECDSA signing keys are supported")
 	}
-	k, err := x509.ParseECPrivateKey(blk.Bytes)
+	k, err := x509.ParseECPrivateKey(der)
 	if err != nil {
 		return nil, fmt.Errorf("private key: %w", err)
 	}
