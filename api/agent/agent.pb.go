@@ -176,9 +176,15 @@ type CreateSandboxRequest struct {
 	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
 	Hostname  string                 `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	// Guest sysctls for the whole VM (the host is never touched).
-	Sysctls       map[string]string `protobuf:"bytes,3,rep,name=sysctls,proto3" json:"sysctls,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Sysctls map[string]string `protobuf:"bytes,3,rep,name=sysctls,proto3" json:"sysctls,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The host's wall clock when it sent the request (Unix nanoseconds; 0:
+	// leave the clock alone). The agent sets the guest's clock to it, so
+	// that the guest (and every exit time it reports) is on the host's
+	// time to within the request's one-way latency, not the whole second
+	// the emulated RTC gives at boot.
+	HostTimeUnixNano int64 `protobuf:"varint,4,opt,name=host_time_unix_nano,json=hostTimeUnixNano,proto3" json:"host_time_unix_nano,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *CreateSandboxRequest) Reset() {
@@ -230,6 +236,13 @@ func (x *CreateSandboxRequest) GetSysctls() map[string]string {
 		return x.Sysctls
 	}
 	return nil
+}
+
+func (x *CreateSandboxRequest) GetHostTimeUnixNano() int64 {
+	if x != nil {
+		return x.HostTimeUnixNano
+	}
+	return 0
 }
 
 type DestroySandboxRequest struct {
@@ -1727,12 +1740,13 @@ const file_agent_proto_rawDesc = "" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12%\n" +
 	"\x0ekernel_release\x18\x02 \x01(\tR\rkernelRelease\x12%\n" +
 	"\x0euptime_seconds\x18\x03 \x01(\x01R\ruptimeSeconds\x12$\n" +
-	"\x0etime_unix_nano\x18\x04 \x01(\x03R\ftimeUnixNano\"\xdb\x01\n" +
+	"\x0etime_unix_nano\x18\x04 \x01(\x03R\ftimeUnixNano\"\x8a\x02\n" +
 	"\x14CreateSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12L\n" +
-	"\asysctls\x18\x03 \x03(\v22.coffer.agent.v1.CreateSandboxRequest.SysctlsEntryR\asysctls\x1a:\n" +
+	"\asysctls\x18\x03 \x03(\v22.coffer.agent.v1.CreateSandboxRequest.SysctlsEntryR\asysctls\x12-\n" +
+	"\x13host_time_unix_nano\x18\x04 \x01(\x03R\x10hostTimeUnixNano\x1a:\n" +
 	"\fSysctlsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"4\n" +

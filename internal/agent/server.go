@@ -102,6 +102,9 @@ func (s *Server) CreateSandbox(ctx context.Context, req *api.CreateSandboxReques
 	if err := checkID("sandbox id", req.SandboxId); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	if req.HostTimeUnixNano > 0 {
+		setClock(s.log, req.HostTimeUnixNano)
+	}
 	if req.Hostname != "" {
 		if err := unix.Sethostname([]byte(req.Hostname)); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "set guest hostname %q: %v", req.Hostname, err)
@@ -120,6 +123,19 @@ func (s *Server) CreateSandbox(ctx context.Context, req *api.CreateSandboxReques
 	s.sandboxID = req.SandboxId
 	s.log.Info("sandbox created", "id", req.SandboxId, "hostname", req.Hostname)
 	return &api.Empty{}, nil
+}
+
+// setClock steps the guest's wall clock to the host's (Linux sets it from
+// the emulated RTC at boot, to the whole second). A failure only leaves
+// the clock as it was.
+func setClock(log *slog.Logger, hostNanos int64) {
+	ts := unix.NsecToTimespec(hostNanos)
+	before := time.Now()
+	if err := unix.ClockSettime(unix.CLOCK_REALTIME, &ts); err != nil {
+		log.Warn("set the guest clock to the host's", "err", err)
+		return
+	}
+	log.Debug("guest clock set to the host's", "step", time.Unix(0, hostNanos).Sub(before))
 }
 
 func writeSysctl(k, v string) error {

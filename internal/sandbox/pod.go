@@ -103,7 +103,7 @@ func StartPod(ctx context.Context, dir string, req *PodRequest, detached bool, l
 	if hostname == "" {
 		hostname = req.Name
 	}
-	if _, err := sb.Agent.CreateSandbox(ctx, &api.CreateSandboxRequest{SandboxId: req.Name, Hostname: hostname, Sysctls: req.GuestSysctl}); err != nil {
+	if err := sb.CreateSandbox(ctx, &api.CreateSandboxRequest{SandboxId: req.Name, Hostname: hostname, Sysctls: req.GuestSysctl}); err != nil {
 		return nil, fmt.Errorf("create the sandbox in the guest: %w", sb.Explain(AgentError(err)))
 	}
 	var vols []*api.SharedVolume

@@ -206,6 +206,14 @@ func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
 	return s, nil
 }
 
+// CreateSandbox sends CreateSandbox with the host's clock, which the agent
+// sets the guest's clock to.
+func (s *Sandbox) CreateSandbox(ctx context.Context, req *api.CreateSandboxRequest) error {
+	req.HostTimeUnixNano = time.Now().UnixNano()
+	_, err := s.Agent.CreateSandbox(ctx, req)
+	return err
+}
+
 func indent(s string) string {
 	if s == "" {
 		return "    (console is empty)"
@@ -267,6 +275,7 @@ func (s *Sandbox) Stop(ctx context.Context) error {
 	default:
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := s.Agent.DestroySandbox(actx, &api.DestroySandboxRequest{PowerOff: true})
+
 		cancel()
 		if err == nil {
 			select {

@@ -8,8 +8,8 @@
 // after a dead one) and the long-lived task service (Service: Create,
 // Start, Exec, Wait, Kill, Delete, State, Pids, Stats, Update, ResizePty,
 // CloseIO, Connect, Shutdown, with TaskCreate/Start/Exit/Delete/ExecAdded/
-// ExecStarted/OOM events; exit times corrected by the guest clock's
-// offset, clock.go).
+// ExecStarted/OOM events; exit times are the guest's, whose clock the
+// agent sets to the host's at CreateSandbox).
 //
 // Dependencies: containerd v1.7 (github.com/containerd/containerd
 // v1.7.35, package runtime/v2/shim) and its task API over ttrpc. The

@@ -23,6 +23,17 @@ const (
 // add to its VM.
 const hotplugSlots = 8
 
+// podHotplugSlots is how many hot-plug slots a new pod's VM gets: a CRI
+// pod sandbox gets hotplugSlots for the containers that will join it; any
+// other container (a plain `ctr run`) is a pod of one and gets none, as
+// empty PCIe root ports lengthen every boot.
+func podHotplugSlots(annotations map[string]string) int {
+	if annotations[AnnotationContainerType] == containerTypeSandbox {
+		return hotplugSlots
+	}
+	return 0
+}
+
 // podRole tells what a container is in its pod from its annotations:
 // joining is true for a container that joins the existing sandbox
 // sandboxID; otherwise the container starts its own pod (sandboxID is

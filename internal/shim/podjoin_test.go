@@ -69,3 +69,15 @@ func TestJoinPodWithoutShim(t *testing.T) {
 		t.Errorf("address file written for a failed join: %v", err)
 	}
 }
+
+// Only a CRI pod sandbox pays for hot-plug root ports.
+func TestPodHotplugSlots(t *testing.T) {
+	for ann, want := range map[string]int{"sandbox": hotplugSlots, "container": 0, "": 0} {
+		if got := podHotplugSlots(map[string]string{AnnotationContainerType: ann}); got != want {
+			t.Errorf("container-type %q: %d slots, want %d", ann, got, want)
+		}
+	}
+	if got := podHotplugSlots(nil); got != 0 {
+		t.Errorf("no annotations: %d slots", got)
+	}
+}

@@ -57,8 +57,8 @@ type pod struct {
 	dir string
 	sb  *sandbox.Sandbox
 	rec *podRecord // as written to dir
-	// clock is how far the guest's wall clock is ahead of the host's.
-	clock time.Duration
+	// slots is the VM's number of hot-plug slots for joining containers.
+	slots int
 }
 
 type container struct {
@@ -186,7 +186,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		ID: r.ID, StateDir: dir, Kernel: m.KernelPath(), Initrd: m.InitrdPath(), Cmdline: m.Cmdline,
 		MemoryMiB: cfg.MemoryMiB, VCPUs: cfg.VCPUs, Accel: cfg.Accel, QEMUPath: cfg.HypervisorPath,
 		Disks:        []hypervisor.Disk{{Serial: "rootfs0", Path: img, ReadOnly: true}},
-		HotplugSlots: hotplugSlots,
+		HotplugSlots: podHotplugSlots(spec.Annotations),
 		SharedFS:     podNeedsSharedFS(cfg, spec),
 		Log:          s.log,
 	})
@@ -195,13 +195,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	rec := &podRecord{ID: r.ID, ShimPID: os.Getpid(), QEMUPID: sb.PID(), Bundle: r.Bundle,
 		Accel: string(sb.Accel()), GuestDir: cfg.GuestDir}
-	s.pod = &pod{dir: dir, sb: sb, rec: rec}
-	if off, ok := guestClockOffset(vctx, sb.Agent); ok {
-		s.pod.clock = off
-		s.log.Debug("guest clock offset", "id", r.ID, "offset", off)
-	} else {
-		s.log.Warn("the agent does not report its clock: exit times are the guest's", "id", r.ID)
-	}
+	s.pod = &pod{dir: dir, sb: sb, rec: rec, slots: podHotplugSlots(spec.Annotations)}
 	if err := writeRecord(dir, rec); err != nil {
 		return nil, grpcErr(err)
 	}
@@ -209,7 +203,9 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if hostname == "" {
 		hostname = r.ID
 	}
-	if _, err := sb.Agent.CreateSandbox(vctx, &api.CreateSandboxRequest{SandboxId: r.ID, Hostname: hostname}); err != nil {
+	// The guest's clock is set to the host's here: exit times need no
+	// conversion.
+	if err := sb.CreateSandbox(vctx, &api.CreateSandboxRequest{SandboxId: r.ID, Hostname: hostname}); err != nil {
 		return nil, grpcErr(fmt.Errorf("create the sandbox in the guest: %w", sb.Explain(sandbox.AgentError(err))))
 	}
 	guestSpec(spec)
@@ -241,6 +237,10 @@ func (s *Service) createInPod(ctx context.Context, r *taskAPI.CreateTaskRequest,
 	if s.pod == nil {
 		return nil, grpcErr(fmt.Errorf("container %s joins pod %s, but this shim runs no pod VM: create the pod's sandbox container first: %w",
 			r.ID, sandboxID, errdefs.ErrFailedPrecondition))
+	}
+	if s.pod.slots == 0 {
+		return nil, grpcErr(fmt.Errorf("container %s joins pod %s, whose first container was not a CRI pod sandbox (annotation %s=%s), so its VM has no slots for more containers: %w",
+			r.ID, sandboxID, AnnotationContainerType, containerTypeSandbox, errdefs.ErrFailedPrecondition))
 	}
 	sb := s.pod.sb
 	vctx := context.WithoutCancel(ctx)
@@ -548,7 +548,7 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 // waitProcess records p's exit (or the VM's death), lets its output
 // drain into the FIFOs and publishes TaskExit.
 func (s *Service) waitProcess(p *process) {
-	sb, clock := s.pod.sb, s.pod.clock
+	sb := s.pod.sb
 	type res struct {
 		r   *api.WaitProcessResponse
 		err error
@@ -565,8 +565,11 @@ func (s *Service) waitProcess(p *process) {
 			s.log.Error("wait for process", "process", name(p), "err", sb.Explain(sandbox.AgentError(r.err)))
 		} else {
 			code = uint32(r.r.ExitStatus)
-			if r.r.ExitedAtUnixNano != 0 {
-				exited = time.Unix(0, r.r.ExitedAtUnixNano).Add(-clock)
+			// The guest's clock was set to the host's at CreateSandbox.
+			// A reading from the future (a clock that could not be set)
+			// becomes the time the shim learnt of the exit.
+			if at := r.r.ExitedAtUnixNano; at != 0 && at <= time.Now().UnixNano() {
+				exited = time.Unix(0, at)
 			}
 			if r.r.OomKilled {
 				// The container's cgroup OOM-killed a process during this
