@@ -327,3 +327,20 @@ func TestParseFlags(t *testing.T) {
 		t.Error("a stray argument accepted")
 	}
 }
+
+// Lines after the agent's clock step move back by the step.
+func TestUnstep(t *testing.T) {
+	lines := parseLog(`time=2026-11-27T00:00:01.000Z level=INFO msg="agent API ready"
+time=2026-11-27T00:00:02.000Z level=INFO msg="guest clock set" step=500ms
+time=2026-11-27T00:00:02.100Z level=INFO msg="sandbox created" id=p
+`)
+	got := unstep(lines)
+	for i, want := range []string{"00:00:01.000", "00:00:01.500", "00:00:01.600"} {
+		if s := got[i].t.Format("15:04:05.000"); s != want {
+			t.Errorf("line %d at %s, want %s", i, s, want)
+		}
+	}
+	if lines[2].t.Format("15:04:05.000") != "00:00:02.100" {
+		t.Error("unstep changed its input")
+	}
+}

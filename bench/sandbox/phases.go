@@ -80,6 +80,22 @@ func find(lines []logLine, msg string, match func(map[string]string) bool) (logL
 	return logLine{}, false
 }
 
+// unstep moves the agent's log lines that follow its "guest clock set"
+// line back onto the clock before the step, so that one offset aligns
+// every line with the host's clock.
+func unstep(lines []logLine) []logLine {
+	out := make([]logLine, len(lines))
+	copy(out, lines)
+	var step time.Duration
+	for i, l := range out {
+		if l.msg == "guest clock set" {
+			step, _ = time.ParseDuration(l.kv["step"])
+		}
+		out[i].t = l.t.Add(-step)
+	}
+	return out
+}
+
 // vserportOpen matches the QMP event of the guest opening a virtio-serial
 // port (vport0 is the agent API port, vport1 the agent's log port: the
 // order in which the sandbox configures them).
@@ -119,8 +135,8 @@ var phaseDefs = []phaseDef{
 	{"sandbox", "CreateSandbox RPC"},
 	{"ccreated", "CreateContainer: wait for the pod modules, rootfs disk mount, overlay, init stage (agent re-exec)"},
 	{"cstarted", "container start (in the same CreateContainer call for coffer run)"},
-	{"destroyed", "`true` runs, WaitProcess, DestroySandbox RPC"},
-	{"shutdown", "guest sync + power off until QEMU sees it"},
+	{"destroyed", "`true` runs, WaitProcess, DestroySandbox RPC (only when the pod has volumes)"},
+	{"shutdown", "`true` runs, WaitProcess; QMP quit (or the guest's power off) until QEMU reports SHUTDOWN"},
 	{"qemuexit", "QEMU exit"},
 	{"exit", "host cleanup (sockets, pod dir), coffer exit"},
 }
@@ -183,6 +199,9 @@ func splitRun(start, end time.Time, hostLog, agentLog string) (*phaseSample, err
 	ready, okReady := find(guest, "agent API ready", nil)
 	if okPort && okReady {
 		offset := port.t.Sub(ready.t)
+		// The agent steps the guest's clock to the host's at CreateSandbox
+		// ("guest clock set", step=…): lines after it are on the new clock.
+		guest = unstep(guest)
 		onHost := func(t time.Time) time.Time { return t.Add(offset) }
 		ev["agentready"] = port.t
 		if l, ok := find(guest, "coffer-agent starting", nil); ok {

@@ -135,7 +135,7 @@ func setClock(log *slog.Logger, hostNanos int64) {
 		log.Warn("set the guest clock to the host's", "err", err)
 		return
 	}
-	log.Debug("guest clock set to the host's", "step", time.Unix(0, hostNanos).Sub(before))
+	log.Info("guest clock set", "step", time.Unix(0, hostNanos).Sub(before))
 }
 
 func writeSysctl(k, v string) error {

@@ -68,7 +68,7 @@ func StartPod(ctx context.Context, dir string, req *PodRequest, detached bool, l
 	p := &Pod{Dir: dir, State: st, log: log}
 	defer func() {
 		if err != nil {
-			p.teardown(false)
+			p.teardown(false, false)
 		}
 	}()
 	if err := WriteState(dir, st); err != nil {
@@ -115,6 +115,15 @@ func StartPod(ctx context.Context, dir string, req *PodRequest, detached bool, l
 		req.Spec.Mounts = append(req.Spec.Mounts, m)
 		vols = append(vols, sv)
 	}
+	proxy, err := ListenProxy(ProxySocket(dir))
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			proxy.Close()
+		}
+	}()
 	create, what := sb.CreateContainer, "create"
 	if req.StartNow {
 		create, what = sb.RunContainer, "create and start"
@@ -126,7 +135,7 @@ func StartPod(ctx context.Context, dir string, req *PodRequest, detached bool, l
 	pctx, cancel := context.WithCancel(context.Background())
 	p.stop = cancel
 	p.proxyCh = make(chan error, 1)
-	go func() { p.proxyCh <- ServeProxy(pctx, ProxySocket(dir), sb.Agent) }()
+	go func() { p.proxyCh <- ServeProxy(pctx, proxy, sb.Agent) }()
 	return p, nil
 }
 
@@ -172,22 +181,28 @@ func (p *Pod) Wait(ctx context.Context) (*api.WaitProcessResponse, error) {
 
 // Close stops the VM. With keep (detached pods), the pod directory stays
 // with the exit status recorded, for `coffer ps` until `coffer rm`;
-// otherwise the directory is removed.
+// otherwise the directory is removed. exit is the container's status once
+// it has exited (nil if it never ran): then the VM is discarded rather
+// than shut down through the agent (see Sandbox.Discard).
 func (p *Pod) Close(exit *int, keep bool) {
 	if keep {
 		p.State.ExitStatus = exit
 	}
-	p.teardown(keep)
+	p.teardown(keep, exit != nil)
 }
 
-func (p *Pod) teardown(keep bool) {
+func (p *Pod) teardown(keep, exited bool) {
 	if p.stop != nil {
 		p.stop()
 		<-p.proxyCh
 	}
 	if p.Sandbox != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		if err := p.Sandbox.Stop(ctx); err != nil {
+		stop := p.Sandbox.Stop
+		if exited {
+			stop = p.Sandbox.Discard
+		}
+		if err := stop(ctx); err != nil {
 			p.log.Warn("stop the pod VM", "err", err)
 		}
 		cancel()

@@ -12,20 +12,29 @@ import (
 	"github.com/containerd/ttrpc"
 )
 
-// ServeProxy serves the agent API on a unix socket at path, forwarding
-// every call to agent, until ctx ends. This is how `coffer exec` and
-// `coffer kill` reach a pod owned by another process: the virtio-serial
-// channel carries one connection, owned by the pod's owner.
-func ServeProxy(ctx context.Context, path string, agent api.AgentService) error {
+// ListenProxy creates the pod's proxy socket at path (owner only). It is
+// made before the container starts, so that `coffer kill` works as soon as
+// the container can be seen running.
+func ListenProxy(path string) (net.Listener, error) {
 	_ = os.Remove(path)
 	l, err := net.Listen("unix", path)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", path, err)
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
 		l.Close()
-		return err
+		return nil, err
 	}
+	return l, nil
+}
+
+// ServeProxy serves the agent API on l (from ListenProxy), forwarding
+// every call to agent, until ctx ends; it closes l and removes its socket.
+// This is how `coffer exec` and `coffer kill` reach a pod owned by another
+// process: the virtio-serial channel carries one connection, owned by the
+// pod's owner.
+func ServeProxy(ctx context.Context, l net.Listener, agent api.AgentService) error {
+	path := l.Addr().String()
 	// Calls in flight are counted so that stopping waits for their replies:
 	// a `coffer kill` races the pod's exit, and ttrpc's own Shutdown can
 	// close a connection whose request is still being handled.

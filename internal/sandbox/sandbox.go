@@ -295,6 +295,24 @@ func (s *Sandbox) Stop(ctx context.Context) error {
 	return nil
 }
 
+// Discard ends a pod whose guest holds nothing worth saving: its
+// containers have exited (or are to be killed anyway), its root
+// filesystems are read-only disks under a tmpfs overlay, and it has no
+// shared filesystem the guest could still owe writes to. QEMU is told to
+// quit at once, skipping the agent's DestroySandbox and the guest's power
+// off (what they would do — SIGKILL every process, sync a tmpfs — changes
+// nothing the host keeps). A pod with shared volumes goes through Stop.
+func (s *Sandbox) Discard(ctx context.Context) error {
+	if s.share != nil {
+		return s.Stop(ctx)
+	}
+	s.client.Close()
+	if err := s.vm.Stop(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("stop the pod VM: %w", err)
+	}
+	return nil
+}
+
 // Kill ends the VM at once and cleans up.
 func (s *Sandbox) Kill() error {
 	s.client.Close()

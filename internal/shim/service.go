@@ -671,7 +671,9 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		}
 		delete(s.containers, r.ID)
 		if len(s.containers) == 0 {
-			s.stopPod()
+			// Every container was deleted, so every one had exited:
+			// nothing in the guest is worth a graceful shutdown.
+			s.discardPod()
 		}
 	}
 	s.publish(ctx, runtime.TaskDeleteEventTopic, &eventstypes.TaskDelete{
@@ -681,13 +683,23 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 }
 
 // stopPod stops the VM and removes the pod directory. Idempotent.
-func (s *Service) stopPod() {
+func (s *Service) stopPod() { s.endPod(false) }
+
+// discardPod ends the pod once all its containers have exited and been
+// deleted (sandbox.Sandbox.Discard: no agent round trip, no guest power off).
+func (s *Service) discardPod() { s.endPod(true) }
+
+func (s *Service) endPod(discard bool) {
 	if s.pod == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if err := s.pod.sb.Stop(ctx); err != nil {
+	stop := s.pod.sb.Stop
+	if discard {
+		stop = s.pod.sb.Discard
+	}
+	if err := stop(ctx); err != nil {
 		s.log.Warn("stop the pod VM", "err", err)
 	}
 	if err := sandbox.RemoveTree(s.pod.dir); err != nil {
