@@ -834,3 +834,75 @@ func TestContainerdShimKilled(t *testing.T) {
 		t.Errorf("mounts after the cleanup %q, before %q", m, mountsBefore)
 	}
 }
+
+// TestContainerdPauseResume: `ctr task pause` freezes the container's
+// processes (its CPU time stops growing, exec is refused, the task is
+// PAUSED, TaskPaused is published), `ctr task resume` thaws them; on
+// containerd 1.6 and 2.
+func TestContainerdPauseResume(t *testing.T) { forEachContainerd(t, testContainerdPauseResume) }
+
+func testContainerdPauseResume(t *testing.T, c *containerd) {
+	c.importBusybox(t)
+	events := c.events(t)
+	if r := c.ctr(t, "", "run", "-d", "--runtime", "io.containerd.coffer.v2", busyboxImage, "p1", "sh", "-c", "while :; do :; done"); r.code != 0 {
+		t.Fatalf("run -d: exit %d %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() {
+		c.ctr(t, "", "task", "resume", "p1")
+		c.ctr(t, "", "task", "kill", "-s", "KILL", "p1")
+		waitFor(t, 30*time.Second, func() bool { return c.ctr(t, "", "task", "delete", "p1").code == 0 })
+		c.ctr(t, "", "containers", "delete", "p1")
+	})
+	cpu := func() uint64 {
+		t.Helper()
+		r := c.ctr(t, "", "task", "metrics", "--format", "json", "p1")
+		var m struct {
+			CPU struct {
+				UsageUsec uint64 `json:"usage_usec"`
+			} `json:"cpu"`
+		}
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &m) != nil {
+			t.Fatalf("ctr task metrics: exit %d %q %s", r.code, r.stdout, r.stderr)
+		}
+		return m.CPU.UsageUsec
+	}
+	status := func() string {
+		r := c.ctr(t, "", "task", "ls")
+		for _, l := range strings.Split(r.stdout, "\n") {
+			if f := strings.Fields(l); len(f) == 3 && f[0] == "p1" {
+				return f[2]
+			}
+		}
+		return ""
+	}
+	waitFor(t, 30*time.Second, func() bool { return cpu() > 0 })
+	if r := c.ctr(t, "", "task", "pause", "p1"); r.code != 0 {
+		t.Fatalf("pause: exit %d %s", r.code, r.stderr)
+	}
+	if st := status(); st != "PAUSED" {
+		t.Fatalf("status after pause = %q, want PAUSED", st)
+	}
+	before := cpu()
+	time.Sleep(time.Second)
+	if after := cpu(); after != before {
+		t.Errorf("a paused container used CPU: %d -> %d µs", before, after)
+	}
+	if r := c.ctr(t, "", "task", "exec", "--exec-id", "e1", "p1", "true"); r.code == 0 || !strings.Contains(r.stderr, "paused") {
+		t.Errorf("exec into a paused container: exit %d %q, want a refusal", r.code, r.stderr)
+	}
+	if r := c.ctr(t, "", "task", "pause", "p1"); r.code == 0 {
+		t.Errorf("pausing a paused container succeeded")
+	}
+	if r := c.ctr(t, "", "task", "resume", "p1"); r.code != 0 {
+		t.Fatalf("resume: exit %d %s", r.code, r.stderr)
+	}
+	if st := status(); st != "RUNNING" {
+		t.Fatalf("status after resume = %q, want RUNNING", st)
+	}
+	resumed := cpu()
+	waitFor(t, 10*time.Second, func() bool { return cpu() > resumed })
+	waitFor(t, 10*time.Second, func() bool {
+		ev := events.String()
+		return eventLine(ev, "/tasks/paused", "p1") != "" && eventLine(ev, "/tasks/resumed", "p1") != ""
+	})
+}

@@ -796,6 +796,94 @@ func (x *UpdateContainerRequest) GetResources() []byte {
 	return nil
 }
 
+type PauseContainerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseContainerRequest) Reset() {
+	*x = PauseContainerRequest{}
+	mi := &file_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseContainerRequest) ProtoMessage() {}
+
+func (x *PauseContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseContainerRequest.ProtoReflect.Descriptor instead.
+func (*PauseContainerRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *PauseContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+type ResumeContainerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeContainerRequest) Reset() {
+	*x = ResumeContainerRequest{}
+	mi := &file_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeContainerRequest) ProtoMessage() {}
+
+func (x *ResumeContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeContainerRequest.ProtoReflect.Descriptor instead.
+func (*ResumeContainerRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ResumeContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
 type CgroupStats struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	CpuUsageUsec     uint64                 `protobuf:"varint,1,opt,name=cpu_usage_usec,json=cpuUsageUsec,proto3" json:"cpu_usage_usec,omitempty"`
@@ -819,7 +907,7 @@ type CgroupStats struct {
 
 func (x *CgroupStats) Reset() {
 	*x = CgroupStats{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +919,7 @@ func (x *CgroupStats) String() string {
 func (*CgroupStats) ProtoMessage() {}
 
 func (x *CgroupStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +932,7 @@ func (x *CgroupStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CgroupStats.ProtoReflect.Descriptor instead.
 func (*CgroupStats) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CgroupStats) GetCpuUsageUsec() uint64 {
@@ -946,7 +1034,7 @@ type ListContainersRequest struct {
 
 func (x *ListContainersRequest) Reset() {
 	*x = ListContainersRequest{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1046,7 @@ func (x *ListContainersRequest) String() string {
 func (*ListContainersRequest) ProtoMessage() {}
 
 func (x *ListContainersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1059,7 @@ func (x *ListContainersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContainersRequest.ProtoReflect.Descriptor instead.
 func (*ListContainersRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 type ContainerInfo struct {
@@ -987,7 +1075,7 @@ type ContainerInfo struct {
 
 func (x *ContainerInfo) Reset() {
 	*x = ContainerInfo{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1087,7 @@ func (x *ContainerInfo) String() string {
 func (*ContainerInfo) ProtoMessage() {}
 
 func (x *ContainerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1100,7 @@ func (x *ContainerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerInfo.ProtoReflect.Descriptor instead.
 func (*ContainerInfo) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ContainerInfo) GetContainerId() string {
@@ -1052,7 +1140,7 @@ type ListContainersResponse struct {
 
 func (x *ListContainersResponse) Reset() {
 	*x = ListContainersResponse{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1152,7 @@ func (x *ListContainersResponse) String() string {
 func (*ListContainersResponse) ProtoMessage() {}
 
 func (x *ListContainersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1165,7 @@ func (x *ListContainersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContainersResponse.ProtoReflect.Descriptor instead.
 func (*ListContainersResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListContainersResponse) GetContainers() []*ContainerInfo {
@@ -1099,7 +1187,7 @@ type ExecProcessRequest struct {
 
 func (x *ExecProcessRequest) Reset() {
 	*x = ExecProcessRequest{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1199,7 @@ func (x *ExecProcessRequest) String() string {
 func (*ExecProcessRequest) ProtoMessage() {}
 
 func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1212,7 @@ func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessRequest.ProtoReflect.Descriptor instead.
 func (*ExecProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ExecProcessRequest) GetContainerId() string {
@@ -1157,7 +1245,7 @@ type ExecProcessResponse struct {
 
 func (x *ExecProcessResponse) Reset() {
 	*x = ExecProcessResponse{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1257,7 @@ func (x *ExecProcessResponse) String() string {
 func (*ExecProcessResponse) ProtoMessage() {}
 
 func (x *ExecProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1270,7 @@ func (x *ExecProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessResponse.ProtoReflect.Descriptor instead.
 func (*ExecProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ExecProcessResponse) GetPid() uint32 {
@@ -1203,7 +1291,7 @@ type WaitProcessRequest struct {
 
 func (x *WaitProcessRequest) Reset() {
 	*x = WaitProcessRequest{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1215,7 +1303,7 @@ func (x *WaitProcessRequest) String() string {
 func (*WaitProcessRequest) ProtoMessage() {}
 
 func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1228,7 +1316,7 @@ func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessRequest.ProtoReflect.Descriptor instead.
 func (*WaitProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WaitProcessRequest) GetContainerId() string {
@@ -1261,7 +1349,7 @@ type WaitProcessResponse struct {
 
 func (x *WaitProcessResponse) Reset() {
 	*x = WaitProcessResponse{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1273,7 +1361,7 @@ func (x *WaitProcessResponse) String() string {
 func (*WaitProcessResponse) ProtoMessage() {}
 
 func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1286,7 +1374,7 @@ func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessResponse.ProtoReflect.Descriptor instead.
 func (*WaitProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WaitProcessResponse) GetExitStatus() int32 {
@@ -1337,7 +1425,7 @@ type SignalProcessRequest struct {
 
 func (x *SignalProcessRequest) Reset() {
 	*x = SignalProcessRequest{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1349,7 +1437,7 @@ func (x *SignalProcessRequest) String() string {
 func (*SignalProcessRequest) ProtoMessage() {}
 
 func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1362,7 +1450,7 @@ func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessRequest.ProtoReflect.Descriptor instead.
 func (*SignalProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SignalProcessRequest) GetContainerId() string {
@@ -1404,7 +1492,7 @@ type WriteStdinRequest struct {
 
 func (x *WriteStdinRequest) Reset() {
 	*x = WriteStdinRequest{}
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1416,7 +1504,7 @@ func (x *WriteStdinRequest) String() string {
 func (*WriteStdinRequest) ProtoMessage() {}
 
 func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1429,7 +1517,7 @@ func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
 func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WriteStdinRequest) GetContainerId() string {
@@ -1462,7 +1550,7 @@ type WriteStdinResponse struct {
 
 func (x *WriteStdinResponse) Reset() {
 	*x = WriteStdinResponse{}
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1474,7 +1562,7 @@ func (x *WriteStdinResponse) String() string {
 func (*WriteStdinResponse) ProtoMessage() {}
 
 func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1487,7 +1575,7 @@ func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinResponse.ProtoReflect.Descriptor instead.
 func (*WriteStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WriteStdinResponse) GetLen() uint32 {
@@ -1507,7 +1595,7 @@ type CloseStdinRequest struct {
 
 func (x *CloseStdinRequest) Reset() {
 	*x = CloseStdinRequest{}
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1607,7 @@ func (x *CloseStdinRequest) String() string {
 func (*CloseStdinRequest) ProtoMessage() {}
 
 func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +1620,7 @@ func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStdinRequest.ProtoReflect.Descriptor instead.
 func (*CloseStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CloseStdinRequest) GetContainerId() string {
@@ -1560,7 +1648,7 @@ type ReadStreamRequest struct {
 
 func (x *ReadStreamRequest) Reset() {
 	*x = ReadStreamRequest{}
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1572,7 +1660,7 @@ func (x *ReadStreamRequest) String() string {
 func (*ReadStreamRequest) ProtoMessage() {}
 
 func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1585,7 +1673,7 @@ func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamRequest.ProtoReflect.Descriptor instead.
 func (*ReadStreamRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{26}
+	return file_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReadStreamRequest) GetContainerId() string {
@@ -1619,7 +1707,7 @@ type ReadStreamResponse struct {
 
 func (x *ReadStreamResponse) Reset() {
 	*x = ReadStreamResponse{}
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1631,7 +1719,7 @@ func (x *ReadStreamResponse) String() string {
 func (*ReadStreamResponse) ProtoMessage() {}
 
 func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1644,7 +1732,7 @@ func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamResponse.ProtoReflect.Descriptor instead.
 func (*ReadStreamResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{27}
+	return file_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReadStreamResponse) GetData() []byte {
@@ -1673,7 +1761,7 @@ type TtyWinResizeRequest struct {
 
 func (x *TtyWinResizeRequest) Reset() {
 	*x = TtyWinResizeRequest{}
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1685,7 +1773,7 @@ func (x *TtyWinResizeRequest) String() string {
 func (*TtyWinResizeRequest) ProtoMessage() {}
 
 func (x *TtyWinResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1698,7 +1786,7 @@ func (x *TtyWinResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TtyWinResizeRequest.ProtoReflect.Descriptor instead.
 func (*TtyWinResizeRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{28}
+	return file_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TtyWinResizeRequest) GetContainerId() string {
@@ -1781,7 +1869,11 @@ const file_agent_proto_rawDesc = "" +
 	"\x06cgroup\x18\x01 \x01(\v2\x1c.coffer.agent.v1.CgroupStatsR\x06cgroup\"Y\n" +
 	"\x16UpdateContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1c\n" +
-	"\tresources\x18\x02 \x01(\fR\tresources\"\xd1\x04\n" +
+	"\tresources\x18\x02 \x01(\fR\tresources\":\n" +
+	"\x15PauseContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\";\n" +
+	"\x16ResumeContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\xd1\x04\n" +
 	"\vCgroupStats\x12$\n" +
 	"\x0ecpu_usage_usec\x18\x01 \x01(\x04R\fcpuUsageUsec\x12\"\n" +
 	"\rcpu_user_usec\x18\x02 \x01(\x04R\vcpuUserUsec\x12&\n" +
@@ -1857,7 +1949,7 @@ const file_agent_proto_rawDesc = "" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x12\n" +
 	"\x04rows\x18\x03 \x01(\rR\x04rows\x12\x18\n" +
-	"\acolumns\x18\x04 \x01(\rR\acolumns2\xb8\v\n" +
+	"\acolumns\x18\x04 \x01(\rR\acolumns2\xde\f\n" +
 	"\x05Agent\x12F\n" +
 	"\x05Check\x12\x1d.coffer.agent.v1.CheckRequest\x1a\x1e.coffer.agent.v1.CheckResponse\x12N\n" +
 	"\rCreateSandbox\x12%.coffer.agent.v1.CreateSandboxRequest\x1a\x16.coffer.agent.v1.Empty\x12P\n" +
@@ -1866,7 +1958,9 @@ const file_agent_proto_rawDesc = "" +
 	"\x0eStartContainer\x12&.coffer.agent.v1.StartContainerRequest\x1a\x16.coffer.agent.v1.Empty\x12R\n" +
 	"\x0fRemoveContainer\x12'.coffer.agent.v1.RemoveContainerRequest\x1a\x16.coffer.agent.v1.Empty\x12a\n" +
 	"\x0eStatsContainer\x12&.coffer.agent.v1.StatsContainerRequest\x1a'.coffer.agent.v1.StatsContainerResponse\x12R\n" +
-	"\x0fUpdateContainer\x12'.coffer.agent.v1.UpdateContainerRequest\x1a\x16.coffer.agent.v1.Empty\x12a\n" +
+	"\x0fUpdateContainer\x12'.coffer.agent.v1.UpdateContainerRequest\x1a\x16.coffer.agent.v1.Empty\x12P\n" +
+	"\x0ePauseContainer\x12&.coffer.agent.v1.PauseContainerRequest\x1a\x16.coffer.agent.v1.Empty\x12R\n" +
+	"\x0fResumeContainer\x12'.coffer.agent.v1.ResumeContainerRequest\x1a\x16.coffer.agent.v1.Empty\x12a\n" +
 	"\x0eListContainers\x12&.coffer.agent.v1.ListContainersRequest\x1a'.coffer.agent.v1.ListContainersResponse\x12X\n" +
 	"\vExecProcess\x12#.coffer.agent.v1.ExecProcessRequest\x1a$.coffer.agent.v1.ExecProcessResponse\x12X\n" +
 	"\vWaitProcess\x12#.coffer.agent.v1.WaitProcessRequest\x1a$.coffer.agent.v1.WaitProcessResponse\x12N\n" +
@@ -1893,7 +1987,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                   // 0: coffer.agent.v1.Empty
 	(*CheckRequest)(nil),            // 1: coffer.agent.v1.CheckRequest
@@ -1909,31 +2003,33 @@ var file_agent_proto_goTypes = []any{
 	(*StatsContainerRequest)(nil),   // 11: coffer.agent.v1.StatsContainerRequest
 	(*StatsContainerResponse)(nil),  // 12: coffer.agent.v1.StatsContainerResponse
 	(*UpdateContainerRequest)(nil),  // 13: coffer.agent.v1.UpdateContainerRequest
-	(*CgroupStats)(nil),             // 14: coffer.agent.v1.CgroupStats
-	(*ListContainersRequest)(nil),   // 15: coffer.agent.v1.ListContainersRequest
-	(*ContainerInfo)(nil),           // 16: coffer.agent.v1.ContainerInfo
-	(*ListContainersResponse)(nil),  // 17: coffer.agent.v1.ListContainersResponse
-	(*ExecProcessRequest)(nil),      // 18: coffer.agent.v1.ExecProcessRequest
-	(*ExecProcessResponse)(nil),     // 19: coffer.agent.v1.ExecProcessResponse
-	(*WaitProcessRequest)(nil),      // 20: coffer.agent.v1.WaitProcessRequest
-	(*WaitProcessResponse)(nil),     // 21: coffer.agent.v1.WaitProcessResponse
-	(*SignalProcessRequest)(nil),    // 22: coffer.agent.v1.SignalProcessRequest
-	(*WriteStdinRequest)(nil),       // 23: coffer.agent.v1.WriteStdinRequest
-	(*WriteStdinResponse)(nil),      // 24: coffer.agent.v1.WriteStdinResponse
-	(*CloseStdinRequest)(nil),       // 25: coffer.agent.v1.CloseStdinRequest
-	(*ReadStreamRequest)(nil),       // 26: coffer.agent.v1.ReadStreamRequest
-	(*ReadStreamResponse)(nil),      // 27: coffer.agent.v1.ReadStreamResponse
-	(*TtyWinResizeRequest)(nil),     // 28: coffer.agent.v1.TtyWinResizeRequest
-	nil,                             // 29: coffer.agent.v1.CreateSandboxRequest.SysctlsEntry
-	nil,                             // 30: coffer.agent.v1.CgroupStats.MemoryStatEntry
+	(*PauseContainerRequest)(nil),   // 14: coffer.agent.v1.PauseContainerRequest
+	(*ResumeContainerRequest)(nil),  // 15: coffer.agent.v1.ResumeContainerRequest
+	(*CgroupStats)(nil),             // 16: coffer.agent.v1.CgroupStats
+	(*ListContainersRequest)(nil),   // 17: coffer.agent.v1.ListContainersRequest
+	(*ContainerInfo)(nil),           // 18: coffer.agent.v1.ContainerInfo
+	(*ListContainersResponse)(nil),  // 19: coffer.agent.v1.ListContainersResponse
+	(*ExecProcessRequest)(nil),      // 20: coffer.agent.v1.ExecProcessRequest
+	(*ExecProcessResponse)(nil),     // 21: coffer.agent.v1.ExecProcessResponse
+	(*WaitProcessRequest)(nil),      // 22: coffer.agent.v1.WaitProcessRequest
+	(*WaitProcessResponse)(nil),     // 23: coffer.agent.v1.WaitProcessResponse
+	(*SignalProcessRequest)(nil),    // 24: coffer.agent.v1.SignalProcessRequest
+	(*WriteStdinRequest)(nil),       // 25: coffer.agent.v1.WriteStdinRequest
+	(*WriteStdinResponse)(nil),      // 26: coffer.agent.v1.WriteStdinResponse
+	(*CloseStdinRequest)(nil),       // 27: coffer.agent.v1.CloseStdinRequest
+	(*ReadStreamRequest)(nil),       // 28: coffer.agent.v1.ReadStreamRequest
+	(*ReadStreamResponse)(nil),      // 29: coffer.agent.v1.ReadStreamResponse
+	(*TtyWinResizeRequest)(nil),     // 30: coffer.agent.v1.TtyWinResizeRequest
+	nil,                             // 31: coffer.agent.v1.CreateSandboxRequest.SysctlsEntry
+	nil,                             // 32: coffer.agent.v1.CgroupStats.MemoryStatEntry
 }
 var file_agent_proto_depIdxs = []int32{
-	29, // 0: coffer.agent.v1.CreateSandboxRequest.sysctls:type_name -> coffer.agent.v1.CreateSandboxRequest.SysctlsEntry
+	31, // 0: coffer.agent.v1.CreateSandboxRequest.sysctls:type_name -> coffer.agent.v1.CreateSandboxRequest.SysctlsEntry
 	5,  // 1: coffer.agent.v1.CreateContainerRequest.rootfs:type_name -> coffer.agent.v1.Storage
 	7,  // 2: coffer.agent.v1.CreateContainerRequest.volumes:type_name -> coffer.agent.v1.SharedVolume
-	14, // 3: coffer.agent.v1.StatsContainerResponse.cgroup:type_name -> coffer.agent.v1.CgroupStats
-	30, // 4: coffer.agent.v1.CgroupStats.memory_stat:type_name -> coffer.agent.v1.CgroupStats.MemoryStatEntry
-	16, // 5: coffer.agent.v1.ListContainersResponse.containers:type_name -> coffer.agent.v1.ContainerInfo
+	16, // 3: coffer.agent.v1.StatsContainerResponse.cgroup:type_name -> coffer.agent.v1.CgroupStats
+	32, // 4: coffer.agent.v1.CgroupStats.memory_stat:type_name -> coffer.agent.v1.CgroupStats.MemoryStatEntry
+	18, // 5: coffer.agent.v1.ListContainersResponse.containers:type_name -> coffer.agent.v1.ContainerInfo
 	1,  // 6: coffer.agent.v1.Agent.Check:input_type -> coffer.agent.v1.CheckRequest
 	3,  // 7: coffer.agent.v1.Agent.CreateSandbox:input_type -> coffer.agent.v1.CreateSandboxRequest
 	4,  // 8: coffer.agent.v1.Agent.DestroySandbox:input_type -> coffer.agent.v1.DestroySandboxRequest
@@ -1942,34 +2038,38 @@ var file_agent_proto_depIdxs = []int32{
 	10, // 11: coffer.agent.v1.Agent.RemoveContainer:input_type -> coffer.agent.v1.RemoveContainerRequest
 	11, // 12: coffer.agent.v1.Agent.StatsContainer:input_type -> coffer.agent.v1.StatsContainerRequest
 	13, // 13: coffer.agent.v1.Agent.UpdateContainer:input_type -> coffer.agent.v1.UpdateContainerRequest
-	15, // 14: coffer.agent.v1.Agent.ListContainers:input_type -> coffer.agent.v1.ListContainersRequest
-	18, // 15: coffer.agent.v1.Agent.ExecProcess:input_type -> coffer.agent.v1.ExecProcessRequest
-	20, // 16: coffer.agent.v1.Agent.WaitProcess:input_type -> coffer.agent.v1.WaitProcessRequest
-	22, // 17: coffer.agent.v1.Agent.SignalProcess:input_type -> coffer.agent.v1.SignalProcessRequest
-	23, // 18: coffer.agent.v1.Agent.WriteStdin:input_type -> coffer.agent.v1.WriteStdinRequest
-	25, // 19: coffer.agent.v1.Agent.CloseStdin:input_type -> coffer.agent.v1.CloseStdinRequest
-	26, // 20: coffer.agent.v1.Agent.ReadStdout:input_type -> coffer.agent.v1.ReadStreamRequest
-	26, // 21: coffer.agent.v1.Agent.ReadStderr:input_type -> coffer.agent.v1.ReadStreamRequest
-	28, // 22: coffer.agent.v1.Agent.TtyWinResize:input_type -> coffer.agent.v1.TtyWinResizeRequest
-	2,  // 23: coffer.agent.v1.Agent.Check:output_type -> coffer.agent.v1.CheckResponse
-	0,  // 24: coffer.agent.v1.Agent.CreateSandbox:output_type -> coffer.agent.v1.Empty
-	0,  // 25: coffer.agent.v1.Agent.DestroySandbox:output_type -> coffer.agent.v1.Empty
-	8,  // 26: coffer.agent.v1.Agent.CreateContainer:output_type -> coffer.agent.v1.CreateContainerResponse
-	0,  // 27: coffer.agent.v1.Agent.StartContainer:output_type -> coffer.agent.v1.Empty
-	0,  // 28: coffer.agent.v1.Agent.RemoveContainer:output_type -> coffer.agent.v1.Empty
-	12, // 29: coffer.agent.v1.Agent.StatsContainer:output_type -> coffer.agent.v1.StatsContainerResponse
-	0,  // 30: coffer.agent.v1.Agent.UpdateContainer:output_type -> coffer.agent.v1.Empty
-	17, // 31: coffer.agent.v1.Agent.ListContainers:output_type -> coffer.agent.v1.ListContainersResponse
-	19, // 32: coffer.agent.v1.Agent.ExecProcess:output_type -> coffer.agent.v1.ExecProcessResponse
-	21, // 33: coffer.agent.v1.Agent.WaitProcess:output_type -> coffer.agent.v1.WaitProcessResponse
-	0,  // 34: coffer.agent.v1.Agent.SignalProcess:output_type -> coffer.agent.v1.Empty
-	24, // 35: coffer.agent.v1.Agent.WriteStdin:output_type -> coffer.agent.v1.WriteStdinResponse
-	0,  // 36: coffer.agent.v1.Agent.CloseStdin:output_type -> coffer.agent.v1.Empty
-	27, // 37: coffer.agent.v1.Agent.ReadStdout:output_type -> coffer.agent.v1.ReadStreamResponse
-	27, // 38: coffer.agent.v1.Agent.ReadStderr:output_type -> coffer.agent.v1.ReadStreamResponse
-	0,  // 39: coffer.agent.v1.Agent.TtyWinResize:output_type -> coffer.agent.v1.Empty
-	23, // [23:40] is the sub-list for method output_type
-	6,  // [6:23] is the sub-list for method input_type
+	14, // 14: coffer.agent.v1.Agent.PauseContainer:input_type -> coffer.agent.v1.PauseContainerRequest
+	15, // 15: coffer.agent.v1.Agent.ResumeContainer:input_type -> coffer.agent.v1.ResumeContainerRequest
+	17, // 16: coffer.agent.v1.Agent.ListContainers:input_type -> coffer.agent.v1.ListContainersRequest
+	20, // 17: coffer.agent.v1.Agent.ExecProcess:input_type -> coffer.agent.v1.ExecProcessRequest
+	22, // 18: coffer.agent.v1.Agent.WaitProcess:input_type -> coffer.agent.v1.WaitProcessRequest
+	24, // 19: coffer.agent.v1.Agent.SignalProcess:input_type -> coffer.agent.v1.SignalProcessRequest
+	25, // 20: coffer.agent.v1.Agent.WriteStdin:input_type -> coffer.agent.v1.WriteStdinRequest
+	27, // 21: coffer.agent.v1.Agent.CloseStdin:input_type -> coffer.agent.v1.CloseStdinRequest
+	28, // 22: coffer.agent.v1.Agent.ReadStdout:input_type -> coffer.agent.v1.ReadStreamRequest
+	28, // 23: coffer.agent.v1.Agent.ReadStderr:input_type -> coffer.agent.v1.ReadStreamRequest
+	30, // 24: coffer.agent.v1.Agent.TtyWinResize:input_type -> coffer.agent.v1.TtyWinResizeRequest
+	2,  // 25: coffer.agent.v1.Agent.Check:output_type -> coffer.agent.v1.CheckResponse
+	0,  // 26: coffer.agent.v1.Agent.CreateSandbox:output_type -> coffer.agent.v1.Empty
+	0,  // 27: coffer.agent.v1.Agent.DestroySandbox:output_type -> coffer.agent.v1.Empty
+	8,  // 28: coffer.agent.v1.Agent.CreateContainer:output_type -> coffer.agent.v1.CreateContainerResponse
+	0,  // 29: coffer.agent.v1.Agent.StartContainer:output_type -> coffer.agent.v1.Empty
+	0,  // 30: coffer.agent.v1.Agent.RemoveContainer:output_type -> coffer.agent.v1.Empty
+	12, // 31: coffer.agent.v1.Agent.StatsContainer:output_type -> coffer.agent.v1.StatsContainerResponse
+	0,  // 32: coffer.agent.v1.Agent.UpdateContainer:output_type -> coffer.agent.v1.Empty
+	0,  // 33: coffer.agent.v1.Agent.PauseContainer:output_type -> coffer.agent.v1.Empty
+	0,  // 34: coffer.agent.v1.Agent.ResumeContainer:output_type -> coffer.agent.v1.Empty
+	19, // 35: coffer.agent.v1.Agent.ListContainers:output_type -> coffer.agent.v1.ListContainersResponse
+	21, // 36: coffer.agent.v1.Agent.ExecProcess:output_type -> coffer.agent.v1.ExecProcessResponse
+	23, // 37: coffer.agent.v1.Agent.WaitProcess:output_type -> coffer.agent.v1.WaitProcessResponse
+	0,  // 38: coffer.agent.v1.Agent.SignalProcess:output_type -> coffer.agent.v1.Empty
+	26, // 39: coffer.agent.v1.Agent.WriteStdin:output_type -> coffer.agent.v1.WriteStdinResponse
+	0,  // 40: coffer.agent.v1.Agent.CloseStdin:output_type -> coffer.agent.v1.Empty
+	29, // 41: coffer.agent.v1.Agent.ReadStdout:output_type -> coffer.agent.v1.ReadStreamResponse
+	29, // 42: coffer.agent.v1.Agent.ReadStderr:output_type -> coffer.agent.v1.ReadStreamResponse
+	0,  // 43: coffer.agent.v1.Agent.TtyWinResize:output_type -> coffer.agent.v1.Empty
+	25, // [25:44] is the sub-list for method output_type
+	6,  // [6:25] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
 	6,  // [6:6] is the sub-list for extension extendee
 	0,  // [0:6] is the sub-list for field type_name
@@ -1986,7 +2086,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -16,6 +16,8 @@ type AgentService interface {
 	RemoveContainer(context.Context, *RemoveContainerRequest) (*Empty, error)
 	StatsContainer(context.Context, *StatsContainerRequest) (*StatsContainerResponse, error)
 	UpdateContainer(context.Context, *UpdateContainerRequest) (*Empty, error)
+	PauseContainer(context.Context, *PauseContainerRequest) (*Empty, error)
+	ResumeContainer(context.Context, *ResumeContainerRequest) (*Empty, error)
 	ListContainers(context.Context, *ListContainersRequest) (*ListContainersResponse, error)
 	ExecProcess(context.Context, *ExecProcessRequest) (*ExecProcessResponse, error)
 	WaitProcess(context.Context, *WaitProcessRequest) (*WaitProcessResponse, error)
@@ -85,6 +87,20 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.UpdateContainer(ctx, &req)
+			},
+			"PauseContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req PauseContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.PauseContainer(ctx, &req)
+			},
+			"ResumeContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ResumeContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ResumeContainer(ctx, &req)
 			},
 			"ListContainers": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req ListContainersRequest
@@ -222,6 +238,22 @@ func (c *agentClient) StatsContainer(ctx context.Context, req *StatsContainerReq
 func (c *agentClient) UpdateContainer(ctx context.Context, req *UpdateContainerRequest) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "coffer.agent.v1.Agent", "UpdateContainer", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) PauseContainer(ctx context.Context, req *PauseContainerRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "coffer.agent.v1.Agent", "PauseContainer", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) ResumeContainer(ctx context.Context, req *ResumeContainerRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "coffer.agent.v1.Agent", "ResumeContainer", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

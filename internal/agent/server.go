@@ -516,6 +516,39 @@ func (s *Server) UpdateContainer(ctx context.Context, req *api.UpdateContainerRe
 	return &api.Empty{}, nil
 }
 
+// freezeTimeout bounds how long Pause/ResumeContainer wait for the kernel.
+const freezeTimeout = 10 * time.Second
+
+func (s *Server) PauseContainer(ctx context.Context, req *api.PauseContainerRequest) (*api.Empty, error) {
+	return s.freeze(ctx, req.ContainerId, true)
+}
+
+func (s *Server) ResumeContainer(ctx context.Context, req *api.ResumeContainerRequest) (*api.Empty, error) {
+	return s.freeze(ctx, req.ContainerId, false)
+}
+
+// freeze freezes or thaws a started container's cgroup.
+func (s *Server) freeze(ctx context.Context, id string, frozen bool) (*api.Empty, error) {
+	verb := map[bool]string{true: "pause", false: "resume"}[frozen]
+	c, err := s.getContainer(id)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	started := c.started && c.c != nil
+	s.mu.Unlock()
+	if !started {
+		return nil, status.Errorf(codes.FailedPrecondition, "%s container %q: it is not started", verb, id)
+	}
+	fctx, cancel := context.WithTimeout(ctx, freezeTimeout)
+	defer cancel()
+	if err := c.c.Cgroup.Freeze(fctx, frozen); err != nil {
+		return nil, status.Errorf(codes.Internal, "%s container %q: %v", verb, id, err)
+	}
+	s.log.Info("container "+map[bool]string{true: "paused", false: "resumed"}[frozen], "id", id)
+	return &api.Empty{}, nil
+}
+
 func (s *Server) ListContainers(ctx context.Context, _ *api.ListContainersRequest) (*api.ListContainersResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -526,6 +559,9 @@ func (s *Server) ListContainers(ctx context.Context, _ *api.ListContainersReques
 			info.Pid = uint32(p.p.Pid)
 			if c.started {
 				info.Status = "running"
+				if frozen, _ := c.frozen(); frozen {
+					info.Status = "paused"
+				}
 			}
 			select {
 			case <-p.p.Done():
@@ -762,4 +798,12 @@ func (s *Server) TtyWinResize(ctx context.Context, req *api.TtyWinResizeRequest)
 		return nil, status.Errorf(codes.Internal, "resize terminal: %v", errors.Join(err, ioErr))
 	}
 	return &api.Empty{}, nil
+}
+
+// frozen reports whether the container's cgroup is frozen (paused).
+func (c *container) frozen() (bool, error) {
+	if c.c == nil || c.c.Cgroup == nil {
+		return false, nil
+	}
+	return c.c.Cgroup.Frozen()
 }

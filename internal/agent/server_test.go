@@ -285,6 +285,14 @@ func TestServerUnknownContainer(t *testing.T) {
 			_, err := s.ExecProcess(ctx, &api.ExecProcessRequest{ContainerId: "nope", ExecId: "e1", Process: []byte(`{"args":["sh"]}`)})
 			return err
 		},
+		"PauseContainer": func() error {
+			_, err := s.PauseContainer(ctx, &api.PauseContainerRequest{ContainerId: "nope"})
+			return err
+		},
+		"ResumeContainer": func() error {
+			_, err := s.ResumeContainer(ctx, &api.ResumeContainerRequest{ContainerId: "nope"})
+			return err
+		},
 	}
 	for name, call := range calls {
 		wantCode(t, name, call(), codes.NotFound, `container "nope" not found`)
@@ -295,6 +303,8 @@ func TestServerUnknownContainer(t *testing.T) {
 	wantCode(t, "no init", err, codes.NotFound, `container "c1" has no init process`)
 	_, err = s.ReadStdout(ctx, &api.ReadStreamRequest{ContainerId: "c1", ExecId: "e9"})
 	wantCode(t, "no exec", err, codes.NotFound, `exec "e9" not found in container "c1"`)
+	_, err = s.PauseContainer(ctx, &api.PauseContainerRequest{ContainerId: "c1"})
+	wantCode(t, "pause before start", err, codes.FailedPrecondition, `pause container "c1": it is not started`)
 }
 
 // TestServerUpdateContainerValidation: resources must be bounded OCI

@@ -147,6 +147,51 @@ func (c *Cgroup) Kill() error {
 	return c.write("cgroup.kill", "1")
 }
 
+// Freeze stops (frozen) or resumes every process of the cgroup
+// (cgroup.freeze) and waits until cgroup.events reports the new state.
+func (c *Cgroup) Freeze(ctx context.Context, frozen bool) error {
+	val := "0"
+	if frozen {
+		val = "1"
+	}
+	if err := c.write("cgroup.freeze", val); err != nil {
+		return err
+	}
+	for {
+		now, err := c.Frozen()
+		if err != nil {
+			return err
+		}
+		if now == frozen {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cgroup %s: waiting for frozen=%s: %w", c.Path, val, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// Frozen reports the "frozen" field of cgroup.events.
+func (c *Cgroup) Frozen() (bool, error) {
+	b, err := os.ReadFile(filepath.Join(c.Path, "cgroup.events"))
+	if err != nil {
+		return false, fmt.Errorf("read cgroup %s events: %w", c.Path, err)
+	}
+	return parseFrozen(string(b)), nil
+}
+
+// parseFrozen reads the frozen field of a cgroup.events text.
+func parseFrozen(events string) bool {
+	for _, line := range strings.Split(events, "\n") {
+		if k, v, ok := strings.Cut(line, " "); ok && k == "frozen" {
+			return strings.TrimSpace(v) == "1"
+		}
+	}
+	return false
+}
+
 // Pids lists the processes in the cgroup.
 func (c *Cgroup) Pids() ([]int, error) {
 	b, err := os.ReadFile(filepath.Join(c.Path, "cgroup.procs"))

@@ -248,3 +248,17 @@ func TestNewCgroup(t *testing.T) {
 		t.Fatalf("NewCgroup of an existing id = %v, want ErrExist", err)
 	}
 }
+
+func TestParseFrozen(t *testing.T) {
+	for in, want := range map[string]bool{
+		"populated 1\nfrozen 1\n": true,
+		"populated 1\nfrozen 0\n": false,
+		"frozen 1":                true,
+		"populated 0\n":           false,
+		"":                        false,
+	} {
+		if got := parseFrozen(in); got != want {
+			t.Errorf("parseFrozen(%q) = %v, want %v", in, got, want)
+		}
+	}
+}

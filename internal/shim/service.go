@@ -628,8 +628,8 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	p.mu.Lock()
 	st, code, exited := p.status, p.exitCode, p.exitedAt
 	p.mu.Unlock()
-	if st == task.Status_RUNNING {
-		return nil, grpcErr(fmt.Errorf("%s is still running: kill it first: %w", name(p), errdefs.ErrFailedPrecondition))
+	if st == task.Status_RUNNING || st == task.Status_PAUSED {
+		return nil, grpcErr(fmt.Errorf("%s is still %s: kill it first: %w", name(p), strings.ToLower(st.String()), errdefs.ErrFailedPrecondition))
 	}
 	pid := uint32(0)
 	if s.pod != nil {
@@ -718,6 +718,12 @@ func (s *Service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 	}
 	if _, ok := c.execs[r.ExecID]; ok {
 		return nil, grpcErr(fmt.Errorf("exec %s: %w", r.ExecID, errdefs.ErrAlreadyExists))
+	}
+	c.init.mu.Lock()
+	paused := c.init.status == task.Status_PAUSED
+	c.init.mu.Unlock()
+	if paused {
+		return nil, grpcErr(fmt.Errorf("exec %s: container %s is paused: resume it first: %w", r.ExecID, r.ID, errdefs.ErrFailedPrecondition))
 	}
 	if r.Spec == nil {
 		return nil, grpcErr(fmt.Errorf("exec %s has no process spec: %w", r.ExecID, errdefs.ErrInvalidArgument))
@@ -917,14 +923,55 @@ func decodeResources(a typeurl.Any) ([]byte, error) {
 	return json.Marshal(&res)
 }
 
-// Pause is not implemented.
+// Pause freezes every process of a running container (its cgroup in the
+// guest) and publishes TaskPaused; the task's status is PAUSED until Resume.
 func (s *Service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*ptypes.Empty, error) {
-	return nil, grpcErr(fmt.Errorf("pause of a Coffer task: %w", errdefs.ErrNotImplemented))
+	return s.freeze(ctx, r.ID, true)
 }
 
-// Resume is not implemented.
+// Resume thaws a paused container and publishes TaskResumed.
 func (s *Service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*ptypes.Empty, error) {
-	return nil, grpcErr(fmt.Errorf("resume of a Coffer task: %w", errdefs.ErrNotImplemented))
+	return s.freeze(ctx, r.ID, false)
+}
+
+func (s *Service) freeze(ctx context.Context, id string, pause bool) (*ptypes.Empty, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, p, err := s.lookup(id, "")
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	from, to, verb := task.Status_RUNNING, task.Status_PAUSED, "pause"
+	if !pause {
+		from, to, verb = task.Status_PAUSED, task.Status_RUNNING, "resume"
+	}
+	p.mu.Lock()
+	st := p.status
+	p.mu.Unlock()
+	if st != from || s.pod == nil {
+		return nil, grpcErr(fmt.Errorf("%s container %s: it is %s, not %s: %w", verb, id,
+			strings.ToLower(st.String()), strings.ToLower(from.String()), errdefs.ErrFailedPrecondition))
+	}
+	agent := s.pod.sb.Agent
+	if pause {
+		_, err = agent.PauseContainer(ctx, &api.PauseContainerRequest{ContainerId: id})
+	} else {
+		_, err = agent.ResumeContainer(ctx, &api.ResumeContainerRequest{ContainerId: id})
+	}
+	if err != nil {
+		return nil, grpcErr(fmt.Errorf("%s container %s: %w", verb, id, s.pod.sb.Explain(sandbox.AgentError(err))))
+	}
+	p.mu.Lock()
+	if p.status == from { // not exited meanwhile
+		p.status = to
+	}
+	p.mu.Unlock()
+	if pause {
+		s.publish(ctx, runtime.TaskPausedEventTopic, &eventstypes.TaskPaused{ContainerID: id})
+	} else {
+		s.publish(ctx, runtime.TaskResumedEventTopic, &eventstypes.TaskResumed{ContainerID: id})
+	}
+	return &ptypes.Empty{}, nil
 }
 
 // Checkpoint is not supported.
