@@ -115,6 +115,23 @@ func TestDetachedExecKillRm(t *testing.T) {
 	if r := coffer(t, "", "rm", name); r.code == 0 || !strings.Contains(r.stderr, "running") {
 		t.Fatalf("rm of a running pod without -f must fail: %+v", r)
 	}
+	// pause / unpause: ps shows it, exec is refused while paused (it would
+	// join the frozen cgroup), and works again after unpause.
+	if r := coffer(t, "", "pause", name); r.code != 0 {
+		t.Fatalf("pause: %+v", r)
+	}
+	if line := psLine(t, name); !strings.Contains(line, "paused") {
+		t.Fatalf("ps does not show the paused pod: %q", line)
+	}
+	if r := coffer(t, "", "exec", name, "--", "true"); r.code != 125 || !strings.Contains(r.stderr, "paused") {
+		t.Fatalf("exec into a paused pod: %+v", r)
+	}
+	if r := coffer(t, "", "unpause", name); r.code != 0 {
+		t.Fatalf("unpause: %+v", r)
+	}
+	if r := coffer(t, "", "exec", name, "--", "true"); r.code != 0 {
+		t.Fatalf("exec after unpause: %+v", r)
+	}
 	if r := coffer(t, "", "kill", name); r.code != 0 {
 		t.Fatalf("kill: %+v", r)
 	}

@@ -60,7 +60,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().BoolVar(&g.debug, "debug", false, "debug logging (host and guest agent)")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (default error)")
-	root.AddCommand(newRunCmd(g), newPsCmd(g), newExecCmd(g), newKillCmd(g), newRmCmd(g), newLogsCmd(), newKbsCmd(g), newGuestCmd(), newPodOwnerCmd(g))
+	root.AddCommand(newRunCmd(g), newPsCmd(g), newExecCmd(g), newKillCmd(g), newPauseCmd(true), newPauseCmd(false), newRmCmd(g), newLogsCmd(), newKbsCmd(g), newGuestCmd(), newPodOwnerCmd(g))
 	root.AddCommand(newImageCmd(g))
 	return root
 }

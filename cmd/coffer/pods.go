@@ -248,6 +248,9 @@ func newPsCmd(g *globalOpts) *cobra.Command {
 				qpid := "-"
 				if p.QEMUPID > 0 && status == sandbox.StatusRunning {
 					qpid = strconv.Itoa(p.QEMUPID)
+					if podPaused(cmd.Context(), p.Name) {
+						status = "paused"
+					}
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, status, ago(p.Created), orDash(p.Accel), qpid, truncate(strings.Join(p.Command, " "), 40))
 			}
@@ -256,6 +259,28 @@ func newPsCmd(g *globalOpts) *cobra.Command {
 	}
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print names only")
 	return cmd
+}
+
+// podPaused asks a running pod's agent whether its container is paused
+// (briefly: a pod that does not answer is shown as running).
+func podPaused(ctx context.Context, name string) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	agent, closer, err := sandbox.DialProxy(ctx, sandbox.PodDir(sandbox.RuntimeDir(), name))
+	if err != nil {
+		return false
+	}
+	defer closer()
+	r, err := agent.ListContainers(ctx, &api.ListContainersRequest{})
+	if err != nil {
+		return false
+	}
+	for _, c := range r.Containers {
+		if c.ContainerId == sandbox.ContainerID {
+			return c.Status == "paused"
+		}
+	}
+	return false
 }
 
 func orDash(s string) string {
@@ -408,6 +433,36 @@ func newKillCmd(g *globalOpts) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&sigName, "signal", "s", "KILL", "signal to send")
 	return cmd
+}
+
+// newPauseCmd makes `coffer pause` (pause) and `coffer unpause` (!pause):
+// the container's cgroup in the guest is frozen or thawed.
+func newPauseCmd(pause bool) *cobra.Command {
+	use, short := "pause NAME", "Freeze every process of a running pod's container (cgroup freezer in the guest)"
+	if !pause {
+		use, short = "unpause NAME", "Thaw a paused pod's container"
+	}
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			agent, closer, _, err := openPod(cmd.Context(), args[0])
+			if err != nil {
+				return &exitError{code: exitCofferError, err: err}
+			}
+			defer closer()
+			if pause {
+				_, err = agent.PauseContainer(cmd.Context(), &api.PauseContainerRequest{ContainerId: sandbox.ContainerID})
+			} else {
+				_, err = agent.ResumeContainer(cmd.Context(), &api.ResumeContainerRequest{ContainerId: sandbox.ContainerID})
+			}
+			if err != nil {
+				return &exitError{code: exitCofferError, err: sandbox.AgentError(err)}
+			}
+			return nil
+		},
+	}
 }
 
 func newRmCmd(g *globalOpts) *cobra.Command {

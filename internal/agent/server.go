@@ -602,6 +602,11 @@ func (s *Server) ExecProcess(ctx context.Context, req *api.ExecProcessRequest) (
 		s.mu.Unlock()
 		return nil, status.Errorf(codes.FailedPrecondition, "container %q is not running", c.id)
 	}
+	if frozen, _ := c.frozen(); frozen {
+		s.mu.Unlock()
+		// The new process would join the frozen cgroup and hang.
+		return nil, status.Errorf(codes.FailedPrecondition, "container %q is paused: unpause it first", c.id)
+	}
 	if len(c.procs) >= maxExecs {
 		for id, p := range c.procs {
 			if id != "" && p.waited {
