@@ -68,6 +68,8 @@ need_tool_in() { # dir name tags module@version
 need_tool_in $TOOLS containerd no_btrfs,no_devmapper,no_zfs github.com/containerd/containerd/v2/cmd/containerd@v2.4.2
 need_tool_in $TOOLS ctr no_btrfs,no_devmapper,no_zfs github.com/containerd/containerd/v2/cmd/ctr@v2.4.2
 need_tool_in $TOOLS crictl "" sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0
+# cosign, the reference for sigstore signatures (interop tests; a few minutes to build).
+need_tool_in $TOOLS cosign "" github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
 
 # skopeo with sigstore (Debian's 1.9 is built with it disabled), for the
 # signature interop tests. `go install skopeo@v` is refused (the proxy lists

@@ -835,3 +835,62 @@ func TestImageSigstoreSkopeoInterop(t *testing.T) {
 		}
 	}
 }
+
+// cosign itself (v2, key-based, no transparency log): `cosign sign` →
+// coffer verify (a digest reference under the default identity rule, a
+// tag under matchRepository: cosign signs the repository for a digest);
+// `coffer image sign` with cosign's encrypted key → `cosign verify`;
+// another key refused by both.
+func TestImageCosignInterop(t *testing.T) {
+	t.Parallel()
+	cosign := filepath.Join(toolsDir, "cosign")
+	if _, err := os.Stat(cosign); err != nil {
+		t.Fatalf("%s not found: run scripts/setup.sh (it installs cosign)", cosign)
+	}
+	reg := startRegistry(t)
+	dir := t.TempDir()
+	env := []string{"COSIGN_PASSWORD=pw", "HOME=" + dir}
+	if r := runCmd(t, env, "", cosign, "generate-key-pair", "--output-key-prefix", filepath.Join(dir, "co")); r.code != 0 {
+		t.Fatalf("cosign generate-key-pair: %s", r.stderr)
+	}
+	key, pub := filepath.Join(dir, "co.key"), filepath.Join(dir, "co.pub")
+	_, otherPub, _ := imagetest.ECKeyPEM(t)
+	other := filepath.Join(dir, "other.pub")
+	if err := os.WriteFile(other, otherPub, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	policy := func(name, pub, identity string) string {
+		p := filepath.Join(dir, name)
+		doc := `{"default":[{"type":"reject"}],"transports":{"docker":{"` + reg.host + `/bb":[{"type":"sigstoreSigned","keyPath":"` + pub + `"` + identity + `}]}}}`
+		if err := os.WriteFile(p, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	exact, byRepo := policy("exact.json", pub, ""), policy("repo.json", pub, `,"signedIdentity":{"type":"matchRepository"}`)
+	wrong := policy("wrong.json", other, "")
+
+	// cosign signs → coffer verifies.
+	d := pushBusybox(t, reg, "bb/cosigned:v1")
+	if r := runCmd(t, env, "", cosign, "sign", "--key", key, "--tlog-upload=false", "--allow-http-registry", "--yes", reg.host+"/bb/cosigned@"+d); r.code != 0 {
+		t.Fatalf("cosign sign: %s", r.stderr)
+	}
+	wantOK(t, coffer(t, "", "image", "verify", "--no-cache", "--policy", exact, reg.host+"/bb/cosigned@"+d))
+	wantOK(t, coffer(t, "", "image", "verify", "--no-cache", "--policy", byRepo, reg.host+"/bb/cosigned:v1"))
+	if r := coffer(t, "", "image", "verify", "--no-cache", "--policy", wrong, reg.host+"/bb/cosigned@"+d); r.code != 1 || !strings.Contains(r.stderr, "not made by a trusted key") {
+		t.Fatalf("verify under another key: exit %d %q", r.code, r.stderr)
+	}
+
+	// coffer signs with cosign's key → cosign verifies.
+	pushBusybox(t, reg, "bb/coffer-signed:v1")
+	wantOK(t, runCmd(t, env, "", cofferBin, "image", "sign", "--key", key, reg.host+"/bb/coffer-signed:v1"))
+	verify := func(pub string) result {
+		return runCmd(t, env, "", cosign, "verify", "--key", pub, "--insecure-ignore-tlog", "--allow-http-registry", reg.host+"/bb/coffer-signed:v1")
+	}
+	if r := verify(pub); r.code != 0 || !strings.Contains(r.stdout, "cosign container image signature") {
+		t.Fatalf("cosign verify of coffer's signature: exit %d %q %s", r.code, r.stdout, r.stderr)
+	}
+	if r := verify(other); r.code == 0 {
+		t.Fatal("cosign verify accepted coffer's signature under another key")
+	}
+}
