@@ -18,8 +18,11 @@ import (
 // CgroupMount is where the agent mounts the cgroup2 hierarchy in the guest.
 const CgroupMount = "/sys/fs/cgroup"
 
+// CgroupParentDir is the parent cgroup SetupCgroupRoot makes below root.
+func CgroupParentDir(root string) string { return filepath.Join(root, "coffer") }
+
 // SetupCgroupRoot enables the controllers containers need and creates the
-// parent cgroup that holds every container (root/coffer).
+// parent cgroup that holds every container (CgroupParentDir).
 func SetupCgroupRoot(root string) (string, error) {
 	avail, err := os.ReadFile(filepath.Join(root, "cgroup.controllers"))
 	if err != nil {
@@ -32,7 +35,7 @@ func SetupCgroupRoot(root string) (string, error) {
 			enable = append(enable, "+"+c)
 		}
 	}
-	parent := filepath.Join(root, "coffer")
+	parent := CgroupParentDir(root)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return "", fmt.Errorf("create cgroup %s: %w", parent, err)
 	}

@@ -21,8 +21,11 @@ import (
 // Runner creates containers below one cgroup parent.
 type Runner struct {
 	CgroupParent string
-	Reaper       *Reaper
-	Log          *slog.Logger
+	// CgroupReady, if set, blocks until CgroupParent is set up (the agent
+	// prepares it in the background while the host connects).
+	CgroupReady func(ctx context.Context) error
+	Reaper      *Reaper
+	Log         *slog.Logger
 	// Self is the binary to re-execute as the init stage
 	// (default /proc/self/exe).
 	Self string
@@ -105,6 +108,11 @@ func (r *Runner) Create(ctx context.Context, id string, spec *specs.Spec, rootfs
 	var res *specs.LinuxResources
 	if spec.Linux != nil {
 		res = spec.Linux.Resources
+	}
+	if r.CgroupReady != nil {
+		if err := r.CgroupReady(ctx); err != nil {
+			return nil, fmt.Errorf("container %s: %w", id, err)
+		}
 	}
 	cg, err := NewCgroup(r.CgroupParent, id, res)
 	if err != nil {
