@@ -75,7 +75,8 @@ need_tool_in $TOOLS cosign "" github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
 # signature interop tests. `go install skopeo@v` is refused (the proxy lists
 # no versions and the checksum database does not know it), so the module is
 # downloaded, checked against the hash pinned here, and built from source
-# with its go.sum verifying every dependency.
+# with its go.mod/go.sum as they are (-mod=readonly: go.sum verifies every
+# dependency and nothing is added).
 SKOPEO_VERSION=v1.16.1
 SKOPEO_SUM="h1:2H/GNi5tOzZPC67+6sU+QmOB0new1Tx23gN6Pqk5LxA="
 if [ ! -x "$TOOLS/skopeo" ]; then
@@ -90,7 +91,7 @@ if [ ! -x "$TOOLS/skopeo" ]; then
     exit 1
   fi
   cp -r "$src" "$work/skopeo" && chmod -R u+w "$work/skopeo" && rm -rf "$work/skopeo/vendor"
-  (cd "$work/skopeo" && CGO_ENABLED=0 go build -mod=mod -trimpath \
+  (cd "$work/skopeo" && CGO_ENABLED=0 go build -mod=readonly -trimpath \
     -tags "containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devmapper" \
     -o "$work/skopeo-bin" ./cmd/skopeo)
   $SUDO mkdir -p "$TOOLS" && $SUDO install -m 0755 "$work/skopeo-bin" "$TOOLS/skopeo"

@@ -399,7 +399,7 @@ func TestImageRun(t *testing.T) {
 	// --decryption-key: an encrypted image runs with its key, the
 	// plaintext is not left in the cache, and without the key it is refused.
 	priv, rsaPub := rsaKeyFiles(t, dir)
-	wantOK(t, coffer(t, "", "image", "encrypt", "--recipient", "jwe:"+rsaPub, reg.host+"/bb/plain:v1", reg.host+"/bb/enc:v1"))
+	encDigest := wantOK(t, coffer(t, "", "image", "encrypt", "--recipient", "jwe:"+rsaPub, reg.host+"/bb/plain:v1", reg.host+"/bb/enc:v1"))
 	if r := run(reg.host+"/bb/enc:v1", "true"); r.code != 125 || !strings.Contains(r.stderr, "give the private key with --decryption-key") {
 		t.Fatalf("encrypted image without a key: exit %d %q", r.code, r.stderr)
 	}
@@ -411,9 +411,13 @@ func TestImageRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), ".") {
+		if strings.HasPrefix(e.Name(), ".") || "sha256:"+e.Name() == encDigest {
 			t.Fatalf("decrypted copy %s left in the image cache", e.Name())
 		}
+	}
+	// The key is still needed after a run that had it.
+	if r := run(reg.host+"/bb/enc:v1", "true"); r.code != 125 || !strings.Contains(r.stderr, "give the private key with --decryption-key") {
+		t.Fatalf("encrypted image without a key after a run with it: exit %d %q", r.code, r.stderr)
 	}
 
 	// prune: recent entries stay under --older-than, everything goes without.

@@ -439,7 +439,12 @@ affected: each has its own copy of its root filesystem.`,
 			if err != nil {
 				return err
 			}
+			// Pulls and runs hold the cache shared; say why we wait.
+			waiting := time.AfterFunc(time.Second, func() {
+				fmt.Fprintf(os.Stderr, "waiting for the pulls and runs using %s to finish...\n", cacheDir)
+			})
 			st, err := c.Prune(cmd.Context(), olderThan)
+			waiting.Stop()
 			if err != nil {
 				return err
 			}
@@ -645,7 +650,7 @@ func humanBytes(n int64) string {
 // the unpacked rootfs is kept in the image cache by manifest digest), uses
 // it as --rootfs and takes the command, environment, working directory and
 // user from the image config (flags override). It returns the command.
-func imageArgs(cmd *cobra.Command, g *globalOpts, o *runOpts, args []string) ([]string, func(), error) {
+func imageArgs(ctx context.Context, cmd *cobra.Command, g *globalOpts, o *runOpts, args []string) ([]string, func(), error) {
 	nothing := func() {}
 	if o.rootfs != "" || len(args) == 0 || cmd.ArgsLenAtDash() == 0 {
 		return args, nothing, nil
@@ -676,7 +681,6 @@ func imageArgs(cmd *cobra.Command, g *globalOpts, o *runOpts, args []string) ([]
 	if err != nil {
 		return nil, nothing, err
 	}
-	ctx := cmd.Context()
 	img, err := p.Resolve(ctx, ref)
 	if err != nil {
 		return nil, nothing, err

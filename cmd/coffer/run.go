@@ -69,7 +69,11 @@ could not be executed and 127 that it was not found.`,
   coffer run --rm 127.0.0.1:5000/busybox:latest echo hi`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			args, cleanup, err := imageArgs(cmd, g, o, args) // `coffer run IMAGE [CMD...]`: see image.go
+			// Ctrl-C while an image is pulled or unpacked must still run the
+			// cleanup (a decrypted copy is removed there).
+			ictx, stopSignals := signal.NotifyContext(cmd.Context(), unix.SIGINT, unix.SIGTERM)
+			args, cleanup, err := imageArgs(ictx, cmd, g, o, args) // `coffer run IMAGE [CMD...]`: see image.go
+			stopSignals()
 			if err != nil {
 				return err
 			}

@@ -46,6 +46,8 @@ type container struct {
 	started  bool
 	removing bool
 	creating bool // CreateContainer has not finished yet
+	// freezeMu serialises PauseContainer and ResumeContainer.
+	freezeMu sync.Mutex
 }
 
 type process struct {
@@ -536,10 +538,21 @@ func (s *Server) freeze(ctx context.Context, id string, frozen bool) (*api.Empty
 	}
 	s.mu.Lock()
 	started := c.started && c.c != nil
+	init := c.procs[""]
 	s.mu.Unlock()
 	if !started {
 		return nil, status.Errorf(codes.FailedPrecondition, "%s container %q: it is not started", verb, id)
 	}
+	if init != nil && init.p != nil {
+		select {
+		case <-init.p.Done():
+			return nil, status.Errorf(codes.FailedPrecondition, "%s container %q: it has exited", verb, id)
+		default:
+		}
+	}
+	// One pause or resume at a time per container.
+	c.freezeMu.Lock()
+	defer c.freezeMu.Unlock()
 	fctx, cancel := context.WithTimeout(ctx, freezeTimeout)
 	defer cancel()
 	if err := c.c.Cgroup.Freeze(fctx, frozen); err != nil {
@@ -805,10 +818,11 @@ func (s *Server) TtyWinResize(ctx context.Context, req *api.TtyWinResizeRequest)
 	return &api.Empty{}, nil
 }
 
-// frozen reports whether the container's cgroup is frozen (paused).
+// frozen reports whether the container is paused or being paused
+// (cgroup.freeze asks for it, whether or not the kernel has finished).
 func (c *container) frozen() (bool, error) {
 	if c.c == nil || c.c.Cgroup == nil {
 		return false, nil
 	}
-	return c.c.Cgroup.Frozen()
+	return c.c.Cgroup.FreezeRequested()
 }

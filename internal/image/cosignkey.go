@@ -17,12 +17,13 @@ const (
 )
 
 // Bounds on the scrypt parameters an encrypted key may ask for: cosign
-// writes N=65536, r=8, p=1; anything far above is refused rather than
-// spending minutes and gigabytes on a malformed file.
+// writes N=65536, r=8, p=1 (64 MiB, 128·N·r bytes); anything far above is
+// refused rather than spending minutes and gigabytes on a malformed file.
 const (
-	maxScryptN = 1 << 20
-	maxScryptR = 32
-	maxScryptP = 16
+	maxScryptN      = 1 << 20
+	maxScryptR      = 32
+	maxScryptP      = 4
+	maxScryptMemory = 256 << 20 // bytes: 128·N·r
 )
 
 // encryptedKey is the JSON body of an encrypted cosign/sigstore key
@@ -58,7 +59,8 @@ func decryptCosignKey(body, passphrase []byte) ([]byte, error) {
 		return nil, fmt.Errorf("encrypted private key: unsupported kdf %q / cipher %q (want scrypt / nacl/secretbox)", k.KDF.Name, k.Cipher.Name)
 	}
 	p := k.KDF.Params
-	if p.N < 2 || p.N > maxScryptN || p.N&(p.N-1) != 0 || p.R < 1 || p.R > maxScryptR || p.P < 1 || p.P > maxScryptP {
+	if p.N < 2 || p.N > maxScryptN || p.N&(p.N-1) != 0 || p.R < 1 || p.R > maxScryptR || p.P < 1 || p.P > maxScryptP ||
+		128*p.N*p.R > maxScryptMemory {
 		return nil, fmt.Errorf("encrypted private key: scrypt parameters N=%d r=%d p=%d out of bounds", p.N, p.R, p.P)
 	}
 	if len(k.Cipher.Nonce) != 24 || len(k.KDF.Salt) == 0 {

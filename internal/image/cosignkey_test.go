@@ -69,6 +69,7 @@ func TestParseEncryptedPrivateKey(t *testing.T) {
 		{"not json", pem.EncodeToMemory(&pem.Block{Type: pemEncryptedCosignKey, Bytes: []byte("{")}), []byte(""), "encrypted private key"},
 		{"bad kdf", pem.EncodeToMemory(&pem.Block{Type: pemEncryptedCosignKey, Bytes: []byte(`{"kdf":{"name":"argon2"},"cipher":{"name":"nacl/secretbox"}}`)}), []byte(""), "unsupported kdf"},
 		{"N out of bounds", pem.EncodeToMemory(&pem.Block{Type: pemEncryptedCosignKey, Bytes: []byte(`{"kdf":{"name":"scrypt","params":{"N":2097152,"r":8,"p":1},"salt":"AA=="},"cipher":{"name":"nacl/secretbox","nonce":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}`)}), []byte(""), "out of bounds"},
+		{"memory out of bounds", pem.EncodeToMemory(&pem.Block{Type: pemEncryptedCosignKey, Bytes: []byte(`{"kdf":{"name":"scrypt","params":{"N":1048576,"r":8,"p":1},"salt":"AA=="},"cipher":{"name":"nacl/secretbox","nonce":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}`)}), []byte(""), "out of bounds"},
 		{"N not a power of two", pem.EncodeToMemory(&pem.Block{Type: pemEncryptedCosignKey, Bytes: []byte(`{"kdf":{"name":"scrypt","params":{"N":1000,"r":8,"p":1},"salt":"AA=="},"cipher":{"name":"nacl/secretbox","nonce":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}`)}), []byte(""), "out of bounds"},
 		{"short nonce", pem.EncodeToMemory(&pem.Block{Type: pemEncryptedCosignKey, Bytes: []byte(`{"kdf":{"name":"scrypt","params":{"N":1024,"r":8,"p":1},"salt":"AA=="},"cipher":{"name":"nacl/secretbox","nonce":"AAAA"}}`)}), []byte(""), "nonce must be 24 bytes"},
 	} {

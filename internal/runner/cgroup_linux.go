@@ -162,18 +162,35 @@ func (c *Cgroup) Freeze(ctx context.Context, frozen bool) error {
 	}
 	for {
 		now, err := c.Frozen()
-		if err != nil {
-			return err
-		}
-		if now == frozen {
+		if err == nil && now == frozen {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("cgroup %s: waiting for frozen=%s: %w", c.Path, val, ctx.Err())
-		case <-time.After(5 * time.Millisecond):
+		if err == nil {
+			select {
+			case <-ctx.Done():
+				err = fmt.Errorf("cgroup %s: waiting for frozen=%s: %w", c.Path, val, ctx.Err())
+			case <-time.After(5 * time.Millisecond):
+				continue
+			}
 		}
+		if frozen {
+			// A pause that failed must not complete later behind the
+			// caller's back: the container would stop while reported running.
+			_ = c.write("cgroup.freeze", "0")
+		}
+		return err
 	}
+}
+
+// FreezeRequested reports whether the cgroup is frozen or being frozen
+// (cgroup.freeze is 1), as opposed to Frozen, which is true only once the
+// kernel has stopped every process.
+func (c *Cgroup) FreezeRequested() (bool, error) {
+	b, err := os.ReadFile(filepath.Join(c.Path, "cgroup.freeze"))
+	if err != nil {
+		return false, fmt.Errorf("read cgroup %s freeze state: %w", c.Path, err)
+	}
+	return strings.TrimSpace(string(b)) == "1", nil
 }
 
 // Frozen reports the "frozen" field of cgroup.events.

@@ -935,37 +935,46 @@ func (s *Service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*ptypes
 }
 
 func (s *Service) freeze(ctx context.Context, id string, pause bool) (*ptypes.Empty, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, p, err := s.lookup(id, "")
-	if err != nil {
-		return nil, grpcErr(err)
-	}
 	from, to, verb := task.Status_RUNNING, task.Status_PAUSED, "pause"
 	if !pause {
 		from, to, verb = task.Status_PAUSED, task.Status_RUNNING, "resume"
 	}
+	// The agent call can take seconds: it runs without s.mu, so State,
+	// Kill and Wait are not held up by it.
+	s.mu.Lock()
+	_, p, err := s.lookup(id, "")
+	var sb *sandbox.Sandbox
+	if s.pod != nil {
+		sb = s.pod.sb
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return nil, grpcErr(err)
+	}
 	p.mu.Lock()
 	st := p.status
 	p.mu.Unlock()
-	if st != from || s.pod == nil {
+	if st != from || sb == nil {
 		return nil, grpcErr(fmt.Errorf("%s container %s: it is %s, not %s: %w", verb, id,
 			strings.ToLower(st.String()), strings.ToLower(from.String()), errdefs.ErrFailedPrecondition))
 	}
-	agent := s.pod.sb.Agent
 	if pause {
-		_, err = agent.PauseContainer(ctx, &api.PauseContainerRequest{ContainerId: id})
+		_, err = sb.Agent.PauseContainer(ctx, &api.PauseContainerRequest{ContainerId: id})
 	} else {
-		_, err = agent.ResumeContainer(ctx, &api.ResumeContainerRequest{ContainerId: id})
+		_, err = sb.Agent.ResumeContainer(ctx, &api.ResumeContainerRequest{ContainerId: id})
 	}
 	if err != nil {
-		return nil, grpcErr(fmt.Errorf("%s container %s: %w", verb, id, s.pod.sb.Explain(sandbox.AgentError(err))))
+		return nil, grpcErr(fmt.Errorf("%s container %s: %w", verb, id, sb.Explain(sandbox.AgentError(err))))
 	}
 	p.mu.Lock()
-	if p.status == from { // not exited meanwhile
+	changed := p.status == from // not exited (or changed by another call) meanwhile
+	if changed {
 		p.status = to
 	}
 	p.mu.Unlock()
+	if !changed {
+		return &ptypes.Empty{}, nil
+	}
 	if pause {
 		s.publish(ctx, runtime.TaskPausedEventTopic, &eventstypes.TaskPaused{ContainerID: id})
 	} else {
