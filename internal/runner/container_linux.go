@@ -42,9 +42,26 @@ type Process struct {
 	Pid int
 	// Console is the pty master of a terminal process (nil otherwise).
 	Console *os.File
+	// Stage is where the init/exec stage spent its time, for the log.
+	Stage StageTimes
 
 	done chan struct{}
 	exit Exit
+}
+
+// StageTimes splits a stage's start: spawn until its main runs (exec and
+// Go runtime start), reading its config, preparing the rootfs (init only),
+// and the rest until it reported ready. Zero when unknown.
+type StageTimes struct {
+	Start, Config, Rootfs, Ready time.Duration
+}
+
+func stageTimes(spawn int64, marks []int64) StageTimes {
+	if spawn == 0 || len(marks) != 4 {
+		return StageTimes{}
+	}
+	d := func(a, b int64) time.Duration { return time.Duration(b - a) }
+	return StageTimes{Start: d(spawn, marks[0]), Config: d(marks[0], marks[1]), Rootfs: d(marks[1], marks[2]), Ready: d(marks[2], marks[3])}
 }
 
 func newProcess(pid int, exit <-chan Exit) *Process {
@@ -232,6 +249,7 @@ func (r *Runner) spawn(ctx context.Context, cg *Cgroup, stdio Stdio, terminal bo
 			CgroupFD:    int(cgfd.Fd()),
 		},
 	}
+	spawn := monoNow()
 	pid, exit, err := r.Reaper.Start(func() (int, error) {
 		var proc *os.Process
 		var err error
@@ -287,6 +305,7 @@ func (r *Runner) spawn(ctx context.Context, cg *Cgroup, stdio Stdio, terminal bo
 			if terminal && p.Console == nil {
 				return fail(errors.New("the init stage sent no pty master"))
 			}
+			p.Stage = stageTimes(spawn, m.Marks)
 			return p, sc, nil
 		case "error":
 			return fail(&errStage{msg: m.Error})

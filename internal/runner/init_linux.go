@@ -30,6 +30,7 @@ func IsInit() bool { return len(os.Args) > 1 && os.Args[1] == InitArg }
 // execs the container process or exits non-zero after reporting the error
 // to the agent over fd 3.
 func RunInit() {
+	marks := []int64{monoNow()}
 	sync, err := fileSyncConn(os.NewFile(3, "sync"))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "coffer-init: %v\n", err)
@@ -40,13 +41,14 @@ func RunInit() {
 		fmt.Fprintf(os.Stderr, "coffer-init: read config: %v\n", err)
 		os.Exit(120)
 	}
-	err = runStage(sync, &cfg)
+	marks = append(marks, monoNow())
+	err = runStage(sync, &cfg, marks)
 	// Only reached on failure.
 	_ = sync.send(syncMsg{Type: "error", Error: err.Error()}, -1)
 	os.Exit(127)
 }
 
-func runStage(sync *syncConn, cfg *initConfig) error {
+func runStage(sync *syncConn, cfg *initConfig, marks []int64) error {
 	p := cfg.Process
 	if cfg.Mode == "init" && cfg.Spec != nil {
 		p = cfg.Spec.Process // sent once, inside the spec
@@ -70,6 +72,7 @@ func runStage(sync *syncConn, cfg *initConfig) error {
 			return err
 		}
 	}
+	marks = append(marks, monoNow())
 	if p.Terminal {
 		if err := setupConsole(sync, cfg.Mode == "init", p.ConsoleSize); err != nil {
 			return err
@@ -99,7 +102,7 @@ func runStage(sync *syncConn, cfg *initConfig) error {
 			return err
 		}
 	}
-	if err := sync.send(syncMsg{Type: "ready"}, -1); err != nil {
+	if err := sync.send(syncMsg{Type: "ready", Marks: append(marks, monoNow())}, -1); err != nil {
 		return fmt.Errorf("report ready: %w", err)
 	}
 	if cfg.Mode == "init" {

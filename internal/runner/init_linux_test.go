@@ -154,7 +154,7 @@ func TestApplySysctlsRejectsBadNames(t *testing.T) {
 
 func TestRunStageRejectsEmptyProcess(t *testing.T) {
 	for _, cfg := range []*initConfig{{Mode: "init"}, {Mode: "exec", Process: &specs.Process{}}} {
-		err := runStage(nil, cfg)
+		err := runStage(nil, cfg, nil)
 		if err == nil || !strings.Contains(err.Error(), "args are empty") {
 			t.Errorf("runStage(%+v) = %v", cfg, err)
 		}
@@ -164,5 +164,16 @@ func TestRunStageRejectsEmptyProcess(t *testing.T) {
 func TestIsInit(t *testing.T) {
 	if IsInit() {
 		t.Fatal("IsInit is true in the test binary")
+	}
+}
+
+func TestStageTimes(t *testing.T) {
+	got := stageTimes(100, []int64{150, 170, 200, 210})
+	want := StageTimes{Start: 50, Config: 20, Rootfs: 30, Ready: 10}
+	if got != want {
+		t.Errorf("stageTimes = %+v, want %+v", got, want)
+	}
+	if got := stageTimes(100, []int64{1, 2}); got != (StageTimes{}) {
+		t.Errorf("stageTimes with missing marks = %+v", got)
 	}
 }

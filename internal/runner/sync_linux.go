@@ -34,6 +34,18 @@ type initConfig struct {
 type syncMsg struct {
 	Type  string `json:"type"` // ready | error | console | start
 	Error string `json:"error,omitempty"`
+	// Marks (with "ready") are CLOCK_MONOTONIC readings of the stage: its
+	// main, config received, rootfs prepared, ready.
+	Marks []int64 `json:"marks,omitempty"`
+}
+
+// monoNow reads CLOCK_MONOTONIC, which every process in the guest shares.
+func monoNow() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return ts.Nano()
 }
 
 // syncConn wraps one end of the SOCK_SEQPACKET pair.
