@@ -378,11 +378,7 @@ func TestImageRun(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	policy := filepath.Join(dir, "policy.json")
-	doc := `{"default":[{"type":"reject"}],"transports":{"docker":{"` + reg.host + `/bb":[{"type":"sigstoreSigned","keyPath":"` + pub + `"}]}}}`
-	if err := os.WriteFile(policy, []byte(doc), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	policy := sigstorePolicy(t, filepath.Join(dir, "policy.json"), reg.host+"/bb", pub, "")
 	pushBusybox(t, reg, "bb/unsigned:v1", "--compression", "zstd")
 	before := reg.blobGets("bb/unsigned")
 	if r := run("--policy", policy, reg.host+"/bb/unsigned:v1", "true"); r.code != 125 || !strings.Contains(r.stderr, "signature policy denied") {
@@ -436,6 +432,22 @@ func TestImageRun(t *testing.T) {
 	if r := run(reg.host+"/bb/plain:v1", "echo", "again"); r.code != 0 || r.stdout != "again\n" {
 		t.Fatalf("run after prune: exit %d %q %q", r.code, r.stdout, r.stderr)
 	}
+}
+
+// sigstorePolicy writes a containers-policy.json at path that rejects
+// everything but scope, which needs a sigstore signature by the public key
+// in pubFile; identity, if set, is the requirement's signedIdentity object.
+func sigstorePolicy(t *testing.T, path, scope, pubFile, identity string) string {
+	t.Helper()
+	req := `{"type":"sigstoreSigned","keyPath":"` + pubFile + `"`
+	if identity != "" {
+		req += `,"signedIdentity":` + identity
+	}
+	doc := `{"default":[{"type":"reject"}],"transports":{"docker":{"` + scope + `":[` + req + `}]}}}`
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // rsaKeyFiles writes a PEM RSA private key (PKCS#8) and its public key.
@@ -590,12 +602,7 @@ func TestImageSignVerify(t *testing.T) {
 		}
 	}
 	policy := func(name, keyFile string) string {
-		p := filepath.Join(dir, name)
-		doc := `{"default":[{"type":"reject"}],"transports":{"docker":{"` + reg.host + `/bb":[{"type":"sigstoreSigned","keyPath":"` + filepath.Join(dir, keyFile) + `"}]}}}`
-		if err := os.WriteFile(p, []byte(doc), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
+		return sigstorePolicy(t, filepath.Join(dir, name), reg.host+"/bb", filepath.Join(dir, keyFile), "")
 	}
 	good, wrong := policy("policy.json", "pub.pem"), policy("wrong.json", "other.pem")
 	pushBusybox(t, reg, "bb/signed:v1")
@@ -783,7 +790,7 @@ func TestImageSigstoreSkopeoInterop(t *testing.T) {
 	}
 	write("registries.d/coffer.yaml", []byte("docker:\n  "+reg.host+":\n    use-sigstore-attachments: true\n"))
 	policy := func(name, pub string) string {
-		return write(name, []byte(`{"default":[{"type":"reject"}],"transports":{"docker":{"`+reg.host+`/bb":[{"type":"sigstoreSigned","keyPath":"`+pub+`"}]}}}`))
+		return sigstorePolicy(t, filepath.Join(dir, name), reg.host+"/bb", pub, "")
 	}
 	skPolicy, cPolicy := policy("sk.json", skPub), policy("c.json", cPub)
 	pushBusybox(t, reg, "bb/plain:v1")
@@ -864,14 +871,9 @@ func TestImageCosignInterop(t *testing.T) {
 		t.Fatal(err)
 	}
 	policy := func(name, pub, identity string) string {
-		p := filepath.Join(dir, name)
-		doc := `{"default":[{"type":"reject"}],"transports":{"docker":{"` + reg.host + `/bb":[{"type":"sigstoreSigned","keyPath":"` + pub + `"` + identity + `}]}}}`
-		if err := os.WriteFile(p, []byte(doc), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
+		return sigstorePolicy(t, filepath.Join(dir, name), reg.host+"/bb", pub, identity)
 	}
-	exact, byRepo := policy("exact.json", pub, ""), policy("repo.json", pub, `,"signedIdentity":{"type":"matchRepository"}`)
+	exact, byRepo := policy("exact.json", pub, ""), policy("repo.json", pub, `{"type":"matchRepository"}`)
 	wrong := policy("wrong.json", other, "")
 
 	// cosign signs → coffer verifies.

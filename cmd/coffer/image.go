@@ -676,8 +676,7 @@ func imageArgs(ctx context.Context, cmd *cobra.Command, g *globalOpts, o *runOpt
 		}
 	}
 	defer stop()
-	o.image.noCache = false
-	p, err := o.image.puller(g, progress)
+	p, err := o.image.puller(g, progress) // with the cache: run has no --no-cache
 	if err != nil {
 		return nil, nothing, err
 	}

@@ -532,7 +532,10 @@ func (s *Server) ResumeContainer(ctx context.Context, req *api.ResumeContainerRe
 
 // freeze freezes or thaws a started container's cgroup.
 func (s *Server) freeze(ctx context.Context, id string, frozen bool) (*api.Empty, error) {
-	verb := map[bool]string{true: "pause", false: "resume"}[frozen]
+	verb, done := "resume", "resumed"
+	if frozen {
+		verb, done = "pause", "paused"
+	}
 	c, err := s.getContainer(id)
 	if err != nil {
 		return nil, err
@@ -559,7 +562,7 @@ func (s *Server) freeze(ctx context.Context, id string, frozen bool) (*api.Empty
 	if err := c.c.Cgroup.Freeze(fctx, frozen); err != nil {
 		return nil, status.Errorf(codes.Internal, "%s container %q: %v", verb, id, err)
 	}
-	s.log.Info("container "+map[bool]string{true: "paused", false: "resumed"}[frozen], "id", id)
+	s.log.Info("container "+done, "id", id)
 	return &api.Empty{}, nil
 }
 

@@ -160,25 +160,27 @@ func (c *Cgroup) Freeze(ctx context.Context, frozen bool) error {
 	if err := c.write("cgroup.freeze", val); err != nil {
 		return err
 	}
+	err := c.waitFrozen(ctx, frozen)
+	if err != nil && frozen {
+		// A pause that failed must not complete later behind the
+		// caller's back: the container would stop while reported running.
+		_ = c.write("cgroup.freeze", "0")
+	}
+	return err
+}
+
+// waitFrozen polls cgroup.events until its frozen field is frozen.
+func (c *Cgroup) waitFrozen(ctx context.Context, frozen bool) error {
 	for {
 		now, err := c.Frozen()
-		if err == nil && now == frozen {
-			return nil
+		if err != nil || now == frozen {
+			return err
 		}
-		if err == nil {
-			select {
-			case <-ctx.Done():
-				err = fmt.Errorf("cgroup %s: waiting for frozen=%s: %w", c.Path, val, ctx.Err())
-			case <-time.After(5 * time.Millisecond):
-				continue
-			}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cgroup %s: waiting for frozen=%t: %w", c.Path, frozen, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
 		}
-		if frozen {
-			// A pause that failed must not complete later behind the
-			// caller's back: the container would stop while reported running.
-			_ = c.write("cgroup.freeze", "0")
-		}
-		return err
 	}
 }
 

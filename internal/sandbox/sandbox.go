@@ -269,21 +269,26 @@ func (s *Sandbox) Accel() hypervisor.Accel { return s.vm.Accel() }
 // Stop shuts the pod down: the agent removes every container and powers
 // the VM off; if that does not happen in time QEMU is told to quit and
 // finally killed. The VM directory is removed. Stop is idempotent.
-func (s *Sandbox) Stop(ctx context.Context) error {
+func (s *Sandbox) Stop(ctx context.Context) error { return s.end(ctx, true) }
+
+// Discard ends a pod whose guest holds nothing worth saving: its
+// containers have exited (or are to be killed anyway), its root
+// filesystems are read-only disks under a tmpfs overlay, and it has no
+// shared filesystem the guest could still owe writes to. QEMU is told to
+// quit at once, skipping the agent's DestroySandbox and the guest's power
+// off (what they would do — SIGKILL every process, sync a tmpfs — changes
+// nothing the host keeps). A pod with shared volumes ends as with Stop.
+func (s *Sandbox) Discard(ctx context.Context) error { return s.end(ctx, s.share != nil) }
+
+// end stops the VM, first through the agent (DestroySandbox with power
+// off) when viaAgent, then QMP quit, then SIGKILL; it removes the VM
+// directory and the share.
+func (s *Sandbox) end(ctx context.Context, viaAgent bool) error {
 	select {
 	case <-s.vm.Done():
 	default:
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := s.Agent.DestroySandbox(actx, &api.DestroySandboxRequest{PowerOff: true})
-
-		cancel()
-		if err == nil {
-			select {
-			case <-s.vm.Done():
-			case <-time.After(5 * time.Second):
-				s.log.Warn("the VM did not power off in time; stopping it", "id", s.ID)
-			case <-ctx.Done():
-			}
+		if viaAgent {
+			s.powerOff(ctx)
 		}
 	}
 	s.client.Close()
@@ -295,22 +300,21 @@ func (s *Sandbox) Stop(ctx context.Context) error {
 	return nil
 }
 
-// Discard ends a pod whose guest holds nothing worth saving: its
-// containers have exited (or are to be killed anyway), its root
-// filesystems are read-only disks under a tmpfs overlay, and it has no
-// shared filesystem the guest could still owe writes to. QEMU is told to
-// quit at once, skipping the agent's DestroySandbox and the guest's power
-// off (what they would do — SIGKILL every process, sync a tmpfs — changes
-// nothing the host keeps). A pod with shared volumes goes through Stop.
-func (s *Sandbox) Discard(ctx context.Context) error {
-	if s.share != nil {
-		return s.Stop(ctx)
+// powerOff asks the agent to destroy the sandbox and power off, and waits
+// a while for the VM to go.
+func (s *Sandbox) powerOff(ctx context.Context) {
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err := s.Agent.DestroySandbox(actx, &api.DestroySandboxRequest{PowerOff: true})
+	cancel()
+	if err != nil {
+		return
 	}
-	s.client.Close()
-	if err := s.vm.Stop(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return fmt.Errorf("stop the pod VM: %w", err)
+	select {
+	case <-s.vm.Done():
+	case <-time.After(5 * time.Second):
+		s.log.Warn("the VM did not power off in time; stopping it", "id", s.ID)
+	case <-ctx.Done():
 	}
-	return nil
 }
 
 // Kill ends the VM at once and cleans up.

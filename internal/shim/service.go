@@ -182,11 +182,12 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	// The VM must outlive this request.
 	vctx := context.WithoutCancel(ctx)
+	slots := podHotplugSlots(spec.Annotations)
 	sb, err := sandbox.Start(vctx, sandbox.Config{
 		ID: r.ID, StateDir: dir, Kernel: m.KernelPath(), Initrd: m.InitrdPath(), Cmdline: m.Cmdline,
 		MemoryMiB: cfg.MemoryMiB, VCPUs: cfg.VCPUs, Accel: cfg.Accel, QEMUPath: cfg.HypervisorPath,
 		Disks:        []hypervisor.Disk{{Serial: "rootfs0", Path: img, ReadOnly: true}},
-		HotplugSlots: podHotplugSlots(spec.Annotations),
+		HotplugSlots: slots,
 		SharedFS:     podNeedsSharedFS(cfg, spec),
 		Log:          s.log,
 	})
@@ -195,7 +196,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	rec := &podRecord{ID: r.ID, ShimPID: os.Getpid(), QEMUPID: sb.PID(), Bundle: r.Bundle,
 		Accel: string(sb.Accel()), GuestDir: cfg.GuestDir}
-	s.pod = &pod{dir: dir, sb: sb, rec: rec, slots: podHotplugSlots(spec.Annotations)}
+	s.pod = &pod{dir: dir, sb: sb, rec: rec, slots: slots}
 	if err := writeRecord(dir, rec); err != nil {
 		return nil, grpcErr(err)
 	}
