@@ -906,3 +906,29 @@ func testContainerdPauseResume(t *testing.T, c *containerd) {
 		return eventLine(ev, "/tasks/paused", "p1") != "" && eventLine(ev, "/tasks/resumed", "p1") != ""
 	})
 }
+
+// TestContainerdJoinPlainPodRefused: a plain `ctr run` pod gets no hot-plug
+// slots, so a container that names it as its CRI sandbox is refused with
+// an error that says why, and the pod runs on.
+func TestContainerdJoinPlainPodRefused(t *testing.T) {
+	c := startContainerd(t)
+	c.importBusybox(t)
+	if r := c.ctr(t, "", "run", "-d", "--runtime", "io.containerd.coffer.v2", busyboxImage, "solo", "sleep", "1000"); r.code != 0 {
+		t.Fatalf("run -d: exit %d %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() {
+		c.ctr(t, "", "task", "kill", "-s", "KILL", "solo")
+		waitFor(t, 30*time.Second, func() bool { return c.ctr(t, "", "task", "delete", "solo").code == 0 })
+		c.ctr(t, "", "containers", "rm", "solo")
+	})
+	r := c.ctr(t, "", "run", "--rm", "--runtime", "io.containerd.coffer.v2",
+		"--annotation", "io.kubernetes.cri.container-type=container", "--annotation", "io.kubernetes.cri.sandbox-id=solo",
+		busyboxImage, "joiner", "true")
+	if r.code == 0 || !strings.Contains(r.stderr, "was not a CRI pod sandbox") {
+		t.Fatalf("joining a plain pod: exit %d %q, want a refusal naming the reason", r.code, r.stderr)
+	}
+	c.ctr(t, "", "containers", "rm", "joiner")
+	if r := c.ctr(t, "", "task", "exec", "--exec-id", "e1", "solo", "true"); r.code != 0 {
+		t.Fatalf("the pod did not survive the refused join: exit %d %s", r.code, r.stderr)
+	}
+}
