@@ -239,6 +239,47 @@ func (b *Bolt) Put(ctx context.Context, ns, key string, value []byte, overwrite 
 	return written, nil
 }
 
+// PutBatch implements Store: one transaction, one fsync, for all of kvs.
+func (b *Bolt) PutBatch(ctx context.Context, ns string, kvs []KV, overwrite bool) ([]bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, b.wrap("put", ns, "", err)
+	}
+	for _, kv := range kvs {
+		if err := checkOp(ns, kv.Key); err != nil {
+			return nil, b.wrap("put", ns, kv.Key, err)
+		}
+		if err := checkValue(kv.Value, b.maxValue); err != nil {
+			return nil, b.wrap("put", ns, kv.Key, err)
+		}
+	}
+	written := make([]bool, len(kvs))
+	err := b.write(func(tx *bolt.Tx) error {
+		clear(written)
+		bk, err := tx.CreateBucketIfNotExists([]byte(ns))
+		if err != nil {
+			return err
+		}
+		for i, kv := range kvs {
+			if !overwrite && bk.Get([]byte(kv.Key)) != nil {
+				continue
+			}
+			v := kv.Value
+			if v == nil {
+				v = []byte{}
+			}
+			if err := bk.Put([]byte(kv.Key), v); err != nil {
+				return err
+			}
+			written[i] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, b.wrap("put", ns, fmt.Sprintf("(batch of %d)", len(kvs)), err)
+	}
+	return written, nil
+}
+
 // Delete removes ns/key; a missing key returns an error wrapping
 // ErrNotFound.
 func (b *Bolt) Delete(ctx context.Context, ns, key string) error {

@@ -87,6 +87,38 @@ func (m *Memory) Put(ctx context.Context, ns, key string, value []byte, overwrit
 	return true, nil
 }
 
+// PutBatch implements Store.
+func (m *Memory) PutBatch(ctx context.Context, ns string, kvs []KV, overwrite bool) ([]bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, kv := range kvs {
+		if err := m.check(ctx, "put", ns, kv.Key); err != nil {
+			return nil, err
+		}
+		if err := checkValue(kv.Value, m.maxValue); err != nil {
+			return nil, fmt.Errorf("store put %s/%s: %w", ns, kv.Key, err)
+		}
+	}
+	bk := m.data[ns]
+	if bk == nil {
+		bk = map[string][]byte{}
+		m.data[ns] = bk
+	}
+	written := make([]bool, len(kvs))
+	for i, kv := range kvs {
+		if _, ok := bk[kv.Key]; ok && !overwrite {
+			continue
+		}
+		v := bytes.Clone(kv.Value)
+		if v == nil {
+			v = []byte{}
+		}
+		bk[kv.Key] = v
+		written[i] = true
+	}
+	return written, nil
+}
+
 // Delete implements Store.
 func (m *Memory) Delete(ctx context.Context, ns, key string) error {
 	m.mu.Lock()

@@ -17,6 +17,12 @@ const (
 	NSAudit          = "audit"              // time-ordered key -> JSON event
 )
 
+// KV is one key and value for PutBatch.
+type KV struct {
+	Key   string
+	Value []byte
+}
+
 // Store is a namespaced key-value store. Implementations are safe for
 // concurrent use; a Put that returned nil survives a restart (for
 // persistent implementations).
@@ -25,6 +31,11 @@ type Store interface {
 	// Put writes value; with overwrite=false an existing key is kept and
 	// (false, nil) returned.
 	Put(ctx context.Context, ns, key string, value []byte, overwrite bool) (written bool, err error)
+	// PutBatch writes every kvs[i] with Put's overwrite rule, all in one
+	// transaction (for persistent stores: one fsync); written[i] tells
+	// whether kvs[i] was written. Either every write that was due happens
+	// or none does.
+	PutBatch(ctx context.Context, ns string, kvs []KV, overwrite bool) (written []bool, err error)
 	Delete(ctx context.Context, ns, key string) error
 	// List returns the keys in ns that start with prefix, sorted.
 	List(ctx context.Context, ns, prefix string) ([]string, error)

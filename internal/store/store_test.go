@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -432,12 +433,12 @@ func TestAudit(t *testing.T) {
 		ctx := context.Background()
 		base := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
 		for i := range 5 {
-			if err := appendAuditAt(ctx, st, map[string]int{"n": i}, base.Add(time.Duration(i)*time.Millisecond)); err != nil {
+			if err := AppendAuditBatch(ctx, st, []AuditItem{{At: base.Add(time.Duration(i) * time.Millisecond), Event: map[string]int{"n": i}}}); err != nil {
 				t.Fatal(err)
 			}
 		}
 		// Same timestamp twice still gives two entries.
-		if err := appendAuditAt(ctx, st, map[string]int{"n": 5}, base.Add(4*time.Millisecond)); err != nil {
+		if err := AppendAuditBatch(ctx, st, []AuditItem{{At: base.Add(4 * time.Millisecond), Event: map[string]int{"n": 5}}}); err != nil {
 			t.Fatal(err)
 		}
 		all, err := ListAudit(ctx, st, 0)
@@ -516,4 +517,61 @@ func TestGroupCommitMixed(t *testing.T) {
 			t.Fatalf("%s = %q", k, v)
 		}
 	}
+}
+
+func TestPutBatch(t *testing.T) {
+	impls(t, func(t *testing.T, st Store) {
+		ctx := context.Background()
+		if _, err := st.Put(ctx, NSResources, "a/b/old", []byte("keep"), true); err != nil {
+			t.Fatal(err)
+		}
+		kvs := []KV{{Key: "a/b/old", Value: []byte("new")}, {Key: "a/b/c1", Value: []byte("1")}, {Key: "a/b/c2"}}
+		written, err := st.PutBatch(ctx, NSResources, kvs, false)
+		if err != nil || !slices.Equal(written, []bool{false, true, true}) {
+			t.Fatalf("PutBatch = %v, %v", written, err)
+		}
+		if v, _ := st.Get(ctx, NSResources, "a/b/old"); string(v) != "keep" {
+			t.Errorf("existing value overwritten without overwrite: %q", v)
+		}
+		if v, err := st.Get(ctx, NSResources, "a/b/c2"); err != nil || len(v) != 0 {
+			t.Errorf("nil value: %q, %v", v, err)
+		}
+		// One bad entry refuses the whole batch: nothing is written.
+		bad := []KV{{Key: "a/b/d1", Value: []byte("1")}, {Key: "../x", Value: []byte("2")}}
+		if _, err := st.PutBatch(ctx, NSResources, bad, true); err == nil {
+			t.Fatal("a batch with a bad key was accepted")
+		}
+		if _, err := st.Get(ctx, NSResources, "a/b/d1"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("part of a refused batch was written: %v", err)
+		}
+	})
+}
+
+func TestAuditBatchKeepsOrder(t *testing.T) {
+	impls(t, func(t *testing.T, st Store) {
+		ctx := context.Background()
+		at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+		items := make([]AuditItem, 300)
+		for i := range items {
+			items[i] = AuditItem{At: at, Event: map[string]int{"n": i}}
+		}
+		if err := AppendAuditBatch(ctx, st, items); err != nil {
+			t.Fatal(err)
+		}
+		all, err := ListAudit(ctx, st, 0)
+		if err != nil || len(all) != len(items) {
+			t.Fatalf("ListAudit = %d entries, %v", len(all), err)
+		}
+		for i, e := range all {
+			if got := string(e.Event); got != fmt.Sprintf(`{"n":%d}`, i) {
+				t.Fatalf("entry %d = %s: the batch's order was lost", i, got)
+			}
+		}
+		if err := AppendAuditBatch(ctx, st, []AuditItem{{At: at, Event: 1}, {At: at, Event: func() {}}}); err == nil {
+			t.Error("a batch with an unencodable event was accepted")
+		}
+		if n, _ := ListAudit(ctx, st, 0); len(n) != len(items) {
+			t.Errorf("a refused batch wrote %d entries", len(n)-len(items))
+		}
+	})
 }
