@@ -6,7 +6,6 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -173,7 +172,13 @@ func do(ctx context.Context, hc *http.Client, method, url string, body []byte, h
 		}
 		return nil, ke
 	}
-	if out != nil {
+	if u, ok := out.(json.Unmarshaler); ok {
+		// The protocol types parse and validate in one pass; encoding/json
+		// would scan the answer twice more before calling them.
+		if err := u.UnmarshalJSON(b); err != nil {
+			return nil, fmt.Errorf("%s %s: bad answer: %w", method, url, err)
+		}
+	} else if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {
 			return nil, fmt.Errorf("%s %s: bad answer: %w", method, url, err)
 		}
@@ -232,21 +237,8 @@ func (c *Client) attestLocked(ctx context.Context) (string, error) {
 // tokenExpiry reads exp from a JWT without verifying it (the guest trusts
 // the channel, as guest-components does); zero if unreadable.
 func tokenExpiry(token string) time.Time {
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
-		return time.Time{}
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return time.Time{}
-	}
-	var claims struct {
-		Exp int64 `json:"exp"`
-	}
-	if json.Unmarshal(b, &claims) != nil || claims.Exp == 0 {
-		return time.Time{}
-	}
-	return time.Unix(claims.Exp, 0)
+	t, _ := protocol.TokenExpiry(token)
+	return t
 }
 
 // validTokenLocked returns a cached token that is not about to expire.

@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
 	"reflect"
 	"strings"
@@ -196,4 +197,62 @@ func FuzzSkipValue(f *testing.F) {
 			t.Fatalf("json.Valid %v, skipValue error %v, for %q", valid, err, data)
 		}
 	})
+}
+
+// FuzzTokenExpiry: any token text (it comes from the network) gives an
+// answer without panicking, and an exp it reports agrees with
+// encoding/json's reading of the claims.
+func FuzzTokenExpiry(f *testing.F) {
+	enc := func(claims string) string {
+		return "eyJhbGciOiJFUzI1NiJ9." + base64.RawURLEncoding.EncodeToString([]byte(claims)) + ".c2ln"
+	}
+	for _, c := range []string{`{"exp":1700000000}`, `{"exp":1.7e9,"iat":1}`, `{"exp":"1"}`, `{"exp":-5}`, `{}`, `[1]`, `{"exp":1,"exp":2}`} {
+		f.Add(enc(c))
+	}
+	f.Add("a.b")
+	f.Add("a.b.c.d")
+	f.Fuzz(func(t *testing.T, token string) {
+		exp, ok := TokenExpiry(token)
+		if !ok {
+			return
+		}
+		parts := strings.Split(token, ".")
+		b, err := base64.RawURLEncoding.DecodeString(parts[1])
+		if err != nil {
+			t.Fatalf("exp %v read from an undecodable payload", exp)
+		}
+		var claims struct{ Exp float64 }
+		if err := json.Unmarshal(b, &claims); err != nil {
+			t.Fatalf("exp %v read from claims encoding/json refuses: %v", exp, err)
+		}
+		if int64(claims.Exp) != exp.Unix() {
+			t.Fatalf("exp = %d, encoding/json reads %v", exp.Unix(), claims.Exp)
+		}
+	})
+}
+
+func TestTokenExpiry(t *testing.T) {
+	enc := func(claims string) string {
+		return "h." + base64.RawURLEncoding.EncodeToString([]byte(claims)) + ".s"
+	}
+	for _, c := range []struct {
+		token string
+		want  int64
+		ok    bool
+	}{
+		{enc(`{"exp":1700000000,"submods":{"cpu0":{}}}`), 1700000000, true},
+		{enc(` {"iat":1, "exp": 1.7e9 } `), 1700000000, true},
+		{enc(`{"exp":"1700000000"}`), 0, false},
+		{enc(`{"exp":0}`), 0, false},
+		{enc(`{"iat":1}`), 0, false},
+		{enc(`{"exp":1,"exp":2}`), 0, false}, // duplicate claim
+		{enc(`{"exp":1`), 0, false},
+		{"h." + enc(`{"exp":1}`)[2:] + ".extra", 0, false},
+		{"no-dots", 0, false},
+	} {
+		got, ok := TokenExpiry(c.token)
+		if ok != c.ok || (ok && got.Unix() != c.want) {
+			t.Errorf("TokenExpiry(%q) = %v, %v; want %d, %v", c.token, got.Unix(), ok, c.want, c.ok)
+		}
+	}
 }

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -515,4 +517,37 @@ func (m *members) str(name string, max int) (string, error) {
 		return "", fmt.Errorf("%w: %s member %q is %d bytes, limit %d", ErrTooLarge, m.what, name, len(s), max)
 	}
 	return s, nil
+}
+
+// TokenExpiry reads the "exp" claim (seconds since the epoch) of a JWT
+// without verifying the token: a guest trusts the channel it got the token
+// on, as guest-components does. It reports false for a token it cannot
+// read or one without a positive exp (a NumericDate: fractions are cut).
+// One pass over the claims; nothing else in them is decoded.
+func TokenExpiry(token string) (time.Time, bool) {
+	_, rest, ok := strings.Cut(token, ".")
+	if !ok {
+		return time.Time{}, false
+	}
+	payload, sig, ok := strings.Cut(rest, ".")
+	if !ok || strings.Contains(sig, ".") || len(payload) > MaxTokenSize {
+		return time.Time{}, false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		return time.Time{}, false
+	}
+	m, err := objectMembers(b, "token claims")
+	if err != nil {
+		return time.Time{}, false
+	}
+	raw := string(m.members["exp"])
+	if exp, err := strconv.ParseInt(raw, 10, 64); err == nil {
+		return time.Unix(exp, 0), exp > 0 && exp < 1e15
+	}
+	f, err := strconv.ParseFloat(raw, 64)
+	if err != nil || !(f >= 1 && f < 1e15) {
+		return time.Time{}, false
+	}
+	return time.Unix(int64(f), 0), true
 }
