@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -130,7 +131,25 @@ func podOwner(ctx context.Context, g *globalOpts, dir string) error {
 		_ = sandbox.WriteState(dir, st)
 		return err
 	}
-	pod, err := sandbox.StartPod(ctx, dir, &req, true, log)
+	// SIGTERM to the owner (coffer rm -f) stops the pod: while it starts,
+	// by cancelling the start (which cleans up); once the container runs,
+	// by killing it, which ends the pod. Installed first, so that no
+	// signal finds the default action (death without a recorded exit).
+	var running atomic.Pointer[api.AgentService]
+	startCtx, cancelStart := context.WithCancel(ctx)
+	defer cancelStart()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
+	go func() {
+		for range sigs {
+			if agent := running.Load(); agent != nil {
+				_, _ = (*agent).SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: sandbox.ContainerID, Signal: uint32(unix.SIGKILL), All: true})
+			} else {
+				cancelStart()
+			}
+		}
+	}()
+	pod, err := sandbox.StartPod(startCtx, dir, &req, true, log)
 	if err != nil {
 		if _, statErr := os.Stat(dir); statErr == nil || errors.Is(err, context.Canceled) {
 			return fail(err)
@@ -158,23 +177,18 @@ func podOwner(ctx context.Context, g *globalOpts, dir string) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = sandbox.CopyOutput(ctx, agent, sandbox.ContainerID, "", false, outf) }()
 	go func() { defer wg.Done(); _ = sandbox.CopyOutput(ctx, agent, sandbox.ContainerID, "", true, errf) }()
-	if err := pod.Start(ctx); err != nil {
+	if err := pod.Start(startCtx); err != nil {
 		pod.Close(nil, false)
 		if mkErr := os.MkdirAll(dir, 0o700); mkErr == nil {
 			return fail(err)
 		}
 		return err
 	}
+	running.Store(&agent)
+	if startCtx.Err() != nil { // a signal came between Start and Store
+		_, _ = agent.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: sandbox.ContainerID, Signal: uint32(unix.SIGKILL), All: true})
+	}
 	_, _ = agent.CloseStdin(ctx, &api.CloseStdinRequest{ContainerId: sandbox.ContainerID})
-	// SIGTERM to the owner (coffer rm -f) kills the container, which
-	// ends the pod.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
-	go func() {
-		for range sigs {
-			_, _ = agent.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: sandbox.ContainerID, Signal: uint32(unix.SIGKILL), All: true})
-		}
-	}()
 	res, err := pod.Wait(ctx)
 	code := -1
 	if err == nil {
@@ -184,6 +198,11 @@ func podOwner(ctx context.Context, g *globalOpts, dir string) error {
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
+		}
+		// Recorded before the teardown (proxy drain, VM stop), so that
+		// `coffer kill x && coffer rm x` sees the pod exited at once.
+		if err := pod.RecordExit(code); err != nil {
+			log.Warn("record pod exit", "err", err)
 		}
 	} else {
 		st.Error = err.Error()
@@ -428,6 +447,11 @@ func newKillCmd(g *globalOpts) *cobra.Command {
 			if err != nil {
 				return &exitError{code: exitCofferError, err: sandbox.AgentError(err)}
 			}
+			if sig == unix.SIGKILL {
+				// As `docker kill`: return once the pod shows the exit,
+				// so that `coffer kill x && coffer rm x` works.
+				return waitExited(cmd.Context(), args[0], 10*time.Second)
+			}
 			return nil
 		},
 	}
@@ -463,6 +487,23 @@ func newPauseCmd(pause bool) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// waitExited waits until the pod's state no longer says running.
+func waitExited(ctx context.Context, name string, timeout time.Duration) error {
+	dir := sandbox.PodDir(sandbox.RuntimeDir(), name)
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
+		st, err := sandbox.ReadState(dir)
+		if err != nil || st.EffectiveStatus() != sandbox.StatusRunning {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return &exitError{code: exitCofferError, err: fmt.Errorf("pod %q was sent SIGKILL but still shows running after %s (see `coffer ps`)", name, timeout)}
 }
 
 func newRmCmd(g *globalOpts) *cobra.Command {
@@ -501,9 +542,14 @@ func removePod(ctx context.Context, name string, force bool) error {
 		return sandbox.RemovePodDir(dir)
 	}
 	if err == nil && st.Status == sandbox.StatusExited {
-		// The owner records the exit, then tears down and leaves.
-		for i := 0; i < 100 && st.OwnerAlive(); i++ {
-			time.Sleep(50 * time.Millisecond)
+		// The owner records the exit, then tears down (at most ~20 s:
+		// the proxy's drain and the VM's stop) and leaves.
+		for deadline := time.Now().Add(25 * time.Second); st.OwnerAlive() && time.Now().Before(deadline); {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
 		}
 	}
 	if err == nil && st.OwnerAlive() {

@@ -169,7 +169,10 @@ func (p *Pod) Wait(ctx context.Context) (*api.WaitProcessResponse, error) {
 			select {
 			case <-p.Sandbox.Done():
 				return nil, p.Sandbox.VMError()
-			case <-time.After(200 * time.Millisecond):
+			case <-time.After(3 * time.Second):
+				// A closed agent connection is mostly a VM that is
+				// dying: QEMU's exit can take a moment to be reaped on
+				// a loaded host, and its cause is the useful message.
 			}
 			return nil, fmt.Errorf("wait for the container: %w", r.err)
 		}
@@ -177,6 +180,14 @@ func (p *Pod) Wait(ctx context.Context) (*api.WaitProcessResponse, error) {
 	case <-p.Sandbox.Done():
 		return nil, p.Sandbox.VMError()
 	}
+}
+
+// RecordExit records the container's exit status in the pod's state
+// (status exited) before the pod is torn down; Close records it again.
+func (p *Pod) RecordExit(code int) error {
+	p.State.ExitStatus = &code
+	p.State.Status = StatusExited
+	return WriteState(p.Dir, p.State)
 }
 
 // Close stops the VM. With keep (detached pods), the pod directory stays
