@@ -107,7 +107,11 @@ func NewService(ctx context.Context, cfg Config, publisher cshim.Publisher, sd s
 	}
 	s := &Service{cfg: cfg, ns: ns, publisher: publisher, sd: sd, log: log, level: level, containers: map[string]*container{}}
 	sd.RegisterCallback(func(context.Context) error {
+		// The callbacks run on their own goroutine (shutdown.Shutdown),
+		// never under s.mu: take it, as every other user of s.pod does.
+		s.mu.Lock()
 		s.stopPod()
+		s.mu.Unlock()
 		return publisher.Close()
 	})
 	return s, nil
@@ -537,7 +541,7 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	p.status = task.Status_RUNNING
 	p.mu.Unlock()
 	s.copyStdin(p)
-	go s.waitProcess(p)
+	go s.waitProcess(sb, p)
 	if r.ExecID == "" {
 		s.publish(ctx, runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: r.ID, Pid: pid})
 	} else {
@@ -548,8 +552,9 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 
 // waitProcess records p's exit (or the VM's death), lets its output
 // drain into the FIFOs and publishes TaskExit.
-func (s *Service) waitProcess(p *process) {
-	sb := s.pod.sb
+// sb is passed in: s.pod is guarded by s.mu and may be gone (the pod
+// discarded after the last delete) by the time this goroutine runs.
+func (s *Service) waitProcess(sb *sandbox.Sandbox, p *process) {
 	type res struct {
 		r   *api.WaitProcessResponse
 		err error
