@@ -58,12 +58,27 @@ type process struct {
 	stderr  *outStream
 	started time.Time
 	mu      sync.Mutex
-	closed  bool // stdin closed
-	waited  bool // an exit was reported to the host (guarded by Server.mu)
+	closed  bool      // stdin closed
+	waited  bool      // an exit was reported to the host (guarded by Server.mu)
+	waitAt  time.Time // when (guarded by Server.mu)
 	// oomBase is the cgroup's oom_kill count when the process started: an
 	// OOM kill is reported only if the count grew during its life.
 	oomBase uint64
 }
+
+// prunable reports whether an exec can be forgotten to make room: its
+// exit was reported and the host has read all its output, or the exit
+// was reported long ago (a host that stopped reading). Server.mu held.
+func (p *process) prunable(now time.Time) bool {
+	if !p.waited {
+		return false
+	}
+	return (p.stdout.drained() && p.stderr.drained()) || now.Sub(p.waitAt) > pruneAfter
+}
+
+// pruneAfter is how long an exec's unread output is kept after its exit
+// was reported, when room is needed for new execs.
+const pruneAfter = time.Minute
 
 // discard drops the process's unread output.
 func (p *process) discard() {
@@ -625,8 +640,9 @@ func (s *Server) ExecProcess(ctx context.Context, req *api.ExecProcessRequest) (
 		return nil, status.Errorf(codes.FailedPrecondition, "container %q is paused: unpause it first", c.id)
 	}
 	if len(c.procs) >= maxExecs {
+		now := time.Now()
 		for id, p := range c.procs {
-			if id != "" && p.waited {
+			if id != "" && p.prunable(now) {
 				p.discard()
 				if p.stdin != nil {
 					p.stdin.Close()
@@ -683,7 +699,7 @@ func (s *Server) WaitProcess(ctx context.Context, req *api.WaitProcessRequest) (
 	}
 	e := p.p.ExitStatus()
 	s.mu.Lock()
-	p.waited = true
+	p.waited, p.waitAt = true, time.Now()
 	s.mu.Unlock()
 	resp := &api.WaitProcessResponse{
 		ExitStatus: int32(e.Status), Signal: int32(e.Signal),

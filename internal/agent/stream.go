@@ -36,6 +36,17 @@ func closedStream() *outStream {
 	return s
 }
 
+// drained reports whether the stream has ended and all of it was read
+// (a nil stream counts as drained).
+func (s *outStream) drained() bool {
+	if s == nil {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.eof && len(s.buf) == 0
+}
+
 func (s *outStream) notifyLocked() {
 	close(s.changed)
 	s.changed = make(chan struct{})

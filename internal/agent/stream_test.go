@@ -290,3 +290,34 @@ func TestClosedStream(t *testing.T) {
 		t.Fatalf("closedStream read = %q, %v, %v", b, eof, err)
 	}
 }
+
+// An exec is pruned (to make room for new ones) only once its exit was
+// reported and its output read to the end, or long after its exit.
+func TestExecPrunable(t *testing.T) {
+	ctx := testCtx(t)
+	out := newOutStream()
+	w, done := pumpPipe(t, out)
+	if _, err := w.Write([]byte("tail")); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	<-done
+	p := &process{execID: "e", stdout: out, stderr: closedStream()}
+	now := time.Now()
+	if p.prunable(now) {
+		t.Fatal("an exec whose exit was not reported is prunable")
+	}
+	p.waited, p.waitAt = true, now
+	if p.prunable(now) {
+		t.Fatal("an exec with unread output is prunable")
+	}
+	if !p.prunable(now.Add(pruneAfter + time.Second)) {
+		t.Fatal("an exec whose output nobody read for a long time is not prunable")
+	}
+	if b := readAll(t, ctx, out, 100); string(b) != "tail" {
+		t.Fatalf("read %q", b)
+	}
+	if !p.prunable(now) {
+		t.Fatal("a reported, fully read exec is not prunable")
+	}
+}
