@@ -137,7 +137,7 @@ func (b *bench) rawIdle(ctx context.Context, label, initrd string) (*idleRow, er
 	}
 	defer os.RemoveAll(dir)
 	console := filepath.Join(dir, "console.log")
-	args := b.rawArgs(initrd, console, hypervisor.DefaultVCPUs)
+	args := b.rawArgs(initrd, console)
 	for i := range args {
 		if i > 0 && args[i-1] == "-append" {
 			args[i] += " benchidle=1"

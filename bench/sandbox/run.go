@@ -58,13 +58,10 @@ type series struct {
 func (b *bench) cases() []benchCase {
 	cs := []benchCase{
 		{"raw-boot", "(a) raw QEMU boot floor: same kernel, trivial initrd, power off", func(ctx context.Context) (result, error) {
-			return b.rawBoot(ctx, b.tinyInitrd, hypervisor.DefaultVCPUs)
-		}},
-		{"raw-boot-1cpu", "(a1) raw boot floor with 1 vCPU instead of coffer's default", func(ctx context.Context) (result, error) {
-			return b.rawBoot(ctx, b.tinyInitrd, 1)
+			return b.rawBoot(ctx, b.tinyInitrd)
 		}},
 		{"raw-boot-coffer-initrd", "(a2) raw boot with coffer's initrd, its /init replaced by the trivial one", func(ctx context.Context) (result, error) {
-			return b.rawBoot(ctx, b.cofferInitrd, hypervisor.DefaultVCPUs)
+			return b.rawBoot(ctx, b.cofferInitrd)
 		}},
 		{"coffer-run", "(b) coffer run --rm -- true (erofs rootfs, the default)", func(ctx context.Context) (result, error) {
 			return b.cofferRun(ctx, b.busybox, "", false)
@@ -365,7 +362,7 @@ func cmdError(what string, err error, out *tailBuffer) error {
 // rawArgs is the QEMU command line of the boot floor: the driver's
 // machine, CPU model, memory, vCPUs, accelerator, kernel and command line,
 // with no devices beyond the serial console.
-func (b *bench) rawArgs(initrd, console string, vcpus int) []string {
+func (b *bench) rawArgs(initrd, console string) []string {
 	cpu := "max"
 	if b.accel == hypervisor.AccelKVM {
 		cpu = "host"
@@ -377,7 +374,7 @@ func (b *bench) rawArgs(initrd, console string, vcpus int) []string {
 		"-accel", qemu.AccelArg(b.accel, hypervisor.DefaultTCGCacheMiB),
 		"-cpu", cpu,
 		"-m", strconv.Itoa(hypervisor.DefaultMemoryMiB),
-		"-smp", strconv.Itoa(vcpus),
+		"-smp", strconv.Itoa(hypervisor.DefaultVCPUs),
 		"-kernel", b.manifest.KernelPath(),
 		"-initrd", initrd,
 		"-append", b.manifest.Cmdline,
@@ -386,7 +383,7 @@ func (b *bench) rawArgs(initrd, console string, vcpus int) []string {
 	}
 }
 
-func (b *bench) rawBoot(ctx context.Context, initrd string, vcpus int) (result, error) {
+func (b *bench) rawBoot(ctx context.Context, initrd string) (result, error) {
 	dir, err := os.MkdirTemp(b.tmp, "raw-")
 	if err != nil {
 		return result{}, err
@@ -394,7 +391,7 @@ func (b *bench) rawBoot(ctx context.Context, initrd string, vcpus int) (result, 
 	defer os.RemoveAll(dir)
 	console := filepath.Join(dir, "console.log")
 	out := &tailBuffer{max: 4096}
-	cmd := exec.CommandContext(ctx, b.qemu, b.rawArgs(initrd, console, vcpus)...)
+	cmd := exec.CommandContext(ctx, b.qemu, b.rawArgs(initrd, console)...)
 	cmd.Stdout, cmd.Stderr = out, out
 	wall, cpu, err := timed(ctx, cmd, syscall.SIGKILL)
 	if err != nil {

@@ -103,7 +103,7 @@ could not be executed and 127 that it was not found.`,
 	f.BoolVar(&o.privileged, "privileged", false, "give the container every capability and a writable /sys (inside the VM only)")
 	f.BoolVar(&o.readOnly, "read-only", false, "mount the container's root filesystem read-only")
 	f.StringVar(&o.vmMemory, "vm-memory", "", "guest RAM (default: 256m, or the memory limit plus 128m)")
-	f.IntVar(&o.vcpus, "vcpus", 0, "guest vCPUs (default: the CPU limit rounded up, at least 2; the limit itself is enforced by the container's cgroup)")
+	f.IntVar(&o.vcpus, "vcpus", 0, "guest vCPUs (default: the CPU limit rounded up, at least 1)")
 	f.StringVar(&o.accel, "accel", "", "accelerator: kvm, tcg or auto (default auto, or $COFFER_ACCEL)")
 	f.StringVar(&o.guestDir, "guest-dir", "", "directory of the guest image built by `coffer guest build` (default: the cache dir)")
 	f.DurationVar(&o.bootTimeout, "boot-timeout", sandbox.DefaultBootTimeout, "how long to wait for the VM to boot")
@@ -207,7 +207,7 @@ func buildRequest(g *globalOpts, o *runOpts, args []string) (*sandbox.PodRequest
 	}
 	vcpus := o.vcpus
 	if vcpus == 0 {
-		vcpus = max(hypervisor.DefaultVCPUs, int(math.Ceil(o.cpus)))
+		vcpus = max(1, int(math.Ceil(o.cpus)))
 	}
 	if vcpus < 1 || vcpus > 64 {
 		return nil, fmt.Errorf("bad --vcpus %d: use 1 to 64", vcpus)

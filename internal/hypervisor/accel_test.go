@@ -190,7 +190,7 @@ func TestParseAccel(t *testing.T) {
 
 func TestConfigDefaultsAndValidate(t *testing.T) {
 	c := Config{StateDir: "/run/coffer/vm1", Kernel: "/k", Disks: []Disk{{Serial: "root", Path: "/r"}}}.WithDefaults()
-	if c.ID != "vm1" || c.QEMUPath != DefaultQEMU || c.MemoryMiB != 256 || c.VCPUs != DefaultVCPUs || c.MachineType != "q35" ||
+	if c.ID != "vm1" || c.QEMUPath != DefaultQEMU || c.MemoryMiB != 256 || c.VCPUs != 1 || c.MachineType != "q35" ||
 		c.ConsoleLog != "/run/coffer/vm1/console.log" || c.Disks[0].Format != "raw" || c.Disks[0].Cache != "writeback" {
 		t.Fatalf("defaults: %+v", c)
 	}

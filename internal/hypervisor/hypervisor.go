@@ -160,16 +160,9 @@ const maxFSTag = 36
 
 // Defaults applied by WithDefaults.
 const (
-	DefaultQEMU      = "qemu-system-x86_64"
-	DefaultMemoryMiB = 256
-	// DefaultVCPUs is 2 even for a container limited to one CPU: the
-	// guest's start-up work (the agent's background module loading, Go
-	// runtime threads, kernel workers) then runs in parallel, which made
-	// `coffer run -- true` ~7 % faster under TCG (docs/benchmarks.md) at
-	// no memory cost; an idle vCPU halts and costs the host nothing.
-	// A container's CPU limit is its cgroup's cpu.max in the guest, not
-	// the vCPU count.
-	DefaultVCPUs       = 2
+	DefaultQEMU        = "qemu-system-x86_64"
+	DefaultMemoryMiB   = 256
+	DefaultVCPUs       = 1
 	DefaultMachineType = "q35"
 	DefaultTCGCacheMiB = 64
 	DefaultDiskFormat  = "raw"

@@ -30,7 +30,7 @@ const RuntimeName = "io.containerd.coffer.v2"
 // annotation says otherwise.
 const (
 	defaultMemoryMiB = 256
-	defaultVCPUs     = hypervisor.DefaultVCPUs
+	defaultVCPUs     = 1
 )
 
 // DefaultConfigFile is the shim's configuration file. containerd's
@@ -88,7 +88,7 @@ type FileConfig struct {
 	GuestDir string `toml:"guest_dir"`
 	// MemoryMiB is the VM's memory (default 256).
 	MemoryMiB int `toml:"memory_mib"`
-	// VCPUs is the VM's vCPU count (default 2, see hypervisor.DefaultVCPUs).
+	// VCPUs is the VM's vCPU count (default 1).
 	VCPUs int `toml:"vcpus"`
 	// Accelerator is kvm, tcg or auto (default auto).
 	Accelerator string `toml:"accelerator"`
