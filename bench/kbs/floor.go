@@ -79,7 +79,8 @@ func newTeeKey() (*teeKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &teeKey{priv: priv, pub: pub}, nil
+	// As the KBS client keeps it: converted once for decryption.
+	return &teeKey{priv: protocol.DecryptionKey(priv), pub: pub}, nil
 }
 
 // newFloorKit builds the floor for a TEE; chip is the server's simulated

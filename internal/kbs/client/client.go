@@ -56,7 +56,7 @@ type Client struct {
 	now      func() time.Time
 
 	mu       sync.Mutex
-	priv     crypto.PrivateKey
+	priv     crypto.PrivateKey // as DecryptResponse uses it fastest (protocol.DecryptionKey)
 	pub      protocol.TeePubKey
 	token    string
 	tokenExp time.Time
@@ -116,7 +116,7 @@ func New(url string, attester tee.Attester, opts Options) (*Client, error) {
 		return nil, fmt.Errorf("generate the TEE key: %w", err)
 	}
 	return &Client{base: strings.TrimRight(url, "/"), http: &c2, attester: attester, opts: opts,
-		log: opts.Log, now: opts.Now, priv: priv, pub: pub}, nil
+		log: opts.Log, now: opts.Now, priv: protocol.DecryptionKey(priv), pub: pub}, nil
 }
 
 // KBSError is an error answer from the KBS.

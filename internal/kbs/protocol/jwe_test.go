@@ -3,6 +3,7 @@ package protocol
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -445,5 +446,31 @@ func BenchmarkRuntimeDataDigest(b *testing.B) {
 		if _, err := RuntimeDataDigest(HashSHA384, nonce, pub, &empty); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// DecryptionKey's form of an EC key decrypts what the ecdsa form does;
+// other keys pass through.
+func TestDecryptionKey(t *testing.T) {
+	priv, pub, err := NewTeeKey(AlgECDHESA256KW, CurveP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dk := DecryptionKey(priv)
+	if _, ok := dk.(*ecdh.PrivateKey); !ok {
+		t.Fatalf("DecryptionKey(%T) = %T, want *ecdh.PrivateKey", priv, dk)
+	}
+	resp, err := EncryptResponse(pub, []byte("secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []crypto.PrivateKey{priv, dk} {
+		if got, err := DecryptResponse(k, resp); err != nil || string(got) != "secret" {
+			t.Fatalf("DecryptResponse with %T = %q, %v", k, got, err)
+		}
+	}
+	rsaKey := testRSAKey()
+	if DecryptionKey(rsaKey) != crypto.PrivateKey(rsaKey) {
+		t.Fatal("an RSA key was changed")
 	}
 }

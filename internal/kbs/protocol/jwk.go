@@ -305,6 +305,20 @@ func NewTeePubKey(pub crypto.PublicKey, alg string) (TeePubKey, error) {
 	return k, nil
 }
 
+// DecryptionKey returns the form of a TEE private key that
+// DecryptResponse uses fastest: an *ecdsa.PrivateKey becomes its
+// *ecdh.PrivateKey (converting it computes the public point, a scalar
+// multiplication, so a client that keeps its key converts it once); other
+// keys come back unchanged.
+func DecryptionKey(priv crypto.PrivateKey) crypto.PrivateKey {
+	if k, ok := priv.(*ecdsa.PrivateKey); ok {
+		if e, err := k.ECDH(); err == nil {
+			return e
+		}
+	}
+	return priv
+}
+
 // NewTeeKey generates a TEE key pair for a client: alg AlgECDHESA256KW
 // with crv CurveP256 (also when crv is "") or CurveP521 gives an
 // *ecdsa.PrivateKey; AlgRSAOAEP256 or AlgRSA15 (crv must be "") gives a
