@@ -81,16 +81,24 @@ var channelModules = map[string]bool{
 }
 
 // podModules are the rest of what every pod needs: the rootfs disk and its
-// filesystems, and the balloon whose free page reporting hands memory the
-// guest frees back to the host. They load in the background while the
-// host connects; storage waits for them. Everything else in
+// filesystems. They load in the background while the host connects;
+// storage waits for them. The balloon (lateModules) comes later. Everything else in
 // ModulesLoadFile (vsock, networking, dm-crypt and dm-verity, the RNG) is
 // not loaded at boot: each module costs milliseconds of boot time (tens of
 // ms under TCG).
 var podModules = map[string]bool{
 	"virtio_blk": true, "overlay": true, "erofs": true, "libcrc32c": true,
-	"virtio_balloon": true,
 }
+
+// lateModules load balloonAfter the pod modules: the balloon, whose free
+// page reporting hands memory the guest freed back to the host, pays off
+// only for pods that live on, and loading it (module and device probe)
+// while the first container starts took CPU from that start on a
+// one-vCPU guest.
+var lateModules = map[string]bool{"virtio_balloon": true}
+
+// balloonAfter is when the balloon loads, after the pod modules.
+const balloonAfter = time.Second
 
 // pageReportingOrder is where the kernel keeps the smallest block of free
 // memory (2^order pages) that free page reporting hands back to the host.
@@ -98,10 +106,11 @@ var podModules = map[string]bool{
 // touched and freed again sits in smaller blocks, so the agent lowers it.
 const pageReportingOrder = "/sys/module/page_reporting/parameters/page_reporting_order"
 
-// lowerReportingOrderAfter delays lowering the reporting order: reporting
-// single pages costs CPU while the pod starts (measured: ~3 % of a short
-// `coffer run`), and it pays off only for pods that live on.
-const lowerReportingOrderAfter = 3 * time.Second
+// lowerReportingOrderAfter (after the balloon loads) delays lowering the
+// reporting order: reporting single pages costs CPU while the pod starts
+// (measured: ~3 % of a short `coffer run`), and it pays off only for pods
+// that live on.
+const lowerReportingOrderAfter = 2 * time.Second
 
 // bootWork is module loading that runs in the background; wait blocks
 // until it is done and returns its error.
@@ -120,21 +129,32 @@ func startBootWork(log *slog.Logger, want func(name string) bool) *bootWork {
 			return
 		}
 		log.Debug("pod kernel modules loaded", "took", time.Since(start))
-		time.AfterFunc(lowerReportingOrderAfter, func() {
-			if err := os.WriteFile(pageReportingOrder, []byte("0"), 0); err != nil {
-				if !errors.Is(err, os.ErrNotExist) {
-					log.Warn("lower the free page reporting order (the host gets less of the guest's free memory back)", "err", err)
-				}
-				return
-			}
-			// Reporting runs when pages are freed; an idle guest frees
-			// little. Compaction frees (and merges) pages, so it both
-			// starts a reporting pass and hands back bigger blocks.
-			_ = os.WriteFile("/proc/sys/vm/compact_memory", []byte("1"), 0)
-		})
-
+		time.AfterFunc(balloonAfter, func() { startBalloon(log) })
 	}()
 	return w
+}
+
+// startBalloon loads the balloon module, then lowers the free page
+// reporting order once the pod has settled.
+func startBalloon(log *slog.Logger) {
+	start := time.Now()
+	if err := loadModules(log, func(name string) bool { return lateModules[name] }); err != nil {
+		log.Warn("load the balloon module (the host gets none of the guest's free memory back)", "err", err)
+		return
+	}
+	log.Debug("balloon module loaded", "took", time.Since(start))
+	time.AfterFunc(lowerReportingOrderAfter, func() {
+		if err := os.WriteFile(pageReportingOrder, []byte("0"), 0); err != nil {
+			if !errors.Is(err, os.ErrNotExist) {
+				log.Warn("lower the free page reporting order (the host gets less of the guest's free memory back)", "err", err)
+			}
+			return
+		}
+		// Reporting runs when pages are freed; an idle guest frees
+		// little. Compaction frees (and merges) pages, so it both
+		// starts a reporting pass and hands back bigger blocks.
+		_ = os.WriteFile("/proc/sys/vm/compact_memory", []byte("1"), 0)
+	})
 }
 
 func (w *bootWork) wait(ctx context.Context) error {
