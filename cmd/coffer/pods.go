@@ -431,7 +431,7 @@ func newKillCmd(g *globalOpts) *cobra.Command {
 	var sigName string
 	cmd := &cobra.Command{
 		Use:   "kill [-s SIGNAL] NAME",
-		Short: "Send a signal (default KILL) to a running pod's container",
+		Short: "Send a signal (default KILL, which returns once the exit is recorded) to a running pod's container",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			sig, err := parseSignal(sigName)
