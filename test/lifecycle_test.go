@@ -244,3 +244,35 @@ func TestCrashedOwnerCleanedUp(t *testing.T) {
 		t.Fatal("stale pod dir not cleaned up")
 	}
 }
+
+// coffer kill of a foreground pod returns promptly (it hangs up before
+// waiting, so the pod's proxy does not wait for it) and the foreground
+// coffer run exits 137 right after.
+func TestKillForegroundPod(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	name := "fgkill"
+	cmd := exec.CommandContext(ctx, cofferBin, "run", "--rm", "--name", name, "--rootfs", busybox, "--", "sh", "-c", "echo up; exec sleep 600")
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 90*time.Second, func() bool { return strings.Contains(stdout.String(), "up") })
+	r := coffer(t, "", "kill", name)
+	if r.code != 0 {
+		t.Fatalf("kill: %+v", r)
+	}
+	if r.took > 5*time.Second {
+		t.Errorf("kill of a foreground pod took %s", r.took)
+	}
+	err := cmd.Wait()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	}
+	if code != 137 {
+		t.Fatalf("foreground coffer run exited %d after kill, want 137; stderr: %s", code, stderr.String())
+	}
+}

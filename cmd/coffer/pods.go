@@ -442,8 +442,10 @@ func newKillCmd(g *globalOpts) *cobra.Command {
 			if err != nil {
 				return &exitError{code: exitCofferError, err: err}
 			}
-			defer closer()
 			_, err = agent.SignalProcess(cmd.Context(), &api.SignalProcessRequest{ContainerId: sandbox.ContainerID, Signal: uint32(sig), All: sig == unix.SIGKILL})
+			// Hang up at once: the pod's proxy waits for its clients
+			// before the pod's teardown, which waitExited waits for.
+			_ = closer()
 			if err != nil {
 				return &exitError{code: exitCofferError, err: sandbox.AgentError(err)}
 			}

@@ -77,13 +77,19 @@ func TestProxyStopClosesIdleClients(t *testing.T) {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ServeProxy(ctx, l, &signalAgent{}) }()
-	_, closeClient, err := DialProxy(context.Background(), filepath.Dir(path))
+	agent := &signalAgent{arrived: make(chan struct{}, 1), release: make(chan struct{})}
+	close(agent.release)
+	go func() { done <- ServeProxy(ctx, l, agent) }()
+	client, closeClient, err := DialProxy(context.Background(), filepath.Dir(path))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer closeClient()
-	time.Sleep(20 * time.Millisecond)
+	// One answered call: the proxy has accepted (and counts) the
+	// connection before it is stopped.
+	if _, err := client.SignalProcess(context.Background(), &api.SignalProcessRequest{ContainerId: ContainerID}); err != nil {
+		t.Fatal(err)
+	}
 	t0 := time.Now()
 	stop()
 	select {

@@ -543,7 +543,10 @@ func TokenExpiry(token string) (time.Time, bool) {
 	}
 	raw := string(m.members["exp"])
 	if exp, err := strconv.ParseInt(raw, 10, 64); err == nil {
-		return time.Unix(exp, 0), exp > 0 && exp < 1e15
+		if exp <= 0 || exp >= 1e15 {
+			return time.Time{}, false
+		}
+		return time.Unix(exp, 0), true
 	}
 	f, err := strconv.ParseFloat(raw, 64)
 	if err != nil || !(f >= 1 && f < 1e15) {

@@ -157,8 +157,14 @@ func (s *Server) auditWriter() {
 		if len(batch) == 0 {
 			return
 		}
-		if err := store.AppendAuditBatch(context.Background(), s.deps.Store, batch); err != nil {
-			s.log.Error("write audit log", "events", len(batch), "err", err)
+		err := store.AppendAuditBatch(context.Background(), s.deps.Store, batch)
+		if err != nil {
+			// One retry: a batch holds many events, so a transient
+			// store error should not cost them all.
+			err = store.AppendAuditBatch(context.Background(), s.deps.Store, batch)
+		}
+		if err != nil {
+			s.log.Error("write audit log: events lost", "events", len(batch), "err", err)
 		}
 		clear(batch)
 		batch = batch[:0]
