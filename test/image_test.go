@@ -756,6 +756,17 @@ func TestImageGPGSkopeoInterop(t *testing.T) {
 	}
 }
 
+// requireTool returns the path of a tool scripts/setup.sh installs into
+// the tools dir, failing the test (with why setup.sh is needed) if absent.
+func requireTool(t *testing.T, name, why string) string {
+	t.Helper()
+	p := filepath.Join(toolsDir, name)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s not found: run scripts/setup.sh (%s)", p, why)
+	}
+	return p
+}
+
 // Sigstore key-based signatures, both ways with skopeo built with sigstore
 // (scripts/setup.sh builds skopeo 1.16 into the tools dir: Debian's has it
 // disabled). skopeo --sign-by-sigstore-private-key → coffer verify/pull;
@@ -764,10 +775,7 @@ func TestImageGPGSkopeoInterop(t *testing.T) {
 // unsigned images refused by both.
 func TestImageSigstoreSkopeoInterop(t *testing.T) {
 	t.Parallel()
-	skopeo := filepath.Join(toolsDir, "skopeo")
-	if _, err := os.Stat(skopeo); err != nil {
-		t.Fatalf("%s not found: run scripts/setup.sh (it builds skopeo with sigstore support)", skopeo)
-	}
+	skopeo := requireTool(t, "skopeo", "it builds skopeo with sigstore support")
 	reg := startRegistry(t)
 	dir := t.TempDir()
 	write := func(name string, b []byte) string {
@@ -854,10 +862,7 @@ func TestImageSigstoreSkopeoInterop(t *testing.T) {
 // another key refused by both.
 func TestImageCosignInterop(t *testing.T) {
 	t.Parallel()
-	cosign := filepath.Join(toolsDir, "cosign")
-	if _, err := os.Stat(cosign); err != nil {
-		t.Fatalf("%s not found: run scripts/setup.sh (it installs cosign)", cosign)
-	}
+	cosign := requireTool(t, "cosign", "it installs cosign")
 	reg := startRegistry(t)
 	dir := t.TempDir()
 	env := []string{"COSIGN_PASSWORD=pw", "HOME=" + dir}

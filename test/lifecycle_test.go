@@ -45,16 +45,8 @@ func TestSignalForwarding(t *testing.T) {
 
 func TestQEMUKilledMidRun(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	name := "victim"
-	cmd := exec.CommandContext(ctx, cofferBin, "run", "--rm", "--name", name, "--rootfs", busybox, "--", "sh", "-c", "echo up; sleep 600")
-	var stdout, stderr syncBuffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 90*time.Second, func() bool { return strings.Contains(stdout.String(), "up") })
+	cmd, stderr := startForeground(t, name, "echo up; sleep 600")
 	var st struct {
 		QEMUPID int `json:"qemu_pid"`
 	}
@@ -84,6 +76,23 @@ func TestQEMUKilledMidRun(t *testing.T) {
 	if !strings.Contains(stderr.String(), "VM exited unexpectedly") || !strings.Contains(stderr.String(), "killed by signal") {
 		t.Errorf("unclear message: %q", stderr.String())
 	}
+}
+
+// startForeground starts `coffer run --rm --name name -- sh -c script`
+// (which must print "up" once running) and waits for "up". The command is
+// killed at the end of the test if still running.
+func startForeground(t *testing.T, name, script string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, cofferBin, "run", "--rm", "--name", name, "--rootfs", busybox, "--", "sh", "-c", script)
+	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 90*time.Second, func() bool { return strings.Contains(stdout.String(), "up") })
+	return cmd, stderr
 }
 
 func TestDetachedExecKillRm(t *testing.T) {
@@ -250,16 +259,8 @@ func TestCrashedOwnerCleanedUp(t *testing.T) {
 // coffer run exits 137 right after.
 func TestKillForegroundPod(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	name := "fgkill"
-	cmd := exec.CommandContext(ctx, cofferBin, "run", "--rm", "--name", name, "--rootfs", busybox, "--", "sh", "-c", "echo up; exec sleep 600")
-	var stdout, stderr syncBuffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 90*time.Second, func() bool { return strings.Contains(stdout.String(), "up") })
+	cmd, stderr := startForeground(t, name, "echo up; exec sleep 600")
 	r := coffer(t, "", "kill", name)
 	if r.code != 0 {
 		t.Fatalf("kill: %+v", r)

@@ -136,6 +136,9 @@ func podOwner(ctx context.Context, g *globalOpts, dir string) error {
 	// by killing it, which ends the pod. Installed first, so that no
 	// signal finds the default action (death without a recorded exit).
 	var running atomic.Pointer[api.AgentService]
+	kill := func(agent api.AgentService) {
+		_, _ = agent.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: sandbox.ContainerID, Signal: uint32(unix.SIGKILL), All: true})
+	}
 	startCtx, cancelStart := context.WithCancel(ctx)
 	defer cancelStart()
 	sigs := make(chan os.Signal, 1)
@@ -143,7 +146,7 @@ func podOwner(ctx context.Context, g *globalOpts, dir string) error {
 	go func() {
 		for range sigs {
 			if agent := running.Load(); agent != nil {
-				_, _ = (*agent).SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: sandbox.ContainerID, Signal: uint32(unix.SIGKILL), All: true})
+				kill(*agent)
 			} else {
 				cancelStart()
 			}
@@ -186,7 +189,7 @@ func podOwner(ctx context.Context, g *globalOpts, dir string) error {
 	}
 	running.Store(&agent)
 	if startCtx.Err() != nil { // a signal came between Start and Store
-		_, _ = agent.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: sandbox.ContainerID, Signal: uint32(unix.SIGKILL), All: true})
+		kill(agent)
 	}
 	_, _ = agent.CloseStdin(ctx, &api.CloseStdinRequest{ContainerId: sandbox.ContainerID})
 	res, err := pod.Wait(ctx)
@@ -198,11 +201,6 @@ func podOwner(ctx context.Context, g *globalOpts, dir string) error {
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
-		}
-		// Recorded before the teardown (proxy drain, VM stop), so that
-		// `coffer kill x && coffer rm x` sees the pod exited at once.
-		if err := pod.RecordExit(code); err != nil {
-			log.Warn("record pod exit", "err", err)
 		}
 	} else {
 		st.Error = err.Error()

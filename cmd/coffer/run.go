@@ -310,13 +310,6 @@ func runForeground(ctx context.Context, log *slog.Logger, o *runOpts, dir string
 	}
 	cancel()
 	code, err := attachAndWait(ctx, log, pod, o, sigs)
-	if err == nil && !o.rm {
-		// Visible before the teardown, as for detached pods (coffer kill
-		// waits for it).
-		if rerr := pod.RecordExit(code); rerr != nil {
-			log.Warn("record pod exit", "err", rerr)
-		}
-	}
 	pod.Close(&code, !o.rm)
 	if err != nil {
 		return startError(err)

@@ -182,14 +182,6 @@ func (p *Pod) Wait(ctx context.Context) (*api.WaitProcessResponse, error) {
 	}
 }
 
-// RecordExit records the container's exit status in the pod's state
-// (status exited) before the pod is torn down; Close records it again.
-func (p *Pod) RecordExit(code int) error {
-	p.State.ExitStatus = &code
-	p.State.Status = StatusExited
-	return WriteState(p.Dir, p.State)
-}
-
 // Close stops the VM. With keep (detached pods), the pod directory stays
 // with the exit status recorded, for `coffer ps` until `coffer rm`;
 // otherwise the directory is removed. exit is the container's status once
@@ -198,6 +190,14 @@ func (p *Pod) RecordExit(code int) error {
 func (p *Pod) Close(exit *int, keep bool) {
 	if keep {
 		p.State.ExitStatus = exit
+		if exit != nil {
+			// Recorded before the teardown (proxy drain, VM stop), so
+			// that `coffer kill x && coffer rm x` sees the exit at once.
+			p.State.Status = StatusExited
+			if err := WriteState(p.Dir, p.State); err != nil {
+				p.log.Warn("record pod exit", "err", err)
+			}
+		}
 	}
 	p.teardown(keep, exit != nil)
 }

@@ -947,13 +947,7 @@ func (s *Service) freeze(ctx context.Context, id string, pause bool) (*ptypes.Em
 	}
 	// The agent call can take seconds: it runs without s.mu, so State,
 	// Kill and Wait are not held up by it.
-	s.mu.Lock()
-	_, p, err := s.lookup(id, "")
-	var sb *sandbox.Sandbox
-	if s.pod != nil {
-		sb = s.pod.sb
-	}
-	s.mu.Unlock()
+	p, sb, err := s.lookupProcess(id, "")
 	if err != nil {
 		return nil, grpcErr(err)
 	}

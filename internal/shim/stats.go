@@ -17,13 +17,7 @@ import (
 // containerd's io.containerd.cgroups.v2.Metrics (what `ctr task metrics`
 // prints).
 func (s *Service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
-	s.mu.Lock()
-	_, _, err := s.lookup(r.ID, "")
-	var sb *sandbox.Sandbox
-	if s.pod != nil {
-		sb = s.pod.sb
-	}
-	s.mu.Unlock()
+	_, sb, err := s.lookupProcess(r.ID, "")
 	if err != nil {
 		return nil, grpcErr(err)
 	}

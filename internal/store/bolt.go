@@ -205,44 +205,17 @@ func (b *Bolt) Get(ctx context.Context, ns, key string) ([]byte, error) {
 // Put stores value at ns/key. With overwrite=false an existing value is
 // kept and (false, nil) returned. The write is fsync'd before returning.
 func (b *Bolt) Put(ctx context.Context, ns, key string, value []byte, overwrite bool) (bool, error) {
-	if err := ctx.Err(); err != nil {
-		return false, b.wrap("put", ns, key, err)
-	}
-	if err := checkOp(ns, key); err != nil {
-		return false, b.wrap("put", ns, key, err)
-	}
-	if err := checkValue(value, b.maxValue); err != nil {
-		return false, b.wrap("put", ns, key, err)
-	}
-	var written bool
-	err := b.write(func(tx *bolt.Tx) error {
-		written = false
-		bk, err := tx.CreateBucketIfNotExists([]byte(ns))
-		if err != nil {
-			return err
-		}
-		if !overwrite && bk.Get([]byte(key)) != nil {
-			return nil
-		}
-		if value == nil {
-			value = []byte{} // bbolt treats nil values as missing on Get
-		}
-		if err := bk.Put([]byte(key), value); err != nil {
-			return err
-		}
-		written = true
-		return nil
-	})
+	written, err := b.PutBatch(ctx, ns, []KV{{Key: key, Value: value}}, overwrite)
 	if err != nil {
-		return false, b.wrap("put", ns, key, err)
+		return false, err
 	}
-	return written, nil
+	return written[0], nil
 }
 
 // PutBatch implements Store: one transaction, one fsync, for all of kvs.
 func (b *Bolt) PutBatch(ctx context.Context, ns string, kvs []KV, overwrite bool) ([]bool, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, b.wrap("put", ns, "", err)
+		return nil, b.wrap("put", ns, batchKey(kvs), err)
 	}
 	for _, kv := range kvs {
 		if err := checkOp(ns, kv.Key); err != nil {
@@ -275,9 +248,17 @@ func (b *Bolt) PutBatch(ctx context.Context, ns string, kvs []KV, overwrite bool
 		return nil
 	})
 	if err != nil {
-		return nil, b.wrap("put", ns, fmt.Sprintf("(batch of %d)", len(kvs)), err)
+		return nil, b.wrap("put", ns, batchKey(kvs), err)
 	}
 	return written, nil
+}
+
+// batchKey names a batch's keys in errors: the key of a single write.
+func batchKey(kvs []KV) string {
+	if len(kvs) == 1 {
+		return kvs[0].Key
+	}
+	return fmt.Sprintf("(batch of %d)", len(kvs))
 }
 
 // Delete removes ns/key; a missing key returns an error wrapping

@@ -63,28 +63,11 @@ func (m *Memory) Get(ctx context.Context, ns, key string) ([]byte, error) {
 
 // Put implements Store.
 func (m *Memory) Put(ctx context.Context, ns, key string, value []byte, overwrite bool) (bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.check(ctx, "put", ns, key); err != nil {
+	written, err := m.PutBatch(ctx, ns, []KV{{Key: key, Value: value}}, overwrite)
+	if err != nil {
 		return false, err
 	}
-	if err := checkValue(value, m.maxValue); err != nil {
-		return false, fmt.Errorf("store put %s/%s: %w", ns, key, err)
-	}
-	bk := m.data[ns]
-	if bk == nil {
-		bk = map[string][]byte{}
-		m.data[ns] = bk
-	}
-	if _, ok := bk[key]; ok && !overwrite {
-		return false, nil
-	}
-	v := bytes.Clone(value)
-	if v == nil {
-		v = []byte{}
-	}
-	bk[key] = v
-	return true, nil
+	return written[0], nil
 }
 
 // PutBatch implements Store.
