@@ -31,6 +31,9 @@ const (
 type bootConfig struct {
 	logLevel  slog.Level
 	transport string // "serial" (default) or "vsock"
+	// goStage (coffer.stage=go) starts containers through the Go init
+	// stage only, for comparison with the C stage.
+	goStage bool
 }
 
 func parseCmdline(cmdline string) bootConfig {
@@ -42,6 +45,8 @@ func parseCmdline(cmdline string) bootConfig {
 			_ = cfg.logLevel.UnmarshalText([]byte(v))
 		case "coffer.transport":
 			cfg.transport = v
+		case "coffer.stage":
+			cfg.goStage = v == "go"
 		}
 	}
 	return cfg
@@ -101,7 +106,7 @@ func Main() error {
 			log.Error("set up the containers' cgroup", "err", cgErr)
 		}
 	}()
-	r := &runner.Runner{CgroupParent: runner.CgroupParentDir(runner.CgroupMount), Reaper: reaper, Log: log,
+	r := &runner.Runner{CgroupParent: runner.CgroupParentDir(runner.CgroupMount), Reaper: reaper, Log: log, GoStage: cfg.goStage,
 		CgroupReady: func(ctx context.Context) error {
 			select {
 			case <-cgDone:

@@ -388,7 +388,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *api.CreateContainerRe
 	ok = true
 	s.log.Info("container created", "id", id, "pid", pr.p.Pid, "args", spec.Process.Args,
 		"rootfs_took", t1.Sub(t0), "init_stage_took", time.Since(t1),
-		"stage_start", pr.p.Stage.Start, "stage_config", pr.p.Stage.Config, "stage_rootfs", pr.p.Stage.Rootfs, "stage_ready", pr.p.Stage.Ready)
+		"c_stage", pr.p.Stage.C, "stage_start", pr.p.Stage.Start, "stage_config", pr.p.Stage.Config, "stage_rootfs", pr.p.Stage.Rootfs, "stage_ready", pr.p.Stage.Ready)
 	if req.Start {
 		if err := s.startContainer(ctx, c, pr); err != nil {
 			return nil, err

@@ -29,6 +29,9 @@ type Runner struct {
 	// Self is the binary to re-execute as the init stage
 	// (default /proc/self/exe).
 	Self string
+	// GoStage starts containers through the Go init stage even where the
+	// C stage could (for comparison and debugging).
+	GoStage bool
 }
 
 // Stdio holds the child's ends of the stdio pipes of a non-terminal
@@ -51,9 +54,12 @@ type Process struct {
 
 // StageTimes splits a stage's start: spawn until its main runs (exec and
 // Go runtime start), reading its config, preparing the rootfs (init only),
-// and the rest until it reported ready. Zero when unknown.
+// and the rest until it reported ready. Zero when unknown. For the C stage
+// (C set) Start is the fork, Rootfs the agent's preparation on its thread
+// and Ready the stage's own work.
 type StageTimes struct {
 	Start, Config, Rootfs, Ready time.Duration
+	C                            bool
 }
 
 func stageTimes(spawn int64, marks []int64) StageTimes {
@@ -149,7 +155,13 @@ func (r *Runner) Create(ctx context.Context, id string, spec *specs.Spec, rootfs
 			}
 		}
 	}
-	proc, sc, err := r.spawn(ctx, cg, stdio, spec.Process.Terminal, flags, nil, &initConfig{Mode: "init", Spec: spec, Rootfs: rootfs})
+	var proc *Process
+	var sc *syncConn
+	if r.cStageFits(spec) {
+		proc, sc, err = r.spawnC(ctx, cg, stdio, flags, spec, rootfs)
+	} else {
+		proc, sc, err = r.spawn(ctx, cg, stdio, spec.Process.Terminal, flags, nil, &initConfig{Mode: "init", Spec: spec, Rootfs: rootfs})
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -212,9 +224,10 @@ func (c *Container) Exec(ctx context.Context, p *specs.Process, stdio Stdio) (*P
 	return proc, nil
 }
 
-// spawn forks the init/exec stage. With joinPid set, the child is born in
-// that process's pid namespace and the nsenter constructor joins the rest.
-func (r *Runner) spawn(ctx context.Context, cg *Cgroup, stdio Stdio, terminal bool, cloneflags uintptr, joinPid *int, cfg *initConfig) (*Process, *syncConn, error) {
+// forkStage forks a stage process with its sync socket on fd 3, stdio,
+// clone flags and the container's cgroup; start does the fork with the
+// attributes it is given (argv and environment are its choice).
+func (r *Runner) forkStage(cg *Cgroup, stdio Stdio, terminal bool, cloneflags uintptr, start func(attr *os.ProcAttr) (*os.Process, error)) (*Process, *syncConn, error) {
 	sc, child, err := newSyncPair()
 	if err != nil {
 		return nil, nil, err
@@ -249,16 +262,8 @@ func (r *Runner) spawn(ctx context.Context, cg *Cgroup, stdio Stdio, terminal bo
 			CgroupFD:    int(cgfd.Fd()),
 		},
 	}
-	spawn := monoNow()
 	pid, exit, err := r.Reaper.Start(func() (int, error) {
-		var proc *os.Process
-		var err error
-		if joinPid != nil {
-			attr.Env = []string{nsenter.EnvPID + "=" + strconv.Itoa(*joinPid)}
-			proc, err = startInPidNS(*joinPid, r.self(), attr)
-		} else {
-			proc, err = os.StartProcess(r.self(), []string{"coffer-agent", InitArg, cfg.Mode}, attr)
-		}
+		proc, err := start(attr)
 		if err != nil {
 			return 0, err
 		}
@@ -268,21 +273,41 @@ func (r *Runner) spawn(ctx context.Context, cg *Cgroup, stdio Stdio, terminal bo
 	})
 	if err != nil {
 		sc.Close()
-		return nil, nil, fmt.Errorf("start container %s stage: %w", cfg.Mode, err)
-	}
-	p := newProcess(pid, exit)
-	fail := func(err error) (*Process, *syncConn, error) {
-		_ = unix.Kill(p.Pid, unix.SIGKILL)
-		select {
-		case <-p.Done():
-		case <-time.After(5 * time.Second):
-		}
-		if p.Console != nil {
-			p.Console.Close()
-		}
-		sc.Close()
 		return nil, nil, err
 	}
+	return newProcess(pid, exit), sc, nil
+}
+
+// abort kills a stage that failed before it ran the command and releases
+// what the agent holds for it; it returns err.
+func (p *Process) abort(sc *syncConn, err error) (*Process, *syncConn, error) {
+	_ = unix.Kill(p.Pid, unix.SIGKILL)
+	select {
+	case <-p.Done():
+	case <-time.After(5 * time.Second):
+	}
+	if p.Console != nil {
+		p.Console.Close()
+	}
+	sc.Close()
+	return nil, nil, err
+}
+
+// spawn forks the init/exec stage. With joinPid set, the child is born in
+// that process's pid namespace and the nsenter constructor joins the rest.
+func (r *Runner) spawn(ctx context.Context, cg *Cgroup, stdio Stdio, terminal bool, cloneflags uintptr, joinPid *int, cfg *initConfig) (*Process, *syncConn, error) {
+	spawn := monoNow()
+	p, sc, err := r.forkStage(cg, stdio, terminal, cloneflags, func(attr *os.ProcAttr) (*os.Process, error) {
+		if joinPid != nil {
+			attr.Env = []string{nsenter.EnvPID + "=" + strconv.Itoa(*joinPid)}
+			return startInPidNS(*joinPid, r.self(), attr)
+		}
+		return os.StartProcess(r.self(), []string{"coffer-agent", InitArg, cfg.Mode}, attr)
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("start container %s stage: %w", cfg.Mode, err)
+	}
+	fail := func(err error) (*Process, *syncConn, error) { return p.abort(sc, err) }
 	if err := sc.send(cfg, -1); err != nil {
 		return fail(fmt.Errorf("send config to the container %s stage: %w", cfg.Mode, err))
 	}

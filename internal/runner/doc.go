@@ -10,7 +10,11 @@
 // (CLONE_INTO_CGROUP); it receives its configuration over a SOCK_SEQPACKET
 // socket on fd 3, prepares the rootfs, reports "ready", waits for "start"
 // and finally execve()s the container command, so the user process is PID 1
-// of its pid namespace exactly as with runc. Exec processes join an existing
+// of its pid namespace exactly as with runc. Where the spec allows, a
+// container's init goes through the C stage instead (package cstage and
+// cstage_linux.go): the agent prepares the rootfs on a locked OS thread in
+// the child's namespaces and the child, which never starts the Go runtime,
+// mounts proc and execs. Exec processes join an existing
 // container: the pid namespace is joined on a locked OS thread before fork,
 // and the mount, uts, ipc and cgroup namespaces by the C constructor in
 // package nsenter before the Go runtime starts (a multi-threaded process

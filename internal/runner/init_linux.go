@@ -257,27 +257,60 @@ func setUserAndCaps(p *specs.Process) error {
 // makes its slave side the process's stdio and controlling terminal, and
 // sends the master to the agent.
 func setupConsole(sync *syncConn, bindConsole bool, size *specs.Box) error {
-	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	master, slave, err := openConsole(bindConsole, size)
 	if err != nil {
-		return fmt.Errorf("open /dev/ptmx in the container (is devpts mounted with newinstance?): %w", err)
+		return err
 	}
 	defer master.Close()
+	defer slave.Close()
+	if _, err := unix.Setsid(); err != nil {
+		return fmt.Errorf("setsid: %w", err)
+	}
+	if err := unix.IoctlSetInt(int(slave.Fd()), unix.TIOCSCTTY, 0); err != nil {
+		return fmt.Errorf("set controlling terminal: %w", err)
+	}
+	for fd := 0; fd < 3; fd++ {
+		if err := unix.Dup3(int(slave.Fd()), fd, 0); err != nil {
+			return fmt.Errorf("dup pty to fd %d: %w", fd, err)
+		}
+	}
+	if err := sync.send(syncMsg{Type: "console"}, int(master.Fd())); err != nil {
+		return fmt.Errorf("send pty master to the agent: %w", err)
+	}
+	return nil
+}
+
+// openConsole opens a pseudo-terminal in the devpts of the caller's mount
+// namespace (the container's), sized to size, and with bindConsole makes
+// its slave the container's /dev/console.
+func openConsole(bindConsole bool, size *specs.Box) (master, slave *os.File, err error) {
+	master, err = os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open /dev/ptmx in the container (is devpts mounted with newinstance?): %w", err)
+	}
+	defer func() {
+		if err != nil {
+			master.Close()
+		}
+	}()
 	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		return fmt.Errorf("unlock pty: %w", err)
+		return nil, nil, fmt.Errorf("unlock pty: %w", err)
 	}
 	n, err := unix.IoctlGetUint32(int(master.Fd()), unix.TIOCGPTN)
 	if err != nil {
-		return fmt.Errorf("get pty number: %w", err)
+		return nil, nil, fmt.Errorf("get pty number: %w", err)
 	}
 	slavePath := "/dev/pts/" + strconv.Itoa(int(n))
-	slave, err := unix.Open(slavePath, unix.O_RDWR|unix.O_NOCTTY, 0)
+	sfd, err := unix.Open(slavePath, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", slavePath, err)
+		return nil, nil, fmt.Errorf("open %s: %w", slavePath, err)
 	}
+	slave = os.NewFile(uintptr(sfd), slavePath)
 	if size != nil && size.Height > 0 && size.Width > 0 && size.Height <= 0xffff && size.Width <= 0xffff {
 		ws := &unix.Winsize{Row: uint16(size.Height), Col: uint16(size.Width)}
-		if err := unix.IoctlSetWinsize(slave, unix.TIOCSWINSZ, ws); err != nil {
-			return fmt.Errorf("set the terminal size to %dx%d: %w", size.Width, size.Height, err)
+		if err := unix.IoctlSetWinsize(sfd, unix.TIOCSWINSZ, ws); err != nil {
+			slave.Close()
+			return nil, nil, fmt.Errorf("set the terminal size to %dx%d: %w", size.Width, size.Height, err)
 		}
 	}
 	// Best effort, as runc does: /dev/console is the container's terminal
@@ -288,22 +321,5 @@ func setupConsole(sync *syncConn, bindConsole bool, size *specs.Box) error {
 			_ = unix.Mount(slavePath, "/dev/console", "", unix.MS_BIND, "")
 		}
 	}
-	if _, err := unix.Setsid(); err != nil {
-		return fmt.Errorf("setsid: %w", err)
-	}
-	if err := unix.IoctlSetInt(slave, unix.TIOCSCTTY, 0); err != nil {
-		return fmt.Errorf("set controlling terminal: %w", err)
-	}
-	for fd := 0; fd < 3; fd++ {
-		if err := unix.Dup3(slave, fd, 0); err != nil {
-			return fmt.Errorf("dup pty to fd %d: %w", fd, err)
-		}
-	}
-	if slave > 2 {
-		unix.Close(slave)
-	}
-	if err := sync.send(syncMsg{Type: "console"}, int(master.Fd())); err != nil {
-		return fmt.Errorf("send pty master to the agent: %w", err)
-	}
-	return nil
+	return master, slave, nil
 }

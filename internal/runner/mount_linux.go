@@ -258,16 +258,36 @@ func setupDev(rootfs string, devices []specs.LinuxDevice) error {
 // prepareRootfs runs in the container's new mount namespace: it mounts
 // everything the spec asks for below rootfs and pivots into it.
 func prepareRootfs(spec *specs.Spec, rootfs string) error {
+	if _, err := mountAndPivot(spec, rootfs, false); err != nil {
+		return err
+	}
+	return finishRootfs(spec)
+}
+
+// mountAndPivot performs the spec's mounts below rootfs, fills /dev and
+// pivots into rootfs. With deferProc, proc filesystems are not mounted but
+// returned (their mount points created), for the C stage to mount in the
+// container's pid namespace.
+func mountAndPivot(spec *specs.Spec, rootfs string, deferProc bool) ([]procMount, error) {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make mounts private: %w", err)
+		return nil, fmt.Errorf("make mounts private: %w", err)
 	}
 	if err := unix.Mount(rootfs, rootfs, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("bind mount rootfs %s: %w", rootfs, err)
+		return nil, fmt.Errorf("bind mount rootfs %s: %w", rootfs, err)
 	}
 	devMounted := false
+	var procs []procMount
 	for _, m := range spec.Mounts {
+		if deferProc && m.Type == "proc" {
+			pm, err := procMountPoint(rootfs, m)
+			if err != nil {
+				return nil, err
+			}
+			procs = append(procs, pm)
+			continue
+		}
 		if err := mountInRootfs(rootfs, m); err != nil {
-			return err
+			return nil, err
 		}
 		if filepath.Clean(m.Destination) == "/dev" {
 			devMounted = true
@@ -279,12 +299,36 @@ func prepareRootfs(spec *specs.Spec, rootfs string) error {
 			devs = spec.Linux.Devices
 		}
 		if err := setupDev(rootfs, devs); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if err := pivotRoot(rootfs); err != nil {
-		return err
+		return nil, err
 	}
+	return procs, nil
+}
+
+// procMountPoint resolves and creates the mount point of a proc mount
+// below rootfs; the returned Dest is the path inside the container.
+func procMountPoint(rootfs string, m specs.Mount) (procMount, error) {
+	dest, err := secureJoin(rootfs, m.Destination)
+	if err != nil {
+		return procMount{}, err
+	}
+	if err := makeTarget(dest, true); err != nil {
+		return procMount{}, err
+	}
+	rel, err := filepath.Rel(rootfs, dest)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return procMount{}, fmt.Errorf("proc mount point %s resolves outside the rootfs", m.Destination)
+	}
+	flags, _, data := parseMountOptions(m.Options)
+	return procMount{Dest: filepath.Join("/", rel), Flags: flags, Data: data}, nil
+}
+
+// finishRootfs runs after pivot_root (and the proc mounts): masked and
+// read-only paths, and a read-only root.
+func finishRootfs(spec *specs.Spec) error {
 	if spec.Linux != nil {
 		for _, p := range spec.Linux.MaskedPaths {
 			if err := maskPath(p); err != nil {

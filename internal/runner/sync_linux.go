@@ -96,11 +96,16 @@ func (s *syncConn) send(v any, fd int) error {
 	if err != nil {
 		return err
 	}
+	return s.sendRaw(b, fd)
+}
+
+// sendRaw sends one message as is, with fd (if >= 0) as SCM_RIGHTS.
+func (s *syncConn) sendRaw(b []byte, fd int) error {
 	var oob []byte
 	if fd >= 0 {
 		oob = unix.UnixRights(fd)
 	}
-	_, _, err = s.c.WriteMsgUnix(b, oob, nil)
+	_, _, err := s.c.WriteMsgUnix(b, oob, nil)
 	return err
 }
 

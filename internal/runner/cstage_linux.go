@@ -1,0 +1,335 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coffer-project/coffer/internal/runner/cstage"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// The C init stage (package cstage) starts a container without a second Go
+// runtime. The agent forks the stage into the container's new namespaces
+// and cgroup; the stage's C constructor blocks on the sync socket before Go
+// would start. A goroutine of the agent, locked to an OS thread that then
+// joins the child's mount, ipc, uts, cgroup (and net) namespaces, prepares
+// everything a pid-1 of the container does not have to do itself: hostname,
+// sysctls, the spec's mounts, /dev, pivot_root (which moves the waiting
+// child's root too: it is in that mount namespace), masked and read-only
+// paths, the terminal, the command's path and working directory. The
+// stage mounts the proc filesystems (a procfs belongs to the pid namespace
+// of its mounter), then sets up its terminal, rlimits, credentials and
+// capabilities and execs. The thread never returns to the Go scheduler's
+// pool: its goroutine exits locked, so the runtime discards it.
+
+// maxCList bounds the args, env entries and groups of a C stage process
+// (MAX_LIST in the C code).
+const maxCList = 4096
+
+// procMount is a proc filesystem the C stage mounts; Dest is the path in
+// the container (after pivot_root).
+type procMount struct {
+	Dest  string
+	Flags uintptr
+	Data  string
+}
+
+// cStageFits reports whether spec can use the C stage: it needs cgo in the
+// agent, and proc mounts that nothing else is mounted below or over (they
+// are mounted after every other mount, by the stage).
+func (r *Runner) cStageFits(spec *specs.Spec) bool {
+	if !cstage.Available || r.GoStage {
+		return false
+	}
+	var procs []string
+	for _, m := range spec.Mounts {
+		dest := filepath.Clean("/" + m.Destination)
+		for _, p := range procs {
+			if dest == p || strings.HasPrefix(dest, p+"/") || p == "/" {
+				return false
+			}
+		}
+		if m.Type == "proc" {
+			if _, prop, _ := parseMountOptions(m.Options); len(prop) > 0 {
+				return false
+			}
+			procs = append(procs, dest)
+		}
+	}
+	return true
+}
+
+// appendField adds one tag/value record of the C stage's messages.
+func appendField(b []byte, tag, value string) ([]byte, error) {
+	if strings.IndexByte(value, 0) >= 0 {
+		return nil, fmt.Errorf("%s %q contains a NUL byte", tag, value)
+	}
+	b = append(b, tag...)
+	b = append(b, 0)
+	b = append(b, value...)
+	return append(b, 0), nil
+}
+
+// encodeProcMounts is the "P" message: destination, flags, data per mount.
+func encodeProcMounts(ms []procMount) ([]byte, error) {
+	b := []byte{'P'}
+	for _, m := range ms {
+		for _, s := range []string{m.Dest, strconv.FormatUint(uint64(m.Flags), 10), m.Data} {
+			if strings.IndexByte(s, 0) >= 0 {
+				return nil, fmt.Errorf("proc mount %q contains a NUL byte", m.Dest)
+			}
+			b = append(append(b, s...), 0)
+		}
+	}
+	return b, nil
+}
+
+// cProcess is what the "F" message tells the stage beyond the spec's
+// process: the resolved command path and whether to wait for "start".
+type cProcess struct {
+	Path, Cwd string
+	Wait, TTY bool
+	LastCap   int
+}
+
+// encodeCProcess is the "F" message for p.
+func encodeCProcess(p *specs.Process, cp cProcess) ([]byte, error) {
+	if len(p.Args) > maxCList || len(p.Env) > maxCList || len(p.User.AdditionalGids) > maxCList {
+		return nil, fmt.Errorf("the process has more than %d args, environment variables or groups", maxCList)
+	}
+	b := []byte{'F'}
+	var err error
+	add := func(tag, v string) {
+		if err == nil {
+			b, err = appendField(b, tag, v)
+		}
+	}
+	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
+	add("path", cp.Path)
+	for _, a := range p.Args {
+		add("arg", a)
+	}
+	for _, e := range p.Env {
+		add("env", e)
+	}
+	add("cwd", cp.Cwd)
+	add("uid", u(uint64(p.User.UID)))
+	add("gid", u(uint64(p.User.GID)))
+	for _, g := range p.User.AdditionalGids {
+		add("group", u(uint64(g)))
+	}
+	for _, rl := range p.Rlimits {
+		res, ok := rlimitNames[rl.Type]
+		if !ok {
+			return nil, fmt.Errorf("unknown rlimit %q", rl.Type)
+		}
+		add("rlimit", u(uint64(res))+" "+u(rl.Soft)+" "+u(rl.Hard))
+	}
+	if c := p.Capabilities; c != nil {
+		for _, s := range []struct {
+			tag   string
+			names []string
+		}{{"capb", c.Bounding}, {"cape", c.Effective}, {"capp", c.Permitted}, {"capi", c.Inheritable}, {"capa", c.Ambient}} {
+			set, perr := parseCaps(s.names)
+			if perr != nil {
+				return nil, perr
+			}
+			add(s.tag, u(uint64(set)))
+		}
+		add("lastcap", strconv.Itoa(cp.LastCap))
+	}
+	if p.OOMScoreAdj != nil {
+		add("oom", strconv.Itoa(*p.OOMScoreAdj))
+	}
+	if p.NoNewPrivileges {
+		add("nnp", "1")
+	}
+	if cp.Wait {
+		add("wait", "1")
+	}
+	if cp.TTY {
+		add("tty", "1")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(b) >= maxSyncMsg {
+		return nil, fmt.Errorf("the process (args and environment) is over %d bytes", maxSyncMsg)
+	}
+	return b, nil
+}
+
+// spawnC starts a container's init through the C stage: the counterpart
+// of spawn for mode "init".
+func (r *Runner) spawnC(ctx context.Context, cg *Cgroup, stdio Stdio, cloneflags uintptr, spec *specs.Spec, rootfs string) (*Process, *syncConn, error) {
+	spawn := time.Now()
+	p, sc, err := r.forkStage(cg, stdio, spec.Process.Terminal, cloneflags, func(attr *os.ProcAttr) (*os.Process, error) {
+		return os.StartProcess(r.self(), []string{"coffer-agent", cstage.Arg}, attr)
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("start container init stage: %w", err)
+	}
+	forked := time.Now()
+	fail := func(err error) (*Process, *syncConn, error) { return p.abort(sc, err) }
+	master, err := prepareForCStage(ctx, p.Pid, cloneflags, spec, rootfs, sc)
+	if master != nil {
+		p.Console = master
+	}
+	if err != nil {
+		return fail(err)
+	}
+	prepared := time.Now()
+	var m syncMsg
+	if _, err := sc.recv(ctx, &m); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = errors.New("the init stage exited before it was ready (see the agent log)")
+		}
+		return fail(fmt.Errorf("prepare container: %w", err))
+	}
+	switch m.Type {
+	case "ready":
+	case "error":
+		return fail(&errStage{msg: m.Error})
+	default:
+		return fail(fmt.Errorf("unexpected %q from the init stage", m.Type))
+	}
+	p.Stage = StageTimes{Start: forked.Sub(spawn), Rootfs: prepared.Sub(forked), Ready: time.Since(prepared), C: true}
+	return p, sc, nil
+}
+
+// prepareForCStage does the agent's part of a C stage start on a locked OS
+// thread that joins the child's namespaces (see above) and sends the
+// stage its two messages. It returns the pty master of a terminal process.
+func prepareForCStage(ctx context.Context, pid int, cloneflags uintptr, spec *specs.Spec, rootfs string, sc *syncConn) (*os.File, error) {
+	type result struct {
+		master *os.File
+		err    error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// Never unlocked: this thread changes its namespaces and root, so
+		// it must die with the goroutine rather than run other goroutines.
+		runtime.LockOSThread()
+		master, err := prepareOnThread(ctx, pid, cloneflags, spec, rootfs, sc)
+		ch <- result{master, err}
+	}()
+	res := <-ch
+	return res.master, res.err
+}
+
+func prepareOnThread(ctx context.Context, pid int, cloneflags uintptr, spec *specs.Spec, rootfs string, sc *syncConn) (master *os.File, err error) {
+	if err := unix.Unshare(unix.CLONE_FS); err != nil {
+		return nil, fmt.Errorf("unshare the filesystem context: %w", err)
+	}
+	nss := []struct {
+		name string
+		typ  int
+	}{{"ipc", unix.CLONE_NEWIPC}, {"uts", unix.CLONE_NEWUTS}, {"cgroup", unix.CLONE_NEWCGROUP}}
+	if cloneflags&unix.CLONE_NEWNET != 0 {
+		nss = append(nss, struct {
+			name string
+			typ  int
+		}{"net", unix.CLONE_NEWNET})
+	}
+	// The mount namespace last: it changes this thread's root.
+	nss = append(nss, struct {
+		name string
+		typ  int
+	}{"mnt", unix.CLONE_NEWNS})
+	fds := make([]int, 0, len(nss))
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	for _, ns := range nss {
+		fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/ns/"+ns.name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open the %s namespace of the init stage: %w", ns.name, err)
+		}
+		fds = append(fds, fd)
+	}
+	for i, ns := range nss {
+		if err := unix.Setns(fds[i], ns.typ); err != nil {
+			return nil, fmt.Errorf("join the %s namespace of the init stage: %w", ns.name, err)
+		}
+	}
+	if spec.Hostname != "" {
+		if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
+			return nil, &errStage{msg: fmt.Sprintf("set hostname %q: %v", spec.Hostname, err)}
+		}
+	}
+	if spec.Linux != nil {
+		if err := applySysctls(spec.Linux.Sysctl); err != nil {
+			return nil, &errStage{msg: err.Error()}
+		}
+	}
+	procs, err := mountAndPivot(spec, rootfs, true)
+	if err != nil {
+		return nil, &errStage{msg: err.Error()}
+	}
+	if len(procs) > 0 {
+		msg, err := encodeProcMounts(procs)
+		if err != nil {
+			return nil, err
+		}
+		if err := sc.sendRaw(msg, -1); err != nil {
+			return nil, fmt.Errorf("send proc mounts to the init stage: %w", err)
+		}
+		var m syncMsg
+		if _, err := sc.recv(ctx, &m); err != nil {
+			return nil, fmt.Errorf("init stage: %w", err)
+		}
+		switch m.Type {
+		case "mounted":
+		case "error":
+			return nil, &errStage{msg: m.Error}
+		default:
+			return nil, fmt.Errorf("unexpected %q from the init stage", m.Type)
+		}
+	}
+	if err := finishRootfs(spec); err != nil {
+		return nil, &errStage{msg: err.Error()}
+	}
+	p := spec.Process
+	var slave *os.File
+	if p.Terminal {
+		master, slave, err = openConsole(true, p.ConsoleSize)
+		if err != nil {
+			return nil, &errStage{msg: err.Error()}
+		}
+		defer slave.Close()
+	}
+	path, err := lookPath(p.Args[0], p.Env)
+	if err != nil {
+		return master, &errStage{msg: err.Error()}
+	}
+	cwd := p.Cwd
+	if cwd == "" {
+		cwd = "/"
+	}
+	if err := os.MkdirAll(cwd, 0o755); err != nil {
+		return master, &errStage{msg: fmt.Sprintf("create working directory %s: %v", cwd, err)}
+	}
+	msg, err := encodeCProcess(p, cProcess{Path: path, Cwd: cwd, Wait: true, TTY: p.Terminal, LastCap: lastCap()})
+	if err != nil {
+		return master, &errStage{msg: err.Error()}
+	}
+	fd := -1
+	if slave != nil {
+		fd = int(slave.Fd())
+	}
+	if err := sc.sendRaw(msg, fd); err != nil {
+		return master, fmt.Errorf("send the process to the init stage: %w", err)
+	}
+	return master, nil
+}
