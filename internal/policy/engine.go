@@ -73,8 +73,9 @@ type Policy struct {
 	allow     rego.PreparedEvalQuery
 	reasons   *rego.PreparedEvalQuery // nil unless deny_reasons or reasons is defined
 
-	rules map[string][]*ruleInfo // rule name -> rule bodies, for explanations
-	memo  *appraisalMemo         // nil: appraisals are not cached
+	rules  map[string][]*ruleInfo // rule name -> rule bodies, for explanations
+	memo   *appraisalMemo         // nil: appraisals are not cached
+	native nativeAllow            // nil unless the text is a built-in resource policy
 }
 
 // Name returns the name given to Compile.
@@ -211,7 +212,7 @@ func Compile(name, module string, opts ...Option) (*Policy, error) {
 		}
 		return nil, &CompileError{Policy: name, Stage: "compile", Details: []ErrorDetail{d}}
 	}
-	p := &Policy{name: name, source: module, version: version, cfg: cfg, rules: collectRules(mod), memo: newAppraisalMemo(mod, cfg.appraisalCache)}
+	p := &Policy{name: name, source: module, version: version, cfg: cfg, rules: collectRules(mod), memo: newAppraisalMemo(mod, cfg.appraisalCache), native: nativeFor(module)}
 	st := &dataStore{Store: inmem.New()}
 	caps := capabilities()
 	prepare := func(q string) (rego.PreparedEvalQuery, error) {

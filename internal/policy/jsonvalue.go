@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -45,34 +46,7 @@ func (c *jsonConv) space() {
 func (c *jsonConv) value() (ast.Value, error) {
 	switch b := c.data[c.pos]; {
 	case b == '{':
-		c.pos++
-		obj := ast.NewObject()
-		c.space()
-		if c.data[c.pos] == '}' {
-			c.pos++
-			return obj, nil
-		}
-		for {
-			c.space()
-			k, err := c.str()
-			if err != nil {
-				return nil, err
-			}
-			c.space()
-			c.pos++ // ':'
-			c.space()
-			v, err := c.value()
-			if err != nil {
-				return nil, err
-			}
-			obj.Insert(ast.NewTerm(k), ast.NewTerm(v))
-			c.space()
-			if c.data[c.pos] == '}' {
-				c.pos++
-				return obj, nil
-			}
-			c.pos++ // ','
-		}
+		return c.object(nil)
 	case b == '[':
 		c.pos++
 		var elems []*ast.Term
@@ -147,4 +121,118 @@ func (c *jsonConv) str() (ast.String, error) {
 		return "", fmt.Errorf("decode JSON string: %w", err)
 	}
 	return ast.String(s), nil
+}
+
+// projShape names the members of a JSON value that projectJSON keeps:
+// members by name, any other member by the any shape, and the value in
+// full when full is set. A value that is not an object is always kept in
+// full (its type is part of what a policy can observe).
+type projShape struct {
+	full    bool
+	members map[string]*projShape
+	any     *projShape
+}
+
+// projectJSON converts the parts of one JSON text that shape names, as
+// jsonToValue would convert them, skipping the rest.
+func projectJSON(data []byte, shape *projShape) (ast.Value, error) {
+	if !json.Valid(data) {
+		return nil, errors.New("invalid JSON")
+	}
+	c := jsonConv{data: data}
+	c.space()
+	return c.project(shape)
+}
+
+func (c *jsonConv) project(shape *projShape) (ast.Value, error) {
+	if shape.full || c.data[c.pos] != '{' {
+		return c.value()
+	}
+	return c.object(shape)
+}
+
+// object converts the object at pos: every member in full when shape is
+// nil, else the members shape names (projected), skipping the rest.
+func (c *jsonConv) object(shape *projShape) (ast.Value, error) {
+	c.pos++
+	obj := ast.NewObject()
+	c.space()
+	if c.data[c.pos] == '}' {
+		c.pos++
+		return obj, nil
+	}
+	for {
+		c.space()
+		k, err := c.str()
+		if err != nil {
+			return nil, err
+		}
+		c.space()
+		c.pos++ // ':'
+		c.space()
+		var v ast.Value
+		if shape == nil {
+			v, err = c.value()
+		} else if sub := shape.member(string(k)); sub != nil {
+			v, err = c.project(sub)
+		} else {
+			c.skip()
+		}
+		if err != nil {
+			return nil, err
+		}
+		if v != nil {
+			obj.Insert(ast.NewTerm(k), ast.NewTerm(v))
+		}
+		c.space()
+		if c.data[c.pos] == '}' {
+			c.pos++
+			return obj, nil
+		}
+		c.pos++ // ','
+	}
+}
+
+// member is the shape of member k, or nil to skip it.
+func (s *projShape) member(k string) *projShape {
+	if m := s.members[k]; m != nil {
+		return m
+	}
+	return s.any
+}
+
+// skip moves past the value at pos (text already checked by json.Valid).
+func (c *jsonConv) skip() {
+	depth := 0
+	for {
+		switch b := c.data[c.pos]; b {
+		case '{', '[':
+			depth++
+			c.pos++
+		case '}', ']':
+			depth--
+			c.pos++
+		case '"':
+			c.pos++
+			for c.data[c.pos] != '"' {
+				if c.data[c.pos] == '\\' {
+					c.pos++
+				}
+				c.pos++
+			}
+			c.pos++
+		case ',', ':', ' ', '\t', '\n', '\r':
+			if depth == 0 {
+				return
+			}
+			c.pos++
+		default: // literal or number
+			for c.pos < len(c.data) && !strings.ContainsRune(",}] \t\n\r:", rune(c.data[c.pos])) {
+				c.pos++
+			}
+		}
+		if depth == 0 || c.pos >= len(c.data) {
+			return
+		}
+	}
 }

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -36,15 +37,34 @@ func (d Decision) Explain() string {
 // should deny too).
 func (p *Policy) EvaluateAllow(ctx context.Context, input any, data map[string]any) (Decision, error) {
 	d := Decision{Policy: p.name}
-	in, err := toValue(input)
-	if err != nil {
-		return d, fmt.Errorf("policy %q: input is not JSON-like: %w", p.name, err)
-	}
 	var dv ast.Value
 	if data != nil {
+		var err error
 		if dv, err = ast.InterfaceToValue(data); err != nil {
 			return d, fmt.Errorf("policy %q: data is not JSON-like: %w", p.name, err)
 		}
+	}
+	if p.native != nil && ctx.Err() == nil {
+		// The native rules read only the members nativeClaims names: a
+		// token's JSON is projected onto them, not converted in full.
+		var in ast.Value
+		var err error
+		switch raw := input.(type) {
+		case json.RawMessage:
+			in, err = projectJSON(raw, nativeClaims)
+		case []byte:
+			in, err = projectJSON(raw, nativeClaims)
+		default:
+			in, err = toValue(input)
+		}
+		if err == nil && p.native(in, dv) {
+			d.Allow = true
+			return d, nil
+		}
+	}
+	in, err := toValue(input)
+	if err != nil {
+		return d, fmt.Errorf("policy %q: input is not JSON-like: %w", p.name, err)
 	}
 	vars, err := p.eval(ctx, p.allow, in, dv)
 	if err != nil {

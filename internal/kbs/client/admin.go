@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // Admin is a client for the KBS admin API.
@@ -29,7 +30,7 @@ func (a *Admin) do(ctx context.Context, method, path string, body []byte, conten
 	if contentType != "" {
 		hdr.Set("Content-Type", contentType)
 	}
-	return do(ctx, a.http, method, a.base+"/kbs/v0/"+path, body, hdr, out)
+	return do(ctx, a.http, nil, time.Time{}, method, a.base+"/kbs/v0/"+path, body, hdr, out)
 }
 
 // SetResource stores a resource at repo/type/tag.

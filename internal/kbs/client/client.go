@@ -12,7 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/cookiejar"
 	"os"
 	"strings"
 	"sync"
@@ -39,7 +38,8 @@ type Options struct {
 	TeeKey crypto.Signer
 	// InitData is sent with the attestation (format "toml").
 	InitData *protocol.InitData
-	// HTTPClient overrides the HTTP client (its cookie jar is replaced).
+	// HTTPClient overrides the HTTP client (its cookie jar is not used:
+	// the client keeps the KBS session cookie itself).
 	HTTPClient *http.Client
 	Log        *slog.Logger
 	// Now is the clock (tests).
@@ -60,7 +60,20 @@ type Client struct {
 	pub      protocol.TeePubKey
 	token    string
 	tokenExp time.Time
+	// session is the KBS's kbs-session-id cookie (one cookie, one host:
+	// kept here rather than in a cookie jar, which cost more per request
+	// than the rest of the client's HTTP handling).
+	session session
 }
+
+// session is a KBS session cookie.
+type session struct {
+	value string
+	exp   time.Time // zero: no expiry given
+}
+
+// sessionCookie is the KBS's session cookie name.
+const sessionCookie = "kbs-session-id"
 
 // HTTPClient returns an HTTP client trusting certFile (if given).
 func HTTPClient(certFile string) (*http.Client, error) {
@@ -90,12 +103,9 @@ func New(url string, attester tee.Attester, opts Options) (*Client, error) {
 			return nil, err
 		}
 	}
-	jar, err := cookiejar.New(nil)
-	if err != nil {
-		return nil, err
-	}
 	c2 := *hc
-	c2.Jar = jar
+	c2.Jar = nil
+	var err error
 	if opts.KeyAlgorithm == "" {
 		opts.KeyAlgorithm, opts.KeyCurve = "ECDH-ES+A256KW", "P-256"
 	}
@@ -135,8 +145,16 @@ func IsStatus(err error, status int) bool {
 	return errors.As(err, &ke) && ke.Status == status
 }
 
+// do sends a request (with c's session cookie, kept from the answers) and
+// decodes a JSON answer into out (if non-nil). c.mu is held.
+func (c *Client) do(ctx context.Context, method, url string, body []byte, hdr http.Header, out any) ([]byte, error) {
+	return do(ctx, c.http, &c.session, c.now(), method, url, body, hdr, out)
+}
+
 // do sends a request and decodes a JSON answer into out (if non-nil).
-func do(ctx context.Context, hc *http.Client, method, url string, body []byte, hdr http.Header, out any) ([]byte, error) {
+// With sess, the request carries the session cookie and the answer's
+// session cookie replaces it.
+func do(ctx context.Context, hc *http.Client, sess *session, now time.Time, method, url string, body []byte, hdr http.Header, out any) ([]byte, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -151,11 +169,29 @@ func do(ctx context.Context, hc *http.Client, method, url string, body []byte, h
 	if body != nil && req.Header.Get("Content-Type") == "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if sess != nil && sess.value != "" && (sess.exp.IsZero() || now.Before(sess.exp)) {
+		req.Header.Set("Cookie", sessionCookie+"="+sess.value)
+	}
 	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, url, err)
 	}
 	defer resp.Body.Close()
+	if sess != nil && len(resp.Header["Set-Cookie"]) > 0 {
+		for _, ck := range resp.Cookies() {
+			if ck.Name != sessionCookie {
+				continue
+			}
+			switch {
+			case ck.MaxAge < 0 || ck.Value == "":
+				*sess = session{}
+			case ck.MaxAge > 0:
+				*sess = session{value: ck.Value, exp: now.Add(time.Duration(ck.MaxAge) * time.Second)}
+			default:
+				*sess = session{value: ck.Value, exp: ck.Expires}
+			}
+		}
+	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: read answer: %w", method, url, err)
@@ -199,7 +235,7 @@ func (c *Client) attestLocked(ctx context.Context) (string, error) {
 		return "", err
 	}
 	var ch protocol.Challenge
-	if _, err := do(ctx, c.http, http.MethodPost, c.base+"/kbs/v0/auth", reqBody, nil, &ch); err != nil {
+	if _, err := c.do(ctx, http.MethodPost, c.base+"/kbs/v0/auth", reqBody, nil, &ch); err != nil {
 		return "", fmt.Errorf("KBS auth: %w", err)
 	}
 	hashAlg, err := ch.HashAlgorithm()
@@ -225,7 +261,7 @@ func (c *Client) attestLocked(ctx context.Context) (string, error) {
 		return "", err
 	}
 	var ar protocol.AttestResponse
-	if _, err := do(ctx, c.http, http.MethodPost, c.base+"/kbs/v0/attest", body, nil, &ar); err != nil {
+	if _, err := c.do(ctx, http.MethodPost, c.base+"/kbs/v0/attest", body, nil, &ar); err != nil {
 		return "", fmt.Errorf("KBS attest: %w", err)
 	}
 	c.token = ar.Token
@@ -267,7 +303,7 @@ func (c *Client) GetResource(ctx context.Context, path string) ([]byte, error) {
 		}
 		hdr := http.Header{"Authorization": {"Bearer " + tok}}
 		var jwe protocol.Response
-		_, err := do(ctx, c.http, http.MethodGet, c.base+"/kbs/v0/resource/"+path, nil, hdr, &jwe)
+		_, err := c.do(ctx, http.MethodGet, c.base+"/kbs/v0/resource/"+path, nil, hdr, &jwe)
 		if err == nil {
 			plain, err := protocol.DecryptResponse(c.priv, &jwe)
 			if err != nil {
