@@ -78,6 +78,37 @@ func TestQEMUKilledMidRun(t *testing.T) {
 	}
 }
 
+// A detached pod whose VM dies is recorded as failed, with the reason.
+func TestDetachedQEMUKilled(t *testing.T) {
+	t.Parallel()
+	name := "dvictim"
+	t.Cleanup(func() { coffer(t, "", "rm", "-f", name) })
+	if r := coffer(t, "", "run", "-d", "--name", name, "--rootfs", busybox, "--", "sleep", "600"); r.code != 0 {
+		t.Fatalf("run -d: %+v", r)
+	}
+	var st struct {
+		QEMUPID int `json:"qemu_pid"`
+	}
+	b, err := os.ReadFile(filepath.Join(runtimeDir, "pods", name, "state.json"))
+	if err != nil || json.Unmarshal(b, &st) != nil || st.QEMUPID == 0 {
+		t.Fatalf("no qemu pid in state: %s, %v", b, err)
+	}
+	if err := unix.Kill(st.QEMUPID, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, func() bool { return strings.Contains(psLine(t, name), "failed") })
+	r := coffer(t, "", "logs", name)
+	if r.code != 0 || !strings.Contains(r.stderr, "ended abnormally") || !strings.Contains(r.stderr, "VM exited unexpectedly") {
+		t.Fatalf("logs of a failed pod: %+v", r)
+	}
+	if r := coffer(t, "", "rm", name); r.code != 0 {
+		t.Fatalf("rm of a failed pod: %+v", r)
+	}
+	if _, err := os.Stat(filepath.Join(runtimeDir, "pods", name)); !os.IsNotExist(err) {
+		t.Errorf("pod dir left after rm: %v", err)
+	}
+}
+
 // startForeground starts `coffer run --rm --name name -- sh -c script`
 // (which must print "up" once running) and waits for "up". The command is
 // killed at the end of the test if still running.

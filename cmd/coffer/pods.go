@@ -203,7 +203,8 @@ func podOwner(ctx context.Context, g *globalOpts, dir string) error {
 		case <-time.After(5 * time.Second):
 		}
 	} else {
-		st.Error = err.Error()
+		// Recorded with the exit, for `coffer ps` and `coffer logs`.
+		pod.State.Error = "the pod ended abnormally: " + err.Error()
 		log.Error("pod ended abnormally", "err", err)
 	}
 	pod.Close(&code, true)
@@ -220,7 +221,8 @@ func newLogsCmd() *cobra.Command {
 				return &exitError{code: exitCofferError, err: err}
 			}
 			dir := sandbox.PodDir(sandbox.RuntimeDir(), args[0])
-			if _, err := sandbox.ReadState(dir); err != nil {
+			st, err := sandbox.ReadState(dir)
+			if err != nil {
 				return &exitError{code: exitCofferError, err: fmt.Errorf("no pod named %q (see `coffer ps`)", args[0])}
 			}
 			for _, f := range []struct {
@@ -232,6 +234,9 @@ func newLogsCmd() *cobra.Command {
 					return err
 				}
 				_, _ = f.w.Write(b)
+			}
+			if st.Error != "" && st.Status == sandbox.StatusExited {
+				fmt.Fprintf(os.Stderr, "coffer: %s\n", st.Error)
 			}
 			return nil
 		},
@@ -259,7 +264,10 @@ func newPsCmd(g *globalOpts) *cobra.Command {
 			fmt.Fprintln(tw, "NAME\tSTATUS\tCREATED\tACCEL\tQEMU PID\tCOMMAND")
 			for _, p := range pods {
 				status := p.EffectiveStatus()
-				if status == sandbox.StatusExited && p.ExitStatus != nil {
+				switch {
+				case status == sandbox.StatusExited && p.Error != "":
+					status = "failed (see coffer logs)"
+				case status == sandbox.StatusExited && p.ExitStatus != nil:
 					status = fmt.Sprintf("exited (%d)", *p.ExitStatus)
 				}
 				qpid := "-"

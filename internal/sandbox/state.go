@@ -41,7 +41,8 @@ type State struct {
 	Accel      string `json:"accel,omitempty"`
 	ExitStatus *int   `json:"exit_status,omitempty"`
 	Detached   bool   `json:"detached"`
-	// Error is why a detached pod failed to start.
+	// Error is why a detached pod failed to start or ended abnormally
+	// (its VM died, the agent stopped answering).
 	Error string `json:"error,omitempty"`
 	// Request is what `coffer run -d` hands to the detached owner.
 	Request json.RawMessage `json:"request,omitempty"`
