@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
 	tasksapi "github.com/containerd/containerd/api/services/tasks/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -672,6 +673,65 @@ func TestContainerdPodSharesVM(t *testing.T) {
 	}
 	if r := c.ctr(t, "", "containers", "ls", "-q"); strings.TrimSpace(r.stdout) != "" {
 		t.Errorf("containers left: %q", r.stdout)
+	}
+}
+
+// TestContainerdKillCreatedTask: a task killed before it was started
+// (containerd's client can do this; ctr and CRI do not) exits, its Wait
+// returns 137 and it can be deleted, leaving nothing behind.
+func TestContainerdKillCreatedTask(t *testing.T) {
+	c := startContainerd(t)
+	c.importBusybox(t)
+	if r := c.ctr(t, "", "containers", "create", "--runtime", "io.containerd.coffer.v2", busyboxImage, "k1", "sleep", "1000"); r.code != 0 {
+		t.Fatalf("container create: %s", r.stderr)
+	}
+	t.Cleanup(func() { c.ctr(t, "", "containers", "rm", "k1") })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, "containerd-namespace", "default")
+	conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatalf("connect to containerd: %v", err)
+	}
+	defer conn.Close()
+	mounts, err := snapshotsapi.NewSnapshotsClient(conn).Mounts(ctx, &snapshotsapi.MountsRequest{Snapshotter: "overlayfs", Key: "k1"})
+	if err != nil {
+		t.Fatalf("snapshot mounts: %v", err)
+	}
+	tasks := tasksapi.NewTasksClient(conn)
+	if _, err := tasks.Create(ctx, &tasksapi.CreateTaskRequest{ContainerID: "k1", Rootfs: mounts.Mounts}); err != nil {
+		t.Fatalf("create task: %v", err)
+	}
+	type waited struct {
+		r   *tasksapi.WaitResponse
+		err error
+	}
+	wch := make(chan waited, 1)
+	go func() {
+		r, err := tasks.Wait(ctx, &tasksapi.WaitRequest{ContainerID: "k1"})
+		wch <- waited{r, err}
+	}()
+	time.Sleep(500 * time.Millisecond) // let Wait reach the shim
+	if _, err := tasks.Kill(ctx, &tasksapi.KillRequest{ContainerID: "k1", Signal: uint32(unix.SIGKILL)}); err != nil {
+		t.Fatalf("kill the created task: %v", err)
+	}
+	select {
+	case w := <-wch:
+		if w.err != nil || w.r.ExitStatus != 137 {
+			t.Fatalf("wait: %+v, %v; want exit status 137", w.r, w.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Wait did not return after the created task was killed")
+	}
+	if _, err := tasks.Delete(ctx, &tasksapi.DeleteTaskRequest{ContainerID: "k1"}); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(ourQEMUs()) > 0 || len(shimPodsLeft()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after delete: qemu %v, pod dirs %v left", ourQEMUs(), shimPodsLeft())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -82,6 +82,7 @@ type process struct {
 	exitCode uint32
 	exitedAt time.Time
 	done     chan struct{} // closed once the exit is known
+	waiter   sync.Once     // starts waitProcess: at Start, or at a Kill before it
 
 	stdin    io.ReadWriteCloser
 	outs     []io.Writer // stdout, stderr (nil: none)
@@ -541,13 +542,20 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	p.status = task.Status_RUNNING
 	p.mu.Unlock()
 	s.copyStdin(p)
-	go s.waitProcess(sb, p)
+	s.startWaiter(sb, p)
 	if r.ExecID == "" {
 		s.publish(ctx, runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: r.ID, Pid: pid})
 	} else {
 		s.publish(ctx, runtime.TaskExecStartedEventTopic, &eventstypes.TaskExecStarted{ContainerID: r.ID, ExecID: r.ExecID, Pid: pid})
 	}
 	return &taskAPI.StartResponse{Pid: pid}, nil
+}
+
+// startWaiter starts waitProcess for p once. Start does it; so does a
+// Kill of a created, never started container, whose init then exits and
+// must be reported (containerd's Wait would otherwise never return).
+func (s *Service) startWaiter(sb *sandbox.Sandbox, p *process) {
+	p.waiter.Do(func() { go s.waitProcess(sb, p) })
 }
 
 // waitProcess records p's exit (or the VM's death), lets its output
@@ -811,6 +819,9 @@ func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 		default:
 		}
 		return nil, grpcErr(fmt.Errorf("signal %s: %w", name(p), sb.Explain(sandbox.AgentError(err))))
+	}
+	if st == task.Status_CREATED {
+		s.startWaiter(sb, p)
 	}
 	return &ptypes.Empty{}, nil
 }
