@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coffer-project/coffer/internal/runner/cstage"
 	"github.com/coffer-project/coffer/internal/runner/nsenter"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -208,7 +209,14 @@ func (c *Container) Exec(ctx context.Context, p *specs.Process, stdio Stdio) (*P
 	if err := validateProcess(p); err != nil {
 		return nil, fmt.Errorf("exec in container %s: %w", c.ID, err)
 	}
-	proc, sc, err := c.r.spawn(ctx, c.Cgroup, stdio, p.Terminal, 0, &c.Init.Pid, &initConfig{Mode: "exec", Process: p})
+	var proc *Process
+	var sc *syncConn
+	var err error
+	if cstage.Available && !c.r.GoStage {
+		proc, sc, err = c.r.spawnCExec(ctx, c, p, stdio)
+	} else {
+		proc, sc, err = c.r.spawn(ctx, c.Cgroup, stdio, p.Terminal, 0, &c.Init.Pid, &initConfig{Mode: "exec", Process: p})
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -300,7 +308,7 @@ func (r *Runner) spawn(ctx context.Context, cg *Cgroup, stdio Stdio, terminal bo
 	p, sc, err := r.forkStage(cg, stdio, terminal, cloneflags, func(attr *os.ProcAttr) (*os.Process, error) {
 		if joinPid != nil {
 			attr.Env = []string{nsenter.EnvPID + "=" + strconv.Itoa(*joinPid)}
-			return startInPidNS(*joinPid, r.self(), attr)
+			return startInPidNS(*joinPid, r.self(), []string{"coffer-agent", InitArg, "exec"}, attr)
 		}
 		return os.StartProcess(r.self(), []string{"coffer-agent", InitArg, cfg.Mode}, attr)
 	})
@@ -343,7 +351,7 @@ func (r *Runner) spawn(ctx context.Context, cg *Cgroup, stdio Stdio, terminal bo
 // startInPidNS forks on a dedicated OS thread that first joins the pid
 // namespace of pid; the thread is discarded afterwards (its namespace
 // state must not leak to other goroutines).
-func startInPidNS(pid int, self string, attr *os.ProcAttr) (*os.Process, error) {
+func startInPidNS(pid int, self string, argv []string, attr *os.ProcAttr) (*os.Process, error) {
 	type result struct {
 		p   *os.Process
 		err error
@@ -361,7 +369,7 @@ func startInPidNS(pid int, self string, attr *os.ProcAttr) (*os.Process, error) 
 			ch <- result{err: fmt.Errorf("join pid namespace of %d: %w", pid, err)}
 			return
 		}
-		p, err := os.StartProcess(self, []string{"coffer-agent", InitArg, "exec"}, attr)
+		p, err := os.StartProcess(self, argv, attr)
 		ch <- result{p, err}
 	}()
 	res := <-ch

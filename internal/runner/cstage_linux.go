@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coffer-project/coffer/internal/runner/cstage"
+	"github.com/coffer-project/coffer/internal/runner/nsenter"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -171,16 +172,42 @@ func encodeCProcess(p *specs.Process, cp cProcess) ([]byte, error) {
 // spawnC starts a container's init through the C stage: the counterpart
 // of spawn for mode "init".
 func (r *Runner) spawnC(ctx context.Context, cg *Cgroup, stdio Stdio, cloneflags uintptr, spec *specs.Spec, rootfs string) (*Process, *syncConn, error) {
+	return r.spawnCStage(ctx, cg, stdio, spec.Process.Terminal, cloneflags,
+		func(attr *os.ProcAttr) (*os.Process, error) {
+			return os.StartProcess(r.self(), []string{"coffer-agent", cstage.Arg}, attr)
+		},
+		func(pid int, sc *syncConn) (*os.File, error) {
+			return onLockedThread(func() (*os.File, error) { return prepareOnThread(ctx, pid, cloneflags, spec, rootfs, sc) })
+		})
+}
+
+// spawnCExec starts an exec process in container c through the C stage:
+// the child is born in the container's pid namespace and joins the rest
+// in the nsenter constructor, which runs before the C stage's.
+func (r *Runner) spawnCExec(ctx context.Context, c *Container, p *specs.Process, stdio Stdio) (*Process, *syncConn, error) {
+	initPid := c.Init.Pid
+	return r.spawnCStage(ctx, c.Cgroup, stdio, p.Terminal, 0,
+		func(attr *os.ProcAttr) (*os.Process, error) {
+			attr.Env = []string{nsenter.EnvPID + "=" + strconv.Itoa(initPid)}
+			return startInPidNS(initPid, r.self(), []string{"coffer-agent", cstage.Arg}, attr)
+		},
+		func(_ int, sc *syncConn) (*os.File, error) {
+			return onLockedThread(func() (*os.File, error) { return prepareExecOnThread(initPid, p, sc) })
+		})
+}
+
+// spawnCStage forks a C stage with start, lets prepare (the agent's part,
+// given the child's pid) send it its messages, and waits for "ready".
+func (r *Runner) spawnCStage(ctx context.Context, cg *Cgroup, stdio Stdio, terminal bool, cloneflags uintptr,
+	start func(attr *os.ProcAttr) (*os.Process, error), prepare func(pid int, sc *syncConn) (*os.File, error)) (*Process, *syncConn, error) {
 	spawn := time.Now()
-	p, sc, err := r.forkStage(cg, stdio, spec.Process.Terminal, cloneflags, func(attr *os.ProcAttr) (*os.Process, error) {
-		return os.StartProcess(r.self(), []string{"coffer-agent", cstage.Arg}, attr)
-	})
+	p, sc, err := r.forkStage(cg, stdio, terminal, cloneflags, start)
 	if err != nil {
-		return nil, nil, fmt.Errorf("start container init stage: %w", err)
+		return nil, nil, fmt.Errorf("start the container stage: %w", err)
 	}
 	forked := time.Now()
 	fail := func(err error) (*Process, *syncConn, error) { return p.abort(sc, err) }
-	master, err := prepareForCStage(ctx, p.Pid, cloneflags, spec, rootfs, sc)
+	master, err := prepare(p.Pid, sc)
 	if master != nil {
 		p.Console = master
 	}
@@ -191,41 +218,62 @@ func (r *Runner) spawnC(ctx context.Context, cg *Cgroup, stdio Stdio, cloneflags
 	var m syncMsg
 	if _, err := sc.recv(ctx, &m); err != nil {
 		if errors.Is(err, io.EOF) {
-			err = errors.New("the init stage exited before it was ready (see the agent log)")
+			err = errors.New("the container stage exited before it was ready (see the agent log)")
 		}
-		return fail(fmt.Errorf("prepare container: %w", err))
+		return fail(fmt.Errorf("prepare the container process: %w", err))
 	}
 	switch m.Type {
 	case "ready":
 	case "error":
 		return fail(&errStage{msg: m.Error})
 	default:
-		return fail(fmt.Errorf("unexpected %q from the init stage", m.Type))
+		return fail(fmt.Errorf("unexpected %q from the container stage", m.Type))
 	}
 	p.Stage = StageTimes{Start: forked.Sub(spawn), Rootfs: prepared.Sub(forked), Ready: time.Since(prepared), C: true}
 	return p, sc, nil
 }
 
-// prepareForCStage does the agent's part of a C stage start on a locked OS
-// thread that joins the child's namespaces (see above) and sends the
-// stage its two messages. It returns the pty master of a terminal process.
-func prepareForCStage(ctx context.Context, pid int, cloneflags uintptr, spec *specs.Spec, rootfs string, sc *syncConn) (*os.File, error) {
+// onLockedThread runs f on a goroutine locked to a thread that is never
+// unlocked: f changes the thread's namespaces and root, so the thread
+// must die with the goroutine rather than run other goroutines.
+func onLockedThread(f func() (*os.File, error)) (*os.File, error) {
 	type result struct {
 		master *os.File
 		err    error
 	}
 	ch := make(chan result, 1)
 	go func() {
-		// Never unlocked: this thread changes its namespaces and root, so
-		// it must die with the goroutine rather than run other goroutines.
 		runtime.LockOSThread()
-		master, err := prepareOnThread(ctx, pid, cloneflags, spec, rootfs, sc)
+		master, err := f()
 		ch <- result{master, err}
 	}()
 	res := <-ch
 	return res.master, res.err
 }
 
+// prepareExecOnThread is the agent's part of an exec through the C stage,
+// on a locked thread in the container's mount namespace: the terminal in
+// the container's devpts, the command's path and the working directory.
+func prepareExecOnThread(initPid int, p *specs.Process, sc *syncConn) (master *os.File, err error) {
+	if err := unix.Unshare(unix.CLONE_FS); err != nil {
+		return nil, fmt.Errorf("unshare the filesystem context: %w", err)
+	}
+	fd, err := unix.Open("/proc/"+strconv.Itoa(initPid)+"/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open the container's mount namespace: %w", err)
+	}
+	err = unix.Setns(fd, unix.CLONE_NEWNS)
+	unix.Close(fd)
+	if err != nil {
+		return nil, fmt.Errorf("join the container's mount namespace: %w", err)
+	}
+	return sendProcess(p, sc, false)
+}
+
+// prepareOnThread does the agent's part of a container start through the
+// C stage on a locked OS thread that joins the child's namespaces (see
+// above) and sends the stage its two messages. It returns the pty master
+// of a terminal process.
 func prepareOnThread(ctx context.Context, pid int, cloneflags uintptr, spec *specs.Spec, rootfs string, sc *syncConn) (master *os.File, err error) {
 	if err := unix.Unshare(unix.CLONE_FS); err != nil {
 		return nil, fmt.Errorf("unshare the filesystem context: %w", err)
@@ -300,10 +348,17 @@ func prepareOnThread(ctx context.Context, pid int, cloneflags uintptr, spec *spe
 	if err := finishRootfs(spec); err != nil {
 		return nil, &errStage{msg: err.Error()}
 	}
-	p := spec.Process
+	return sendProcess(spec.Process, sc, true)
+}
+
+// sendProcess opens the terminal (in the caller's mount namespace),
+// resolves the command and creates the working directory as the container
+// sees them, and sends the "F" message. init: the container's init (wait
+// for "start"; its terminal becomes /dev/console).
+func sendProcess(p *specs.Process, sc *syncConn, init bool) (master *os.File, err error) {
 	var slave *os.File
 	if p.Terminal {
-		master, slave, err = openConsole(true, p.ConsoleSize)
+		master, slave, err = openConsole(init, p.ConsoleSize)
 		if err != nil {
 			return nil, &errStage{msg: err.Error()}
 		}
@@ -320,7 +375,7 @@ func prepareOnThread(ctx context.Context, pid int, cloneflags uintptr, spec *spe
 	if err := os.MkdirAll(cwd, 0o755); err != nil {
 		return master, &errStage{msg: fmt.Sprintf("create working directory %s: %v", cwd, err)}
 	}
-	msg, err := encodeCProcess(p, cProcess{Path: path, Cwd: cwd, Wait: true, TTY: p.Terminal, LastCap: lastCap()})
+	msg, err := encodeCProcess(p, cProcess{Path: path, Cwd: cwd, Wait: init, TTY: p.Terminal, LastCap: lastCap()})
 	if err != nil {
 		return master, &errStage{msg: err.Error()}
 	}
@@ -329,7 +384,7 @@ func prepareOnThread(ctx context.Context, pid int, cloneflags uintptr, spec *spe
 		fd = int(slave.Fd())
 	}
 	if err := sc.sendRaw(msg, fd); err != nil {
-		return master, fmt.Errorf("send the process to the init stage: %w", err)
+		return master, fmt.Errorf("send the process to the container stage: %w", err)
 	}
 	return master, nil
 }

@@ -14,7 +14,8 @@
 // container's init goes through the C stage instead (package cstage and
 // cstage_linux.go): the agent prepares the rootfs on a locked OS thread in
 // the child's namespaces and the child, which never starts the Go runtime,
-// mounts proc and execs. Exec processes join an existing
+// mounts proc and execs; execs go through it too. With the Go stage, exec
+// processes join an existing
 // container: the pid namespace is joined on a locked OS thread before fork,
 // and the mount, uts, ipc and cgroup namespaces by the C constructor in
 // package nsenter before the Go runtime starts (a multi-threaded process

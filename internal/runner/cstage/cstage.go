@@ -338,7 +338,9 @@ static void cs_run(void) {
 	cs_fail("exec %s: %s", argv[0], strerror(errno));
 }
 
-__attribute__((constructor)) static void coffer_cstage(int argc, char **argv, char **envp) {
+// Priority 300: after package nsenter's constructor (200), so an exec joins the
+// container's namespaces first.
+__attribute__((constructor(300))) static void coffer_cstage(int argc, char **argv, char **envp) {
 	(void)envp;
 	if (argc < 2 || argv == NULL || argv[1] == NULL || strcmp(argv[1], CSTAGE_ARG) != 0) {
 		return;

@@ -20,7 +20,9 @@ package nsenter
 #include <string.h>
 #include <unistd.h>
 
-__attribute__((constructor)) static void coffer_nsenter(void) {
+// Priority 200: before the C stage's constructor (package cstage, 300), which an
+// exec through the C stage runs once the namespaces are joined.
+__attribute__((constructor(200))) static void coffer_nsenter(void) {
 	const char *pid = getenv("_COFFER_NSENTER_PID");
 	if (pid == NULL || pid[0] == '\0') {
 		return;
