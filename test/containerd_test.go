@@ -144,6 +144,14 @@ disabled_plugins = %s
 		if t.Failed() {
 			t.Logf("containerd log:\n%s", c.log.String())
 		}
+		// Shims outlive containerd by design; a failed test can leave one
+		// (and its VM, which dies with it) running: never past the test.
+		for _, pid := range c.shims() {
+			if n, err := strconv.Atoi(pid); err == nil {
+				t.Logf("killing shim %d left running", n)
+				_ = unix.Kill(n, unix.SIGKILL)
+			}
+		}
 	})
 	deadline := time.Now().Add(20 * time.Second)
 	for {
