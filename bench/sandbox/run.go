@@ -363,10 +363,7 @@ func cmdError(what string, err error, out *tailBuffer) error {
 // machine, CPU model, memory, vCPUs, accelerator, kernel and command line,
 // with no devices beyond the serial console.
 func (b *bench) rawArgs(initrd, console string) []string {
-	cpu := "max"
-	if b.accel == hypervisor.AccelKVM {
-		cpu = "host"
-	}
+	cpu := hypervisor.CPUModel(b.accel)
 	return []string{
 		"-name", "guest=coffer-bench-raw",
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",

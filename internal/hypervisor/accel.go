@@ -229,10 +229,7 @@ const probeBanner = "Linux version"
 func ProbeBoot(ctx context.Context, qemuPath, kernel string, accel Accel, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cpu := "max"
-	if accel == AccelKVM {
-		cpu = "host"
-	}
+	cpu := CPUModel(accel)
 	cmd := exec.CommandContext(ctx, qemuPath,
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-machine", "q35,accel="+string(accel), "-cpu", cpu, "-m", "128", "-smp", "1",

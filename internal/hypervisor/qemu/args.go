@@ -98,10 +98,7 @@ func AccelArg(accel hypervisor.Accel, tcgCacheMiB int) string {
 // buildArgs returns QEMU's arguments (without argv[0]) for cfg, which must
 // have its defaults applied; accel must be kvm or tcg.
 func buildArgs(cfg hypervisor.Config, accel hypervisor.Accel, l layout) []string {
-	cpu := "max"
-	if accel == hypervisor.AccelKVM {
-		cpu = "host"
-	}
+	cpu := hypervisor.CPUModel(accel)
 	machine := cfg.MachineType
 	var memArgs []string
 	if cfg.SharedMemory {

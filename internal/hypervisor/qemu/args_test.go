@@ -35,7 +35,7 @@ func TestBuildArgs(t *testing.T) {
 	got := strings.Join(buildArgs(cfg, hypervisor.AccelTCG, l), " ")
 	want := strings.Join([]string{
 		"-name guest=pod,,1 -nodefaults -no-user-config -display none -no-reboot",
-		"-machine q35 -accel tcg,tb-size=64 -cpu max -m 256 -smp 1",
+		"-machine q35 -accel tcg,tb-size=64 -cpu max,-erms,-fsrm -m 256 -smp 1",
 		"-kernel /k/vmlinuz -initrd /k/initrd -append console=ttyS0 quiet",
 		"-chardev file,id=con,path=/run/coffer/pod,,1/console.log,append=on -serial chardev:con",
 		"-qmp unix:/run/coffer/pod,,1/qmp.sock,server=on,wait=off",
@@ -84,7 +84,7 @@ func TestBuildArgsVirtioFS(t *testing.T) {
 	}
 	got := strings.Join(buildArgs(cfg, hypervisor.AccelTCG, l), " ")
 	for _, s := range []string{
-		"-machine q35,memory-backend=ram0 -accel tcg,tb-size=64 -cpu max -m 512 -object memory-backend-memfd,id=ram0,size=512M,share=on -smp 1",
+		"-machine q35,memory-backend=ram0 -accel tcg,tb-size=64 -cpu max,-erms,-fsrm -m 512 -object memory-backend-memfd,id=ram0,size=512M,share=on -smp 1",
 		"-chardev socket,id=fs0,path=/p/vfs,,1.sock -device vhost-user-fs-pci,chardev=fs0,id=vfs0,tag=coffer,queue-size=1024",
 	} {
 		if !strings.Contains(got, s) {
