@@ -703,12 +703,20 @@ func imageArgs(ctx context.Context, cmd *cobra.Command, g *globalOpts, o *runOpt
 		// Decrypted layers are unpacked for this run only (and removed
 		// once the rootfs disk is built), so a later run without the
 		// key cannot reuse the plaintext.
-		if dest, err = os.MkdirTemp(unpacked, ".run-"); err != nil {
+		// A run killed before its cleanup leaves its copy: the next such
+		// run removes it (its lock is free), as does `coffer image prune`.
+		if n, err := p.Cache().SweepRunDirs(); err != nil {
+			g.logger().Warn("remove decrypted image copies of ended runs", "err", err)
+		} else if n > 0 {
+			g.logger().Info("removed decrypted image copies of ended runs", "count", n)
+		}
+		var release func() error
+		if dest, release, err = p.Cache().RunDir(); err != nil {
 			unlock()
 			return nil, nothing, err
 		}
 		cleanup = func() {
-			if err := os.RemoveAll(dest); err != nil {
+			if err := release(); err != nil {
 				g.logger().Warn("remove decrypted image copy", "dir", dest, "err", err)
 			}
 			unlock()

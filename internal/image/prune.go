@@ -127,3 +127,91 @@ func (c *Cache) Prune(ctx context.Context, olderThan time.Duration) (PruneStats,
 	}
 	return st, nil
 }
+
+// runDirPrefix names per-run unpack directories (and, with ".lock"
+// appended, their lock files) below UnpackedDir.
+const runDirPrefix = ".run-"
+
+// RunDir makes a directory below UnpackedDir for one run's unpacked rootfs
+// (an encrypted image's plaintext, which must not outlive the run). A lock
+// file next to it stays locked while the calling process lives, so that
+// SweepRunDirs can tell a live run's directory from a dead one's. release
+// removes both.
+func (c *Cache) RunDir() (dir string, release func() error, err error) {
+	up := filepath.Join(c.dir, UnpackedDir)
+	if err := os.MkdirAll(up, 0o700); err != nil {
+		return "", nil, err
+	}
+	lf, err := os.CreateTemp(up, runDirPrefix+"*.lock")
+	if err != nil {
+		return "", nil, fmt.Errorf("per-run unpack directory: %w", err)
+	}
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lf.Close()
+		os.Remove(lf.Name())
+		return "", nil, fmt.Errorf("lock the per-run unpack directory: %w", err)
+	}
+	dir = strings.TrimSuffix(lf.Name(), ".lock")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		lf.Close()
+		os.Remove(lf.Name())
+		return "", nil, fmt.Errorf("per-run unpack directory: %w", err)
+	}
+	release = func() error {
+		err := os.RemoveAll(dir)
+		if err == nil {
+			err = os.Remove(lf.Name())
+		}
+		lf.Close()
+		return err
+	}
+	return dir, release, nil
+}
+
+// SweepRunDirs removes the per-run directories of runs that ended without
+// removing them (killed, crashed): those whose lock file no process holds.
+// Directories without a lock file (older coffer versions) go once they are
+// an hour old. It returns how many it removed.
+func (c *Cache) SweepRunDirs() (int, error) {
+	up := filepath.Join(c.dir, UnpackedDir)
+	ents, err := os.ReadDir(up)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	n := 0
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasPrefix(name, runDirPrefix) {
+			continue
+		}
+		if base, isLock := strings.CutSuffix(name, ".lock"); isLock {
+			lf, err := os.OpenFile(filepath.Join(up, name), os.O_RDWR, 0)
+			if err != nil {
+				continue
+			}
+			if syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+				if err := os.RemoveAll(filepath.Join(up, base)); err != nil {
+					lf.Close()
+					return n, fmt.Errorf("remove a dead run's unpack directory: %w", err)
+				}
+				_ = os.Remove(filepath.Join(up, name))
+				n++
+			}
+			lf.Close()
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(up, name+".lock")); err == nil {
+			continue // the lock file decides
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > time.Hour {
+			if err := os.RemoveAll(filepath.Join(up, name)); err != nil {
+				return n, fmt.Errorf("remove a dead run's unpack directory: %w", err)
+			}
+			n++
+		}
+	}
+	return n, nil
+}
