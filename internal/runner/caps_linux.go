@@ -2,8 +2,6 @@ package runner
 
 import (
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -71,23 +69,14 @@ func validateCaps(c *specs.LinuxCapabilities) error {
 	return nil
 }
 
-func lastCap() int {
-	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
-	if err != nil {
-		return unix.CAP_LAST_CAP
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return unix.CAP_LAST_CAP
-	}
-	return n
-}
-
 // dropBounding removes from the calling thread's bounding set every
 // capability not in keep. It must run before the user is changed (it needs
-// CAP_SETPCAP).
+// CAP_SETPCAP). Every number up to 63 is tried (EINVAL: past the kernel's
+// last): the kernel's last capability is not read from
+// /proc/sys/kernel/cap_last_cap, which the stage sees as the container
+// does (a file the image could provide when proc is not mounted).
 func dropBounding(keep capSet) error {
-	for c := 0; c <= lastCap(); c++ {
+	for c := 0; c < 64; c++ {
 		if keep&(1<<uint(c)) != 0 {
 			continue
 		}
@@ -116,7 +105,7 @@ func applyCaps(c *specs.LinuxCapabilities) error {
 	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && err != unix.EINVAL {
 		return fmt.Errorf("clear ambient capabilities: %w", err)
 	}
-	for c := 0; c <= lastCap(); c++ {
+	for c := 0; c < 64; c++ {
 		if amb&(1<<uint(c)) == 0 {
 			continue
 		}

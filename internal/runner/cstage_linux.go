@@ -33,8 +33,11 @@ import (
 // pool: its goroutine exits locked, so the runtime discards it.
 
 // maxCList bounds the args, env entries and groups of a C stage process
-// (MAX_LIST in the C code).
-const maxCList = 4096
+// (MAX_LIST in the C code), maxCRlimits its rlimits (MAX_RLIMITS).
+const (
+	maxCList    = 4096
+	maxCRlimits = 64
+)
 
 // procMount is a proc filesystem the C stage mounts; Dest is the path in
 // the container (after pivot_root).
@@ -52,10 +55,15 @@ func (r *Runner) cStageFits(spec *specs.Spec) bool {
 		return false
 	}
 	var procs []string
+	within := func(path, dir string) bool {
+		return path == dir || dir == "/" || strings.HasPrefix(path, dir+"/")
+	}
 	for _, m := range spec.Mounts {
 		dest := filepath.Clean("/" + m.Destination)
 		for _, p := range procs {
-			if dest == p || strings.HasPrefix(dest, p+"/") || p == "/" {
+			// A later mount below, over or above a proc mount would
+			// stack differently once proc is mounted last.
+			if within(dest, p) || within(p, dest) {
 				return false
 			}
 		}
@@ -99,13 +107,18 @@ func encodeProcMounts(ms []procMount) ([]byte, error) {
 type cProcess struct {
 	Path, Cwd string
 	Wait, TTY bool
-	LastCap   int
 }
 
 // encodeCProcess is the "F" message for p.
 func encodeCProcess(p *specs.Process, cp cProcess) ([]byte, error) {
 	if len(p.Args) > maxCList || len(p.Env) > maxCList || len(p.User.AdditionalGids) > maxCList {
 		return nil, fmt.Errorf("the process has more than %d args, environment variables or groups", maxCList)
+	}
+	if len(p.Rlimits) > maxCRlimits {
+		return nil, fmt.Errorf("the process has %d rlimits; at most %d are supported", len(p.Rlimits), maxCRlimits)
+	}
+	if p.User.UID == ^uint32(0) || p.User.GID == ^uint32(0) {
+		return nil, errors.New("uid and gid 4294967295 are not valid users")
 	}
 	b := []byte{'F'}
 	var err error
@@ -146,7 +159,6 @@ func encodeCProcess(p *specs.Process, cp cProcess) ([]byte, error) {
 			}
 			add(s.tag, u(uint64(set)))
 		}
-		add("lastcap", strconv.Itoa(cp.LastCap))
 	}
 	if p.OOMScoreAdj != nil {
 		add("oom", strconv.Itoa(*p.OOMScoreAdj))
@@ -177,7 +189,7 @@ func (r *Runner) spawnC(ctx context.Context, cg *Cgroup, stdio Stdio, cloneflags
 			return os.StartProcess(r.self(), []string{"coffer-agent", cstage.Arg}, attr)
 		},
 		func(pid int, sc *syncConn) (*os.File, error) {
-			return onLockedThread(func() (*os.File, error) { return prepareOnThread(ctx, pid, cloneflags, spec, rootfs, sc) })
+			return onLockedThread(ctx, func() (*os.File, error) { return prepareOnThread(ctx, pid, cloneflags, spec, rootfs, sc) })
 		})
 }
 
@@ -192,7 +204,7 @@ func (r *Runner) spawnCExec(ctx context.Context, c *Container, p *specs.Process,
 			return startInPidNS(initPid, r.self(), []string{"coffer-agent", cstage.Arg}, attr)
 		},
 		func(_ int, sc *syncConn) (*os.File, error) {
-			return onLockedThread(func() (*os.File, error) { return prepareExecOnThread(initPid, p, sc) })
+			return onLockedThread(ctx, func() (*os.File, error) { return prepareExecOnThread(initPid, p, sc) })
 		})
 }
 
@@ -207,6 +219,11 @@ func (r *Runner) spawnCStage(ctx context.Context, cg *Cgroup, stdio Stdio, termi
 	}
 	forked := time.Now()
 	fail := func(err error) (*Process, *syncConn, error) { return p.abort(sc, err) }
+	// Nothing is resolved in the container before the stage is in all of
+	// its namespaces (see the C code).
+	if err := expect(ctx, sc, "joined"); err != nil {
+		return fail(err)
+	}
 	master, err := prepare(p.Pid, sc)
 	if master != nil {
 		p.Console = master
@@ -215,28 +232,41 @@ func (r *Runner) spawnCStage(ctx context.Context, cg *Cgroup, stdio Stdio, termi
 		return fail(err)
 	}
 	prepared := time.Now()
-	var m syncMsg
-	if _, err := sc.recv(ctx, &m); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = errors.New("the container stage exited before it was ready (see the agent log)")
-		}
-		return fail(fmt.Errorf("prepare the container process: %w", err))
-	}
-	switch m.Type {
-	case "ready":
-	case "error":
-		return fail(&errStage{msg: m.Error})
-	default:
-		return fail(fmt.Errorf("unexpected %q from the container stage", m.Type))
+	if err := expect(ctx, sc, "ready"); err != nil {
+		return fail(err)
 	}
 	p.Stage = StageTimes{Start: forked.Sub(spawn), Rootfs: prepared.Sub(forked), Ready: time.Since(prepared), C: true}
 	return p, sc, nil
 }
 
+// expect reads the stage's next message, which must be of type want; an
+// "error" message becomes a stage error.
+func expect(ctx context.Context, sc *syncConn, want string) error {
+	var m syncMsg
+	if _, err := sc.recv(ctx, &m); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = errors.New("the container stage exited before it was ready (see the agent log)")
+		}
+		return fmt.Errorf("prepare the container process: %w", err)
+	}
+	switch m.Type {
+	case want:
+		return nil
+	case "error":
+		return &errStage{msg: m.Error}
+	default:
+		return fmt.Errorf("unexpected %q from the container stage (want %q)", m.Type, want)
+	}
+}
+
 // onLockedThread runs f on a goroutine locked to a thread that is never
 // unlocked: f changes the thread's namespaces and root, so the thread
 // must die with the goroutine rather than run other goroutines.
-func onLockedThread(f func() (*os.File, error)) (*os.File, error) {
+//
+// If ctx ends first (a filesystem in the container that hangs), the caller
+// gets ctx's error and kills the stage; the thread finishes on its own and
+// closes the terminal it may have opened.
+func onLockedThread(ctx context.Context, f func() (*os.File, error)) (*os.File, error) {
 	type result struct {
 		master *os.File
 		err    error
@@ -247,8 +277,17 @@ func onLockedThread(f func() (*os.File, error)) (*os.File, error) {
 		master, err := f()
 		ch <- result{master, err}
 	}()
-	res := <-ch
-	return res.master, res.err
+	select {
+	case res := <-ch:
+		return res.master, res.err
+	case <-ctx.Done():
+		go func() {
+			if res := <-ch; res.master != nil {
+				res.master.Close()
+			}
+		}()
+		return nil, fmt.Errorf("prepare the container process: %w", ctx.Err())
+	}
 }
 
 // prepareExecOnThread is the agent's part of an exec through the C stage,
@@ -333,16 +372,8 @@ func prepareOnThread(ctx context.Context, pid int, cloneflags uintptr, spec *spe
 		if err := sc.sendRaw(msg, -1); err != nil {
 			return nil, fmt.Errorf("send proc mounts to the init stage: %w", err)
 		}
-		var m syncMsg
-		if _, err := sc.recv(ctx, &m); err != nil {
-			return nil, fmt.Errorf("init stage: %w", err)
-		}
-		switch m.Type {
-		case "mounted":
-		case "error":
-			return nil, &errStage{msg: m.Error}
-		default:
-			return nil, fmt.Errorf("unexpected %q from the init stage", m.Type)
+		if err := expect(ctx, sc, "mounted"); err != nil {
+			return nil, err
 		}
 	}
 	if err := finishRootfs(spec); err != nil {
@@ -375,7 +406,7 @@ func sendProcess(p *specs.Process, sc *syncConn, init bool) (master *os.File, er
 	if err := os.MkdirAll(cwd, 0o755); err != nil {
 		return master, &errStage{msg: fmt.Sprintf("create working directory %s: %v", cwd, err)}
 	}
-	msg, err := encodeCProcess(p, cProcess{Path: path, Cwd: cwd, Wait: init, TTY: p.Terminal, LastCap: lastCap()})
+	msg, err := encodeCProcess(p, cProcess{Path: path, Cwd: cwd, Wait: init, TTY: p.Terminal})
 	if err != nil {
 		return master, &errStage{msg: err.Error()}
 	}

@@ -37,7 +37,7 @@ func TestEncodeCProcess(t *testing.T) {
 		},
 		OOMScoreAdj: &oom, NoNewPrivileges: true,
 	}
-	msg, err := encodeCProcess(p, cProcess{Path: "/bin/sh", Cwd: "/w", Wait: true, TTY: true, LastCap: 40})
+	msg, err := encodeCProcess(p, cProcess{Path: "/bin/sh", Cwd: "/w", Wait: true, TTY: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestEncodeCProcess(t *testing.T) {
 	}
 	got := strings.Join(fields(t, msg), "|")
 	want := "path|/bin/sh|arg|sh|arg|-c|arg|a=b|env|A=1|env|B=x=y|cwd|/w|uid|1000|gid|100|group|5|group|6|" +
-		"rlimit|7 10 20|capb|33|cape|32|capp|32|capi|0|capa|32|lastcap|40|oom|-500|nnp|1|wait|1|tty|1"
+		"rlimit|7 10 20|capb|33|cape|32|capp|32|capi|0|capa|32|oom|-500|nnp|1|wait|1|tty|1"
 	if got != want {
 		t.Errorf("fields\n got %s\nwant %s", got, want)
 	}
@@ -70,6 +70,8 @@ func TestEncodeCProcess(t *testing.T) {
 		{&specs.Process{Args: []string{"a"}, Capabilities: &specs.LinuxCapabilities{Bounding: []string{"CAP_NOPE"}}}, "unknown capability"},
 		{&specs.Process{Args: make([]string, maxCList+1)}, "more than 4096"},
 		{&specs.Process{Args: []string{strings.Repeat("x", maxSyncMsg)}}, "over"},
+		{&specs.Process{Args: []string{"a"}, Rlimits: make([]specs.POSIXRlimit, maxCRlimits+1)}, "at most 64"},
+		{&specs.Process{Args: []string{"a"}, User: specs.User{UID: ^uint32(0)}}, "not valid users"},
 	}
 	for _, b := range bad {
 		if _, err := encodeCProcess(b.p, cProcess{Path: "/a", Cwd: "/"}); err == nil || !strings.Contains(err.Error(), b.want) {
@@ -110,6 +112,7 @@ func TestCStageFits(t *testing.T) {
 		{"proc inside an earlier mount is fine", mk(specs.Mount{Destination: "/a", Type: "tmpfs"}, specs.Mount{Destination: "/a/proc", Type: "proc"}), true},
 		{"proc with propagation", mk(specs.Mount{Destination: "/proc", Type: "proc", Options: []string{"rshared"}}), false},
 		{"proc on the root", mk(specs.Mount{Destination: "/", Type: "proc"}, specs.Mount{Destination: "/x", Type: "tmpfs"}), false},
+		{"mount above proc after it", mk(specs.Mount{Destination: "/a/proc", Type: "proc"}, specs.Mount{Destination: "/a", Type: "tmpfs"}), false},
 	}
 	for _, tt := range tests {
 		if got := r.cStageFits(tt.spec); got != tt.want && cstage.Available {
@@ -146,6 +149,10 @@ func startCStage(t *testing.T, stdout io.Writer) (*syncConn, *exec.Cmd) {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	})
+	// The stage says first that it is in its namespaces.
+	if m, err := recvMsg(t, sc); err != nil || m.Type != "joined" {
+		t.Fatalf("first message %+v, %v; want joined", m, err)
+	}
 	return sc, cmd
 }
 
@@ -192,16 +199,19 @@ func TestCStageRunsProcess(t *testing.T) {
 		Args: []string{"sh", "-c", `echo "$FOO"; pwd; ulimit -n; id -u; id -g; id -G; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status`},
 		Env:  []string{"FOO=bar baz", "PATH=/usr/bin:/bin"},
 		User: specs.User{UID: 65534, GID: 65533, AdditionalGids: []uint32{4242}},
+		// Applied after the stage's own opens (oom_score_adj), as the
+		// Go stage does: 5 descriptors would not leave it one.
 		Rlimits: []specs.POSIXRlimit{
-			{Type: "RLIMIT_NOFILE", Soft: 123, Hard: 456},
+			{Type: "RLIMIT_NOFILE", Soft: 5, Hard: 456},
 		},
+		OOMScoreAdj: intPtr(100),
 		Capabilities: &specs.LinuxCapabilities{
 			Bounding: []string{"CAP_KILL", "CAP_CHOWN"}, Effective: []string{"CAP_KILL"}, Permitted: []string{"CAP_KILL"},
 			Inheritable: []string{"CAP_KILL"}, Ambient: []string{"CAP_KILL"},
 		},
 		NoNewPrivileges: true,
 	}
-	msg, err := encodeCProcess(p, cProcess{Path: "/bin/sh", Cwd: dir, Wait: true, LastCap: lastCap()})
+	msg, err := encodeCProcess(p, cProcess{Path: "/bin/sh", Cwd: dir, Wait: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +235,7 @@ func TestCStageRunsProcess(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("process: %v; output %q", err, output())
 	}
-	want := "bar baz\n" + dir + "\n123\n65534\n65533\n65533 4242\nCapEff:\t0000000000000020\nCapBnd:\t0000000000000021\nNoNewPrivs:\t1\n"
+	want := "bar baz\n" + dir + "\n5\n65534\n65533\n65533 4242\nCapEff:\t0000000000000020\nCapBnd:\t0000000000000021\nNoNewPrivs:\t1\n"
 	if got := output(); got != want {
 		t.Errorf("output\n got %q\nwant %q", got, want)
 	}
@@ -240,6 +250,10 @@ func TestCStageReportsErrors(t *testing.T) {
 		{"missing command", mustEncode(t, &specs.Process{Args: []string{"nope"}}, cProcess{Path: "/nonexistent/nope", Cwd: "/"}), "exec nope: No such file or directory"},
 		{"bad cwd", mustEncode(t, &specs.Process{Args: []string{"true"}}, cProcess{Path: "/bin/true", Cwd: "/nonexistent/dir"}), "chdir to working directory /nonexistent/dir"},
 		{"bad number", []byte("Fpath\x00/bin/true\x00arg\x00true\x00uid\x00x1\x00"), "bad number uid=x1"},
+		{"negative uid", []byte("Fpath\x00/bin/true\x00arg\x00true\x00uid\x00-1\x00"), "bad number uid=-1"},
+		{"uid too big", []byte("Fpath\x00/bin/true\x00arg\x00true\x00uid\x004294967295\x00"), "bad number uid=4294967295"},
+		{"oom out of range", []byte("Fpath\x00/bin/true\x00arg\x00true\x00oom\x00-1001\x00"), "bad number oom=-1001"},
+		{"spaces in a number", []byte("Fpath\x00/bin/true\x00arg\x00true\x00gid\x00 1\x00"), "bad number gid= 1"},
 		{"unknown field", []byte("Fpath\x00/bin/true\x00bogus\x00\"quoted\\\x00"), `unknown field bogus`},
 		{"no args", []byte("Fpath\x00/bin/true\x00"), "the process args are empty"},
 		{"unterminated", []byte("Fpath\x00/bin/true"), "malformed message"},
@@ -315,3 +329,5 @@ func TestCStageErrorJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func intPtr(i int) *int { return &i }

@@ -301,10 +301,13 @@ func openConsole(bindConsole bool, size *specs.Box) (master, slave *os.File, err
 		return nil, nil, fmt.Errorf("get pty number: %w", err)
 	}
 	slavePath := "/dev/pts/" + strconv.Itoa(int(n))
-	sfd, err := unix.Open(slavePath, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open %s: %w", slavePath, err)
+	// The slave from the master itself, not by a path a container
+	// process could redirect.
+	r, _, errno := unix.Syscall(unix.SYS_IOCTL, master.Fd(), unix.TIOCGPTPEER, uintptr(unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC))
+	if errno != 0 {
+		return nil, nil, fmt.Errorf("open the terminal's slave %s: %w", slavePath, errno)
 	}
+	sfd := int(r)
 	slave = os.NewFile(uintptr(sfd), slavePath)
 	if size != nil && size.Height > 0 && size.Width > 0 && size.Height <= 0xffff && size.Width <= 0xffff {
 		ws := &unix.Winsize{Row: uint16(size.Height), Col: uint16(size.Width)}

@@ -36,6 +36,7 @@ package cstage
 #cgo CFLAGS: -Wall -Werror -O2
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
@@ -58,6 +59,7 @@ package cstage
 #define SYNC_FD 3
 #define MAX_MSG (4 << 20)
 #define MAX_LIST 4096
+#define MAX_RLIMITS 64
 
 // cs_fail reports err to the agent as a sync "error" message and exits.
 __attribute__((noreturn, format(printf, 1, 2))) static void cs_fail(const char *fmt, ...) {
@@ -93,9 +95,12 @@ static void cs_send(const char *json) {
 // cs_recv reads one message into buf (NUL-terminated after its length)
 // and returns its length; *fd gets a passed descriptor or -1.
 static size_t cs_recv(char *buf, size_t cap, int *fd) {
-	char cbuf[CMSG_SPACE(sizeof(int))];
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} cbuf;
 	struct iovec iov = {.iov_base = buf, .iov_len = cap - 1};
-	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf, .msg_controllen = sizeof(cbuf.buf)};
 	ssize_t n;
 	do {
 		n = recvmsg(SYNC_FD, &mh, MSG_CMSG_CLOEXEC);
@@ -132,24 +137,38 @@ static size_t cs_fields(char *buf, size_t n, char **out, size_t max) {
 	return count;
 }
 
-static unsigned long long cs_num(const char *tag, const char *s) {
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno != 0 || *s == '\0' || *end != '\0') {
+// cs_parse parses a decimal number of digits only, at most max; it
+// returns -1 for anything else.
+static int cs_parse(const char *s, unsigned long long max, unsigned long long *out) {
+	unsigned long long v = 0;
+	if (*s == '\0') {
+		return -1;
+	}
+	for (const char *p = s; *p; p++) {
+		if (*p < '0' || *p > '9' || v > (max - (unsigned long long)(*p - '0')) / 10) {
+			return -1;
+		}
+		v = v * 10 + (unsigned long long)(*p - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+static unsigned long long cs_num(const char *tag, const char *s, unsigned long long max) {
+	unsigned long long v;
+	if (cs_parse(s, max, &v) < 0) {
 		cs_fail("coffer-cinit: bad number %s=%s from the agent", tag, s);
 	}
 	return v;
 }
 
-static long long cs_snum(const char *tag, const char *s) {
-	char *end;
-	errno = 0;
-	long long v = strtoll(s, &end, 10);
-	if (errno != 0 || *s == '\0' || *end != '\0') {
+// cs_snum parses an optionally negative decimal number in [-max, max].
+static long long cs_snum(const char *tag, const char *s, long long max) {
+	unsigned long long v;
+	if (cs_parse(*s == '-' ? s + 1 : s, (unsigned long long)max, &v) < 0) {
 		cs_fail("coffer-cinit: bad number %s=%s from the agent", tag, s);
 	}
-	return v;
+	return *s == '-' ? -(long long)v : (long long)v;
 }
 
 static void cs_mount_procs(char *buf, size_t n) {
@@ -159,7 +178,7 @@ static void cs_mount_procs(char *buf, size_t n) {
 		cs_fail("coffer-cinit: malformed proc mount list");
 	}
 	for (size_t i = 0; i < count; i += 3) {
-		unsigned long flags = (unsigned long)cs_num("flags", f[i + 1]);
+		unsigned long flags = (unsigned long)cs_num("flags", f[i + 1], ULONG_MAX);
 		if (mount("proc", f[i], "proc", flags, f[i + 2][0] ? f[i + 2] : NULL) < 0) {
 			cs_fail("mount proc on %s: %s", f[i], strerror(errno));
 		}
@@ -172,7 +191,14 @@ struct cs_caps {
 
 static void cs_run(void) {
 	char *buf = malloc(MAX_MSG);
-	static char *f[2 * MAX_LIST + 64];
+	// Records: args, env and groups (MAX_LIST each), rlimits
+	// (MAX_RLIMITS) and fewer than 32 others; two strings each.
+	static char *f[2 * (3 * MAX_LIST + MAX_RLIMITS + 32)];
+	static struct {
+		int resource;
+		struct rlimit rl;
+	} rlimits[MAX_RLIMITS];
+	size_t nrlimits = 0;
 	static char *argv[MAX_LIST + 1], *envp[MAX_LIST + 1];
 	static gid_t gids[MAX_LIST];
 	if (buf == NULL) {
@@ -180,6 +206,10 @@ static void cs_run(void) {
 	}
 	int tty = -1;
 	size_t n;
+	// The agent resolves paths in the container only once this process
+	// is in all of its namespaces (for an exec, after the nsenter
+	// constructor): until then its /proc/<pid>/root leads out of it.
+	cs_send("{\"type\":\"joined\"}");
 	for (;;) {
 		n = cs_recv(buf, MAX_MSG, &tty);
 		if (buf[0] == 'P') {
@@ -202,7 +232,6 @@ static void cs_run(void) {
 	long long oom = 0;
 	uid_t uid = 0;
 	gid_t gid = 0;
-	int last_cap = CAP_LAST_CAP;
 	struct cs_caps caps = {0};
 	for (size_t i = 0; i < count; i += 2) {
 		const char *k = f[i];
@@ -218,41 +247,43 @@ static void cs_run(void) {
 		} else if (!strcmp(k, "cwd")) {
 			cwd = v;
 		} else if (!strcmp(k, "uid")) {
-			uid = (uid_t)cs_num(k, v);
+			// (uid_t)-1 would leave the ids unchanged: refused.
+			uid = (uid_t)cs_num(k, v, UINT32_MAX - 1);
 		} else if (!strcmp(k, "gid")) {
-			gid = (gid_t)cs_num(k, v);
+			gid = (gid_t)cs_num(k, v, UINT32_MAX - 1);
 		} else if (!strcmp(k, "group")) {
 			if (ngids == sizeof(gids) / sizeof(gids[0])) cs_fail("coffer-cinit: too many groups");
-			gids[ngids++] = (gid_t)cs_num(k, v);
+			gids[ngids++] = (gid_t)cs_num(k, v, UINT32_MAX - 1);
 		} else if (!strcmp(k, "rlimit")) {
-			// "resource soft hard", applied in order.
+			// "resource soft hard", applied in order after chdir (as
+			// the Go stage does: a low RLIMIT_NOFILE must not fail the
+			// stage's own opens).
 			unsigned long long r[3];
 			char *save = NULL, *tok = strtok_r(v, " ", &save);
 			for (int j = 0; j < 3; j++) {
 				if (tok == NULL) cs_fail("coffer-cinit: malformed rlimit");
-				r[j] = cs_num(k, tok);
+				r[j] = cs_num(k, tok, j == 0 ? RLIM_NLIMITS : ULLONG_MAX);
 				tok = strtok_r(NULL, " ", &save);
 			}
-			struct rlimit rl = {.rlim_cur = r[1], .rlim_max = r[2]};
-			if (setrlimit((int)r[0], &rl) < 0) {
-				cs_fail("set rlimit %llu to %llu/%llu: %s", r[0], r[1], r[2], strerror(errno));
-			}
+			if (nrlimits == MAX_RLIMITS) cs_fail("coffer-cinit: too many rlimits");
+			rlimits[nrlimits].resource = (int)r[0];
+			rlimits[nrlimits].rl.rlim_cur = r[1];
+			rlimits[nrlimits].rl.rlim_max = r[2];
+			nrlimits++;
 		} else if (!strcmp(k, "capb")) {
 			have_caps = 1;
-			caps.bounding = cs_num(k, v);
+			caps.bounding = cs_num(k, v, ULLONG_MAX);
 		} else if (!strcmp(k, "cape")) {
-			caps.effective = cs_num(k, v);
+			caps.effective = cs_num(k, v, ULLONG_MAX);
 		} else if (!strcmp(k, "capp")) {
-			caps.permitted = cs_num(k, v);
+			caps.permitted = cs_num(k, v, ULLONG_MAX);
 		} else if (!strcmp(k, "capi")) {
-			caps.inheritable = cs_num(k, v);
+			caps.inheritable = cs_num(k, v, ULLONG_MAX);
 		} else if (!strcmp(k, "capa")) {
-			caps.ambient = cs_num(k, v);
-		} else if (!strcmp(k, "lastcap")) {
-			last_cap = (int)cs_num(k, v);
+			caps.ambient = cs_num(k, v, ULLONG_MAX);
 		} else if (!strcmp(k, "oom")) {
 			have_oom = 1;
-			oom = cs_snum(k, v);
+			oom = cs_snum(k, v, 1000);
 		} else if (!strcmp(k, "nnp")) {
 			nnp = 1;
 		} else if (!strcmp(k, "wait")) {
@@ -289,6 +320,12 @@ static void cs_run(void) {
 	if (chdir(cwd) < 0) {
 		cs_fail("chdir to working directory %s: %s", cwd, strerror(errno));
 	}
+	for (size_t i = 0; i < nrlimits; i++) {
+		if (setrlimit(rlimits[i].resource, &rlimits[i].rl) < 0) {
+			cs_fail("set rlimit %d to %llu/%llu: %s", rlimits[i].resource, (unsigned long long)rlimits[i].rl.rlim_cur,
+				(unsigned long long)rlimits[i].rl.rlim_max, strerror(errno));
+		}
+	}
 	cs_send("{\"type\":\"ready\"}");
 	if (wait_start) {
 		// Not into buf: path, argv and envp point into it.
@@ -299,7 +336,10 @@ static void cs_run(void) {
 		}
 	}
 	if (have_caps) {
-		for (int c = 0; c <= last_cap && c < 64; c++) {
+		// Every capability number: the kernel's last one is not read
+		// from a file the container could control; EINVAL marks numbers
+		// past it.
+		for (int c = 0; c < 64; c++) {
 			if (caps.bounding & (1ULL << c)) continue;
 			if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL) {
 				cs_fail("drop capability %d from the bounding set: %s", c, strerror(errno));
@@ -322,7 +362,7 @@ static void cs_run(void) {
 		if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL) {
 			cs_fail("clear ambient capabilities: %s", strerror(errno));
 		}
-		for (int c = 0; c <= last_cap && c < 64; c++) {
+		for (int c = 0; c < 64; c++) {
 			if (!(caps.ambient & (1ULL << c))) continue;
 			if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) < 0) {
 				cs_fail("raise ambient capability %d (it must also be permitted and inheritable): %s", c, strerror(errno));
@@ -344,6 +384,12 @@ __attribute__((constructor(300))) static void coffer_cstage(int argc, char **arg
 	(void)envp;
 	if (argc < 2 || argv == NULL || argv[1] == NULL || strcmp(argv[1], CSTAGE_ARG) != 0) {
 		return;
+	}
+	const char *pid = getenv("_COFFER_NSENTER_PID");
+	if (pid != NULL && pid[0] != '\0') {
+		// The nsenter constructor (priority 200) should have run and
+		// cleared it: never run an exec outside the container.
+		cs_fail("coffer-cinit: the container's namespaces were not joined");
 	}
 	cs_run();
 	_exit(127);
