@@ -234,8 +234,10 @@ func (c *Container) Exec(ctx context.Context, p *specs.Process, stdio Stdio) (*P
 
 // forkStage forks a stage process with its sync socket on fd 3, stdio,
 // clone flags and the container's cgroup; start does the fork with the
-// attributes it is given (argv and environment are its choice).
-func (r *Runner) forkStage(cg *Cgroup, stdio Stdio, terminal bool, cloneflags uintptr, start func(attr *os.ProcAttr) (*os.Process, error)) (*Process, *syncConn, error) {
+// attributes it is given (argv and environment are its choice). pidfd,
+// when not nil, receives a pidfd of the child (-1 if the kernel gave
+// none), which the caller closes.
+func (r *Runner) forkStage(cg *Cgroup, stdio Stdio, terminal bool, cloneflags uintptr, pidfd *int, start func(attr *os.ProcAttr) (*os.Process, error)) (*Process, *syncConn, error) {
 	sc, child, err := newSyncPair()
 	if err != nil {
 		return nil, nil, err
@@ -269,6 +271,10 @@ func (r *Runner) forkStage(cg *Cgroup, stdio Stdio, terminal bool, cloneflags ui
 			UseCgroupFD: true,
 			CgroupFD:    int(cgfd.Fd()),
 		},
+	}
+	if pidfd != nil {
+		*pidfd = -1
+		attr.Sys.PidFD = pidfd
 	}
 	pid, exit, err := r.Reaper.Start(func() (int, error) {
 		proc, err := start(attr)
@@ -305,7 +311,7 @@ func (p *Process) abort(sc *syncConn, err error) (*Process, *syncConn, error) {
 // that process's pid namespace and the nsenter constructor joins the rest.
 func (r *Runner) spawn(ctx context.Context, cg *Cgroup, stdio Stdio, terminal bool, cloneflags uintptr, joinPid *int, cfg *initConfig) (*Process, *syncConn, error) {
 	spawn := monoNow()
-	p, sc, err := r.forkStage(cg, stdio, terminal, cloneflags, func(attr *os.ProcAttr) (*os.Process, error) {
+	p, sc, err := r.forkStage(cg, stdio, terminal, cloneflags, nil, func(attr *os.ProcAttr) (*os.Process, error) {
 		if joinPid != nil {
 			attr.Env = []string{nsenter.EnvPID + "=" + strconv.Itoa(*joinPid)}
 			return startInPidNS(*joinPid, r.self(), []string{"coffer-agent", InitArg, "exec"}, attr)

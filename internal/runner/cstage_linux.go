@@ -188,8 +188,22 @@ func (r *Runner) spawnC(ctx context.Context, cg *Cgroup, stdio Stdio, cloneflags
 		func(attr *os.ProcAttr) (*os.Process, error) {
 			return os.StartProcess(r.self(), []string{"coffer-agent", cstage.Arg}, attr)
 		},
-		func(pid int, sc *syncConn) (*os.File, error) {
-			return onLockedThread(ctx, func() (*os.File, error) { return prepareOnThread(ctx, pid, cloneflags, spec, rootfs, sc) })
+		func(pid, pidfd int, sc *syncConn) (*os.File, error) {
+			// The thread gets its own copy: it may outlive this call
+			// (ctx) and must not setns through a closed, reused number.
+			if pidfd >= 0 {
+				dup, err := unix.FcntlInt(uintptr(pidfd), unix.F_DUPFD_CLOEXEC, 0)
+				if err != nil {
+					return nil, fmt.Errorf("duplicate the stage's pidfd: %w", err)
+				}
+				pidfd = dup
+			}
+			return onLockedThread(ctx, func() (*os.File, error) {
+				if pidfd >= 0 {
+					defer unix.Close(pidfd)
+				}
+				return prepareOnThread(ctx, pid, pidfd, cloneflags, spec, rootfs, sc)
+			})
 		})
 }
 
@@ -203,19 +217,24 @@ func (r *Runner) spawnCExec(ctx context.Context, c *Container, p *specs.Process,
 			attr.Env = []string{nsenter.EnvPID + "=" + strconv.Itoa(initPid)}
 			return startInPidNS(initPid, r.self(), []string{"coffer-agent", cstage.Arg}, attr)
 		},
-		func(_ int, sc *syncConn) (*os.File, error) {
+		func(_, _ int, sc *syncConn) (*os.File, error) {
 			return onLockedThread(ctx, func() (*os.File, error) { return prepareExecOnThread(initPid, p, sc) })
 		})
 }
 
 // spawnCStage forks a C stage with start, lets prepare (the agent's part,
-// given the child's pid) send it its messages, and waits for "ready".
+// given the child's pid and pidfd) send it its messages, and waits for
+// "ready".
 func (r *Runner) spawnCStage(ctx context.Context, cg *Cgroup, stdio Stdio, terminal bool, cloneflags uintptr,
-	start func(attr *os.ProcAttr) (*os.Process, error), prepare func(pid int, sc *syncConn) (*os.File, error)) (*Process, *syncConn, error) {
+	start func(attr *os.ProcAttr) (*os.Process, error), prepare func(pid, pidfd int, sc *syncConn) (*os.File, error)) (*Process, *syncConn, error) {
 	spawn := time.Now()
-	p, sc, err := r.forkStage(cg, stdio, terminal, cloneflags, start)
+	pidfd := -1
+	p, sc, err := r.forkStage(cg, stdio, terminal, cloneflags, &pidfd, start)
 	if err != nil {
 		return nil, nil, fmt.Errorf("start the container stage: %w", err)
+	}
+	if pidfd >= 0 {
+		defer unix.Close(pidfd)
 	}
 	forked := time.Now()
 	fail := func(err error) (*Process, *syncConn, error) { return p.abort(sc, err) }
@@ -224,7 +243,7 @@ func (r *Runner) spawnCStage(ctx context.Context, cg *Cgroup, stdio Stdio, termi
 	if err := expect(ctx, sc, "joined"); err != nil {
 		return fail(err)
 	}
-	master, err := prepare(p.Pid, sc)
+	master, err := prepare(p.Pid, pidfd, sc)
 	if master != nil {
 		p.Console = master
 	}
@@ -237,6 +256,57 @@ func (r *Runner) spawnCStage(ctx context.Context, cg *Cgroup, stdio Stdio, termi
 	}
 	p.Stage = StageTimes{Start: forked.Sub(spawn), Rootfs: prepared.Sub(forked), Ready: time.Since(prepared), C: true}
 	return p, sc, nil
+}
+
+// joinStageNamespaces moves the calling thread into the stage's ipc, uts,
+// cgroup, (net) and mount namespaces: through its pidfd, which cannot name
+// another process even if the stage died and its pid was reused, in one
+// setns; by /proc/<pid>/ns only on kernels without pidfds.
+func joinStageNamespaces(pid, pidfd int, cloneflags uintptr) error {
+	flags := unix.CLONE_NEWIPC | unix.CLONE_NEWUTS | unix.CLONE_NEWCGROUP | unix.CLONE_NEWNS
+	if cloneflags&unix.CLONE_NEWNET != 0 {
+		flags |= unix.CLONE_NEWNET
+	}
+	if pidfd >= 0 {
+		if err := unix.Setns(pidfd, flags); err != nil {
+			return fmt.Errorf("join the namespaces of the init stage: %w", err)
+		}
+		return nil
+	}
+	nss := []struct {
+		name string
+		typ  int
+	}{{"ipc", unix.CLONE_NEWIPC}, {"uts", unix.CLONE_NEWUTS}, {"cgroup", unix.CLONE_NEWCGROUP}}
+	if flags&unix.CLONE_NEWNET != 0 {
+		nss = append(nss, struct {
+			name string
+			typ  int
+		}{"net", unix.CLONE_NEWNET})
+	}
+	// The mount namespace last: it changes this thread's root.
+	nss = append(nss, struct {
+		name string
+		typ  int
+	}{"mnt", unix.CLONE_NEWNS})
+	fds := make([]int, 0, len(nss))
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	for _, ns := range nss {
+		fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/ns/"+ns.name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open the %s namespace of the init stage: %w", ns.name, err)
+		}
+		fds = append(fds, fd)
+	}
+	for i, ns := range nss {
+		if err := unix.Setns(fds[i], ns.typ); err != nil {
+			return fmt.Errorf("join the %s namespace of the init stage: %w", ns.name, err)
+		}
+	}
+	return nil
 }
 
 // expect reads the stage's next message, which must be of type want; an
@@ -313,42 +383,12 @@ func prepareExecOnThread(initPid int, p *specs.Process, sc *syncConn) (master *o
 // C stage on a locked OS thread that joins the child's namespaces (see
 // above) and sends the stage its two messages. It returns the pty master
 // of a terminal process.
-func prepareOnThread(ctx context.Context, pid int, cloneflags uintptr, spec *specs.Spec, rootfs string, sc *syncConn) (master *os.File, err error) {
+func prepareOnThread(ctx context.Context, pid, pidfd int, cloneflags uintptr, spec *specs.Spec, rootfs string, sc *syncConn) (master *os.File, err error) {
 	if err := unix.Unshare(unix.CLONE_FS); err != nil {
 		return nil, fmt.Errorf("unshare the filesystem context: %w", err)
 	}
-	nss := []struct {
-		name string
-		typ  int
-	}{{"ipc", unix.CLONE_NEWIPC}, {"uts", unix.CLONE_NEWUTS}, {"cgroup", unix.CLONE_NEWCGROUP}}
-	if cloneflags&unix.CLONE_NEWNET != 0 {
-		nss = append(nss, struct {
-			name string
-			typ  int
-		}{"net", unix.CLONE_NEWNET})
-	}
-	// The mount namespace last: it changes this thread's root.
-	nss = append(nss, struct {
-		name string
-		typ  int
-	}{"mnt", unix.CLONE_NEWNS})
-	fds := make([]int, 0, len(nss))
-	defer func() {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-	}()
-	for _, ns := range nss {
-		fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/ns/"+ns.name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return nil, fmt.Errorf("open the %s namespace of the init stage: %w", ns.name, err)
-		}
-		fds = append(fds, fd)
-	}
-	for i, ns := range nss {
-		if err := unix.Setns(fds[i], ns.typ); err != nil {
-			return nil, fmt.Errorf("join the %s namespace of the init stage: %w", ns.name, err)
-		}
+	if err := joinStageNamespaces(pid, pidfd, cloneflags); err != nil {
+		return nil, err
 	}
 	if spec.Hostname != "" {
 		if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
