@@ -489,6 +489,24 @@ func (s *Service) lookupProcess(id, execID string) (*process, *sandbox.Sandbox, 
 	return p, sb, nil
 }
 
+// agentErr explains a failed agent call on sb about id (execID): when the
+// container or exec was deleted meanwhile, or its pod's VM was discarded
+// with the last delete, that is the answer (NotFound) rather than "the VM
+// exited unexpectedly".
+func (s *Service) agentErr(id, execID string, sb *sandbox.Sandbox, err error) error {
+	s.mu.Lock()
+	_, _, lerr := s.lookup(id, execID)
+	gone := s.pod == nil || s.pod.sb != sb
+	s.mu.Unlock()
+	if lerr != nil {
+		return lerr
+	}
+	if gone {
+		return fmt.Errorf("the pod of container %s was removed: %w", id, errdefs.ErrNotFound)
+	}
+	return sb.Explain(sandbox.AgentError(err))
+}
+
 func (s *Service) lookup(id, execID string) (*container, *process, error) {
 	c, ok := s.containers[id]
 	if !ok {
@@ -869,7 +887,7 @@ func (s *Service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*
 		return &ptypes.Empty{}, nil
 	}
 	if _, err := sb.Agent.TtyWinResize(ctx, &api.TtyWinResizeRequest{ContainerId: r.ID, ExecId: r.ExecID, Rows: r.Height, Columns: r.Width}); err != nil {
-		return nil, grpcErr(fmt.Errorf("resize the terminal of %s: %w", name(p), sandbox.AgentError(err)))
+		return nil, grpcErr(fmt.Errorf("resize the terminal of %s: %w", name(p), s.agentErr(r.ID, r.ExecID, sb, err)))
 	}
 	return &ptypes.Empty{}, nil
 }
@@ -912,7 +930,7 @@ func (s *Service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*pt
 		return nil, grpcErr(fmt.Errorf("update container %s: %w", r.ID, err))
 	}
 	if _, err := sb.Agent.UpdateContainer(ctx, &api.UpdateContainerRequest{ContainerId: r.ID, Resources: res}); err != nil {
-		return nil, grpcErr(fmt.Errorf("update the resources of container %s: %w", r.ID, sb.Explain(sandbox.AgentError(err))))
+		return nil, grpcErr(fmt.Errorf("update the resources of container %s: %w", r.ID, s.agentErr(r.ID, "", sb, err)))
 	}
 	return &ptypes.Empty{}, nil
 }
@@ -975,7 +993,7 @@ func (s *Service) freeze(ctx context.Context, id string, pause bool) (*ptypes.Em
 		_, err = sb.Agent.ResumeContainer(ctx, &api.ResumeContainerRequest{ContainerId: id})
 	}
 	if err != nil {
-		return nil, grpcErr(fmt.Errorf("%s container %s: %w", verb, id, sb.Explain(sandbox.AgentError(err))))
+		return nil, grpcErr(fmt.Errorf("%s container %s: %w", verb, id, s.agentErr(id, "", sb, err)))
 	}
 	p.mu.Lock()
 	changed := p.status == from // not exited (or changed by another call) meanwhile

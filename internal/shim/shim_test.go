@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"errors"
 	"math"
 	"path/filepath"
 	"reflect"
@@ -8,6 +9,7 @@ import (
 	"testing"
 
 	api "github.com/coffer-project/coffer/api/agent"
+	"github.com/containerd/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -112,5 +114,24 @@ func TestDecodeResources(t *testing.T) {
 		if _, err := decodeResources(a); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// An agent call that fails because the container (or its whole pod) was
+// deleted meanwhile reports NotFound, not a dead VM.
+func TestAgentErrAfterDelete(t *testing.T) {
+	s := &Service{containers: map[string]*container{"c1": {id: "c1", init: &process{cid: "c1"}, execs: map[string]*process{}}}}
+	closed := errors.New("ttrpc: closed")
+	// The container is still listed but its pod is gone.
+	if err := s.agentErr("c1", "", nil, closed); !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "pod of container c1 was removed") {
+		t.Errorf("pod gone: %v", err)
+	}
+	// The container itself was deleted.
+	if err := s.agentErr("c2", "", nil, closed); !errdefs.IsNotFound(err) {
+		t.Errorf("container gone: %v", err)
+	}
+	// So was the exec.
+	if err := s.agentErr("c1", "e1", nil, closed); !errdefs.IsNotFound(err) {
+		t.Errorf("exec gone: %v", err)
 	}
 }

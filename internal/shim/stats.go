@@ -6,7 +6,6 @@ import (
 	"math"
 
 	api "github.com/coffer-project/coffer/api/agent"
-	"github.com/coffer-project/coffer/internal/sandbox"
 	v2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/errdefs"
@@ -26,7 +25,7 @@ func (s *Service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.
 	}
 	resp, err := sb.Agent.StatsContainer(ctx, &api.StatsContainerRequest{ContainerId: r.ID})
 	if err != nil {
-		return nil, grpcErr(fmt.Errorf("read the metrics of container %s: %w", r.ID, sb.Explain(sandbox.AgentError(err))))
+		return nil, grpcErr(fmt.Errorf("read the metrics of container %s: %w", r.ID, s.agentErr(r.ID, "", sb, err)))
 	}
 	a, err := protobuf.MarshalAnyToProto(metricsV2(resp.GetCgroup()))
 	if err != nil {
