@@ -694,14 +694,7 @@ func TestContainerdKillCreatedTask(t *testing.T) {
 		t.Fatalf("container create: %s", r.stderr)
 	}
 	t.Cleanup(func() { c.ctr(t, "", "containers", "rm", "k1") })
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	ctx = metadata.AppendToOutgoingContext(ctx, "containerd-namespace", "default")
-	conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatalf("connect to containerd: %v", err)
-	}
-	defer conn.Close()
+	ctx, conn := c.api(t, 2*time.Minute)
 	mounts, err := snapshotsapi.NewSnapshotsClient(conn).Mounts(ctx, &snapshotsapi.MountsRequest{Snapshotter: "overlayfs", Key: "k1"})
 	if err != nil {
 		t.Fatalf("snapshot mounts: %v", err)
@@ -743,20 +736,28 @@ func TestContainerdKillCreatedTask(t *testing.T) {
 	}
 }
 
-// updateMemoryLimit sets task id's memory limit through containerd's
-// Tasks.Update API (ctr has no command for it).
-func (c *containerd) updateMemoryLimit(t *testing.T, id string, limit int64) {
+// api connects to c's gRPC API (ctr has no command for some calls): a
+// context in the default namespace, ending after d or with the test, and
+// the connection, closed with the test.
+func (c *containerd) api(t *testing.T, d time.Duration) (context.Context, *grpc.ClientConn) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	ctx = metadata.AppendToOutgoingContext(ctx, "containerd-namespace", "default")
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
 	conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatalf("connect to containerd: %v", err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
+	return metadata.AppendToOutgoingContext(ctx, "containerd-namespace", "default"), conn
+}
+
+// updateMemoryLimit sets task id's memory limit through containerd's
+// Tasks.Update API (ctr has no command for it).
+func (c *containerd) updateMemoryLimit(t *testing.T, id string, limit int64) {
+	t.Helper()
+	ctx, conn := c.api(t, time.Minute)
 	res, _ := json.Marshal(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}})
-	_, err = tasksapi.NewTasksClient(conn).Update(ctx, &tasksapi.UpdateTaskRequest{ContainerID: id,
+	_, err := tasksapi.NewTasksClient(conn).Update(ctx, &tasksapi.UpdateTaskRequest{ContainerID: id,
 		Resources: &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", Value: res}})
 	if err != nil {
 		t.Errorf("update task %s: %v", id, err)

@@ -47,21 +47,12 @@ func TestQEMUKilledMidRun(t *testing.T) {
 	t.Parallel()
 	name := "victim"
 	cmd, stderr := startForeground(t, name, "echo up; sleep 600")
-	var st struct {
-		QEMUPID int `json:"qemu_pid"`
-	}
-	b, err := os.ReadFile(filepath.Join(runtimeDir, "pods", name, "state.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &st); err != nil || st.QEMUPID == 0 {
-		t.Fatalf("no qemu pid in state: %s", b)
-	}
+	qemu := podQEMUPID(t, name)
 	killed := time.Now()
-	if err := unix.Kill(st.QEMUPID, unix.SIGKILL); err != nil {
+	if err := unix.Kill(qemu, unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	err = cmd.Wait()
+	err := cmd.Wait()
 	took := time.Since(killed)
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
@@ -86,14 +77,7 @@ func TestDetachedQEMUKilled(t *testing.T) {
 	if r := coffer(t, "", "run", "-d", "--name", name, "--rootfs", busybox, "--", "sleep", "600"); r.code != 0 {
 		t.Fatalf("run -d: %+v", r)
 	}
-	var st struct {
-		QEMUPID int `json:"qemu_pid"`
-	}
-	b, err := os.ReadFile(filepath.Join(runtimeDir, "pods", name, "state.json"))
-	if err != nil || json.Unmarshal(b, &st) != nil || st.QEMUPID == 0 {
-		t.Fatalf("no qemu pid in state: %s, %v", b, err)
-	}
-	if err := unix.Kill(st.QEMUPID, unix.SIGKILL); err != nil {
+	if err := unix.Kill(podQEMUPID(t, name), unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 30*time.Second, func() bool { return strings.Contains(psLine(t, name), "failed") })
@@ -107,6 +91,19 @@ func TestDetachedQEMUKilled(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(runtimeDir, "pods", name)); !os.IsNotExist(err) {
 		t.Errorf("pod dir left after rm: %v", err)
 	}
+}
+
+// podQEMUPID reads the QEMU pid of a running pod from its state.
+func podQEMUPID(t *testing.T, name string) int {
+	t.Helper()
+	var st struct {
+		QEMUPID int `json:"qemu_pid"`
+	}
+	b, err := os.ReadFile(filepath.Join(runtimeDir, "pods", name, "state.json"))
+	if err != nil || json.Unmarshal(b, &st) != nil || st.QEMUPID == 0 {
+		t.Fatalf("no qemu pid in the state of pod %s: %s, %v", name, b, err)
+	}
+	return st.QEMUPID
 }
 
 // startForeground starts `coffer run --rm --name name -- sh -c script`

@@ -363,16 +363,20 @@ func (p *Policy) lookupValue(ctx context.Context, id string) (ast.Value, error) 
 // toValue converts an evaluation input to an ast.Value once, so that a
 // re-run for explanations does not convert it again. json.RawMessage and
 // []byte are parsed as JSON.
-func toValue(x any) (ast.Value, error) {
+func toValue(x any) (ast.Value, error) { return projectValue(x, fullShape) }
+
+// projectValue is toValue keeping, of a JSON text, only what shape names
+// (other values are converted in full).
+func projectValue(x any, shape *projShape) (ast.Value, error) {
 	switch v := x.(type) {
 	case nil:
 		return nil, nil
 	case ast.Value:
 		return v, nil
 	case json.RawMessage:
-		return jsonToValue(v)
+		return projectJSON(v, shape)
 	case []byte:
-		return jsonToValue(v)
+		return projectJSON(v, shape)
 	}
 	return ast.InterfaceToValue(x)
 }

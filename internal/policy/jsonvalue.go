@@ -13,18 +13,7 @@ import (
 // giving what ast.ValueFromReader gives (numbers keep their literal text,
 // strings decode as encoding/json decodes them, the last of duplicate
 // object members wins) without the intermediate map[string]any.
-func jsonToValue(data []byte) (ast.Value, error) {
-	if !json.Valid(data) {
-		return nil, errors.New("invalid JSON")
-	}
-	c := jsonConv{data: data}
-	c.space()
-	v, err := c.value()
-	if err != nil {
-		return nil, err
-	}
-	return v, nil
-}
+func jsonToValue(data []byte) (ast.Value, error) { return projectJSON(data, fullShape) }
 
 // jsonConv walks text already checked by json.Valid.
 type jsonConv struct {
@@ -132,6 +121,9 @@ type projShape struct {
 	members map[string]*projShape
 	any     *projShape
 }
+
+// fullShape keeps a whole value.
+var fullShape = &projShape{full: true}
 
 // projectJSON converts the parts of one JSON text that shape names, as
 // jsonToValue would convert them, skipping the rest.

@@ -2,7 +2,6 @@ package policy
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -47,17 +46,7 @@ func (p *Policy) EvaluateAllow(ctx context.Context, input any, data map[string]a
 	if p.native != nil && ctx.Err() == nil {
 		// The native rules read only the members nativeClaims names: a
 		// token's JSON is projected onto them, not converted in full.
-		var in ast.Value
-		var err error
-		switch raw := input.(type) {
-		case json.RawMessage:
-			in, err = projectJSON(raw, nativeClaims)
-		case []byte:
-			in, err = projectJSON(raw, nativeClaims)
-		default:
-			in, err = toValue(input)
-		}
-		if err == nil && p.native(in, dv) {
+		if in, err := projectValue(input, nativeClaims); err == nil && p.native(in, dv) {
 			d.Allow = true
 			return d, nil
 		}

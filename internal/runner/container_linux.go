@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/coffer-project/coffer/internal/runner/cstage"
 	"github.com/coffer-project/coffer/internal/runner/nsenter"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -212,7 +211,7 @@ func (c *Container) Exec(ctx context.Context, p *specs.Process, stdio Stdio) (*P
 	var proc *Process
 	var sc *syncConn
 	var err error
-	if cstage.Available && !c.r.GoStage {
+	if c.r.useCStage() {
 		proc, sc, err = c.r.spawnCExec(ctx, c, p, stdio)
 	} else {
 		proc, sc, err = c.r.spawn(ctx, c.Cgroup, stdio, p.Terminal, 0, &c.Init.Pid, &initConfig{Mode: "exec", Process: p})
@@ -235,8 +234,7 @@ func (c *Container) Exec(ctx context.Context, p *specs.Process, stdio Stdio) (*P
 // forkStage forks a stage process with its sync socket on fd 3, stdio,
 // clone flags and the container's cgroup; start does the fork with the
 // attributes it is given (argv and environment are its choice). pidfd,
-// when not nil, receives a pidfd of the child (-1 if the kernel gave
-// none), which the caller closes.
+// when not nil, receives a pidfd of the child, which the caller closes.
 func (r *Runner) forkStage(cg *Cgroup, stdio Stdio, terminal bool, cloneflags uintptr, pidfd *int, start func(attr *os.ProcAttr) (*os.Process, error)) (*Process, *syncConn, error) {
 	sc, child, err := newSyncPair()
 	if err != nil {
@@ -365,14 +363,8 @@ func startInPidNS(pid int, self string, argv []string, attr *os.ProcAttr) (*os.P
 	ch := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/ns/pid")
-		if err != nil {
-			ch <- result{err: fmt.Errorf("open pid namespace of %d: %w", pid, err)}
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWPID); err != nil {
-			ch <- result{err: fmt.Errorf("join pid namespace of %d: %w", pid, err)}
+		if err := joinNS(pid, "pid", unix.CLONE_NEWPID); err != nil {
+			ch <- result{err: err}
 			return
 		}
 		p, err := os.StartProcess(self, argv, attr)

@@ -47,11 +47,15 @@ type procMount struct {
 	Data  string
 }
 
+// useCStage reports whether this agent starts processes through the C
+// stage at all: it needs cgo, and GoStage turns it off.
+func (r *Runner) useCStage() bool { return cstage.Available && !r.GoStage }
+
 // cStageFits reports whether spec can use the C stage: it needs cgo in the
 // agent, and proc mounts that nothing else is mounted below or over (they
 // are mounted after every other mount, by the stage).
 func (r *Runner) cStageFits(spec *specs.Spec) bool {
-	if !cstage.Available || r.GoStage {
+	if !r.useCStage() {
 		return false
 	}
 	var procs []string
@@ -77,26 +81,25 @@ func (r *Runner) cStageFits(spec *specs.Spec) bool {
 	return true
 }
 
-// appendField adds one tag/value record of the C stage's messages.
-func appendField(b []byte, tag, value string) ([]byte, error) {
-	if strings.IndexByte(value, 0) >= 0 {
-		return nil, fmt.Errorf("%s %q contains a NUL byte", tag, value)
+// appendStrings adds NUL-terminated strings to a C stage message; what
+// names them in the error for a string that holds a NUL itself.
+func appendStrings(b []byte, what string, ss ...string) ([]byte, error) {
+	for _, s := range ss {
+		if strings.IndexByte(s, 0) >= 0 {
+			return nil, fmt.Errorf("%s %q contains a NUL byte", what, s)
+		}
+		b = append(append(b, s...), 0)
 	}
-	b = append(b, tag...)
-	b = append(b, 0)
-	b = append(b, value...)
-	return append(b, 0), nil
+	return b, nil
 }
 
 // encodeProcMounts is the "P" message: destination, flags, data per mount.
 func encodeProcMounts(ms []procMount) ([]byte, error) {
 	b := []byte{'P'}
+	var err error
 	for _, m := range ms {
-		for _, s := range []string{m.Dest, strconv.FormatUint(uint64(m.Flags), 10), m.Data} {
-			if strings.IndexByte(s, 0) >= 0 {
-				return nil, fmt.Errorf("proc mount %q contains a NUL byte", m.Dest)
-			}
-			b = append(append(b, s...), 0)
+		if b, err = appendStrings(b, "proc mount", m.Dest, strconv.FormatUint(uint64(m.Flags), 10), m.Data); err != nil {
+			return nil, err
 		}
 	}
 	return b, nil
@@ -124,7 +127,7 @@ func encodeCProcess(p *specs.Process, cp cProcess) ([]byte, error) {
 	var err error
 	add := func(tag, v string) {
 		if err == nil {
-			b, err = appendField(b, tag, v)
+			b, err = appendStrings(b, tag, tag, v)
 		}
 	}
 	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
@@ -188,21 +191,16 @@ func (r *Runner) spawnC(ctx context.Context, cg *Cgroup, stdio Stdio, cloneflags
 		func(attr *os.ProcAttr) (*os.Process, error) {
 			return os.StartProcess(r.self(), []string{"coffer-agent", cstage.Arg}, attr)
 		},
-		func(pid, pidfd int, sc *syncConn) (*os.File, error) {
+		func(pidfd int, sc *syncConn) (*os.File, error) {
 			// The thread gets its own copy: it may outlive this call
 			// (ctx) and must not setns through a closed, reused number.
-			if pidfd >= 0 {
-				dup, err := unix.FcntlInt(uintptr(pidfd), unix.F_DUPFD_CLOEXEC, 0)
-				if err != nil {
-					return nil, fmt.Errorf("duplicate the stage's pidfd: %w", err)
-				}
-				pidfd = dup
+			dup, err := unix.FcntlInt(uintptr(pidfd), unix.F_DUPFD_CLOEXEC, 0)
+			if err != nil {
+				return nil, fmt.Errorf("duplicate the stage's pidfd: %w", err)
 			}
 			return onLockedThread(ctx, func() (*os.File, error) {
-				if pidfd >= 0 {
-					defer unix.Close(pidfd)
-				}
-				return prepareOnThread(ctx, pid, pidfd, cloneflags, spec, rootfs, sc)
+				defer unix.Close(dup)
+				return prepareOnThread(ctx, dup, cloneflags, spec, rootfs, sc)
 			})
 		})
 }
@@ -217,33 +215,33 @@ func (r *Runner) spawnCExec(ctx context.Context, c *Container, p *specs.Process,
 			attr.Env = []string{nsenter.EnvPID + "=" + strconv.Itoa(initPid)}
 			return startInPidNS(initPid, r.self(), []string{"coffer-agent", cstage.Arg}, attr)
 		},
-		func(_, _ int, sc *syncConn) (*os.File, error) {
+		func(_ int, sc *syncConn) (*os.File, error) {
 			return onLockedThread(ctx, func() (*os.File, error) { return prepareExecOnThread(initPid, p, sc) })
 		})
 }
 
 // spawnCStage forks a C stage with start, lets prepare (the agent's part,
-// given the child's pid and pidfd) send it its messages, and waits for
-// "ready".
+// given the child's pidfd) send it its messages, and waits for "ready".
 func (r *Runner) spawnCStage(ctx context.Context, cg *Cgroup, stdio Stdio, terminal bool, cloneflags uintptr,
-	start func(attr *os.ProcAttr) (*os.Process, error), prepare func(pid, pidfd int, sc *syncConn) (*os.File, error)) (*Process, *syncConn, error) {
+	start func(attr *os.ProcAttr) (*os.Process, error), prepare func(pidfd int, sc *syncConn) (*os.File, error)) (*Process, *syncConn, error) {
 	spawn := time.Now()
 	pidfd := -1
 	p, sc, err := r.forkStage(cg, stdio, terminal, cloneflags, &pidfd, start)
 	if err != nil {
 		return nil, nil, fmt.Errorf("start the container stage: %w", err)
 	}
-	if pidfd >= 0 {
-		defer unix.Close(pidfd)
-	}
-	forked := time.Now()
 	fail := func(err error) (*Process, *syncConn, error) { return p.abort(sc, err) }
+	if pidfd < 0 { // clone3, which CLONE_INTO_CGROUP needs, always gives one
+		return fail(errors.New("start the container stage: the kernel returned no pidfd"))
+	}
+	defer unix.Close(pidfd)
+	forked := time.Now()
 	// Nothing is resolved in the container before the stage is in all of
 	// its namespaces (see the C code).
 	if err := expect(ctx, sc, "joined"); err != nil {
 		return fail(err)
 	}
-	master, err := prepare(p.Pid, pidfd, sc)
+	master, err := prepare(pidfd, sc)
 	if master != nil {
 		p.Console = master
 	}
@@ -259,52 +257,30 @@ func (r *Runner) spawnCStage(ctx context.Context, cg *Cgroup, stdio Stdio, termi
 }
 
 // joinStageNamespaces moves the calling thread into the stage's ipc, uts,
-// cgroup, (net) and mount namespaces: through its pidfd, which cannot name
-// another process even if the stage died and its pid was reused, in one
-// setns; by /proc/<pid>/ns only on kernels without pidfds.
-func joinStageNamespaces(pid, pidfd int, cloneflags uintptr) error {
+// cgroup, (net) and mount namespaces in one setns, through the stage's
+// pidfd: it cannot name another process even if the stage died and its
+// pid was reused.
+func joinStageNamespaces(pidfd int, cloneflags uintptr) error {
 	flags := unix.CLONE_NEWIPC | unix.CLONE_NEWUTS | unix.CLONE_NEWCGROUP | unix.CLONE_NEWNS
 	if cloneflags&unix.CLONE_NEWNET != 0 {
 		flags |= unix.CLONE_NEWNET
 	}
-	if pidfd >= 0 {
-		if err := unix.Setns(pidfd, flags); err != nil {
-			return fmt.Errorf("join the namespaces of the init stage: %w", err)
-		}
-		return nil
+	if err := unix.Setns(pidfd, flags); err != nil {
+		return fmt.Errorf("join the namespaces of the init stage: %w", err)
 	}
-	nss := []struct {
-		name string
-		typ  int
-	}{{"ipc", unix.CLONE_NEWIPC}, {"uts", unix.CLONE_NEWUTS}, {"cgroup", unix.CLONE_NEWCGROUP}}
-	if flags&unix.CLONE_NEWNET != 0 {
-		nss = append(nss, struct {
-			name string
-			typ  int
-		}{"net", unix.CLONE_NEWNET})
+	return nil
+}
+
+// joinNS moves the calling thread into one namespace (ns as named in
+// /proc/<pid>/ns, typ its CLONE_NEW* flag) of process pid.
+func joinNS(pid int, ns string, typ int) error {
+	fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/ns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open the %s namespace of %d: %w", ns, pid, err)
 	}
-	// The mount namespace last: it changes this thread's root.
-	nss = append(nss, struct {
-		name string
-		typ  int
-	}{"mnt", unix.CLONE_NEWNS})
-	fds := make([]int, 0, len(nss))
-	defer func() {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-	}()
-	for _, ns := range nss {
-		fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/ns/"+ns.name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("open the %s namespace of the init stage: %w", ns.name, err)
-		}
-		fds = append(fds, fd)
-	}
-	for i, ns := range nss {
-		if err := unix.Setns(fds[i], ns.typ); err != nil {
-			return fmt.Errorf("join the %s namespace of the init stage: %w", ns.name, err)
-		}
+	defer unix.Close(fd)
+	if err := unix.Setns(fd, typ); err != nil {
+		return fmt.Errorf("join the %s namespace of %d: %w", ns, pid, err)
 	}
 	return nil
 }
@@ -367,14 +343,8 @@ func prepareExecOnThread(initPid int, p *specs.Process, sc *syncConn) (master *o
 	if err := unix.Unshare(unix.CLONE_FS); err != nil {
 		return nil, fmt.Errorf("unshare the filesystem context: %w", err)
 	}
-	fd, err := unix.Open("/proc/"+strconv.Itoa(initPid)+"/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open the container's mount namespace: %w", err)
-	}
-	err = unix.Setns(fd, unix.CLONE_NEWNS)
-	unix.Close(fd)
-	if err != nil {
-		return nil, fmt.Errorf("join the container's mount namespace: %w", err)
+	if err := joinNS(initPid, "mnt", unix.CLONE_NEWNS); err != nil {
+		return nil, err
 	}
 	return sendProcess(p, sc, false)
 }
@@ -383,11 +353,11 @@ func prepareExecOnThread(initPid int, p *specs.Process, sc *syncConn) (master *o
 // C stage on a locked OS thread that joins the child's namespaces (see
 // above) and sends the stage its two messages. It returns the pty master
 // of a terminal process.
-func prepareOnThread(ctx context.Context, pid, pidfd int, cloneflags uintptr, spec *specs.Spec, rootfs string, sc *syncConn) (master *os.File, err error) {
+func prepareOnThread(ctx context.Context, pidfd int, cloneflags uintptr, spec *specs.Spec, rootfs string, sc *syncConn) (master *os.File, err error) {
 	if err := unix.Unshare(unix.CLONE_FS); err != nil {
 		return nil, fmt.Errorf("unshare the filesystem context: %w", err)
 	}
-	if err := joinStageNamespaces(pid, pidfd, cloneflags); err != nil {
+	if err := joinStageNamespaces(pidfd, cloneflags); err != nil {
 		return nil, err
 	}
 	if spec.Hostname != "" {
@@ -435,16 +405,9 @@ func sendProcess(p *specs.Process, sc *syncConn, init bool) (master *os.File, er
 		}
 		defer slave.Close()
 	}
-	path, err := lookPath(p.Args[0], p.Env)
+	path, cwd, err := resolveCommand(p)
 	if err != nil {
 		return master, &errStage{msg: err.Error()}
-	}
-	cwd := p.Cwd
-	if cwd == "" {
-		cwd = "/"
-	}
-	if err := os.MkdirAll(cwd, 0o755); err != nil {
-		return master, &errStage{msg: fmt.Sprintf("create working directory %s: %v", cwd, err)}
 	}
 	msg, err := encodeCProcess(p, cProcess{Path: path, Cwd: cwd, Wait: init, TTY: p.Terminal})
 	if err != nil {

@@ -83,16 +83,9 @@ func runStage(sync *syncConn, cfg *initConfig, marks []int64) error {
 			return fmt.Errorf("set oom_score_adj: %w", err)
 		}
 	}
-	path, err := lookPath(p.Args[0], p.Env)
+	path, cwd, err := resolveCommand(p)
 	if err != nil {
 		return err
-	}
-	cwd := p.Cwd
-	if cwd == "" {
-		cwd = "/"
-	}
-	if err := os.MkdirAll(cwd, 0o755); err != nil {
-		return fmt.Errorf("create working directory %s: %w", cwd, err)
 	}
 	if err := unix.Chdir(cwd); err != nil {
 		return fmt.Errorf("chdir to working directory %s: %w", cwd, err)
@@ -138,6 +131,23 @@ func applySysctls(sysctls map[string]string) error {
 		}
 	}
 	return nil
+}
+
+// resolveCommand finds p's executable in the container's PATH and
+// creates its working directory (default /), as the container sees them:
+// the caller is in the container's mount namespace.
+func resolveCommand(p *specs.Process) (path, cwd string, err error) {
+	if path, err = lookPath(p.Args[0], p.Env); err != nil {
+		return "", "", err
+	}
+	cwd = p.Cwd
+	if cwd == "" {
+		cwd = "/"
+	}
+	if err := os.MkdirAll(cwd, 0o755); err != nil {
+		return "", "", fmt.Errorf("create working directory %s: %w", cwd, err)
+	}
+	return path, cwd, nil
 }
 
 // lookPath finds the executable the way execvp would, with the
