@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/coffer-project/coffer/bench/internal/benchutil"
+	"github.com/coffer-project/coffer/bench/internal/floor"
+	"github.com/coffer-project/coffer/internal/guest"
+	"github.com/coffer-project/coffer/internal/hypervisor"
 	"github.com/coffer-project/coffer/internal/testimage"
 )
 
@@ -34,6 +37,8 @@ type bench struct {
 	daemonCh chan struct{}
 	log      bytes.Buffer
 	seq      int
+	floor    floor.VM
+	initrd   string // the floor's trivial initrd
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -74,6 +79,9 @@ func newBench(ctx context.Context, opts options, progress io.Writer) (*bench, er
 	if err := testimage.WriteOCIImage(b.rootfs, image, []string{"sh"}, tarPath); err != nil {
 		return b, fmt.Errorf("build the busybox image: %w", err)
 	}
+	if err := b.setupFloor(ctx); err != nil {
+		return b, err
+	}
 	if err := b.startContainerd(ctx); err != nil {
 		return b, err
 	}
@@ -81,6 +89,32 @@ func newBench(ctx context.Context, opts options, progress io.Writer) (*bench, er
 		return b, fmt.Errorf("import the image: %w\n%s", err, out)
 	}
 	return b, nil
+}
+
+// setupFloor prepares bench/sandbox's raw boot floor with the guest image
+// coffer uses here: the same kernel, command line, QEMU and accelerator.
+func (b *bench) setupFloor(ctx context.Context) error {
+	m, err := guest.Load(b.opts.guestDir)
+	if err != nil {
+		return fmt.Errorf("load the guest image (coffer guest build): %w", err)
+	}
+	b.floor = floor.VM{Kernel: m.KernelPath(), Cmdline: m.Cmdline}
+	if b.floor.QEMU, err = exec.LookPath(hypervisor.DefaultQEMU); err != nil {
+		return fmt.Errorf("QEMU: %w (install qemu-system-x86)", err)
+	}
+	// The same decision the driver makes for coffer (honours COFFER_ACCEL).
+	if b.floor.Accel, _, err = hypervisor.DetectAccel(ctx, hypervisor.DetectOptions{Kernel: b.floor.Kernel, QEMUPath: b.floor.QEMU}); err != nil {
+		return err
+	}
+	initBin := b.opts.initPath
+	if initBin == "" {
+		b.logf("building the trivial init (%s)", floor.TinyInitPkg)
+		if initBin, err = floor.BuildTinyInit(ctx, b.tmp); err != nil {
+			return err
+		}
+	}
+	b.initrd = filepath.Join(b.tmp, "tiny-initrd.img")
+	return floor.WriteInitrd(b.initrd, initBin)
 }
 
 // env is the environment of containerd (and so of the shim) and of
@@ -144,10 +178,12 @@ func (b *bench) cleanup() {
 	_ = os.RemoveAll(b.tmp)
 }
 
-// benchCase is one way of running `true` in the busybox image.
+// benchCase is one way of running `true` in the busybox image (or, for
+// the floor, a raw VM boot).
 type benchCase struct {
 	id, label string
 	argv      func(name string) (prog string, args []string)
+	run       func(ctx context.Context) (time.Duration, error) // instead of argv
 }
 
 func (b *bench) cases() []benchCase {
@@ -157,10 +193,14 @@ func (b *bench) cases() []benchCase {
 		}
 	}
 	return []benchCase{
-		{"runc", "ctr run --rm --runtime io.containerd.runc.v2 (host container)", ctrRun("io.containerd.runc.v2")},
-		{"coffer-shim", "ctr run --rm --runtime io.containerd.coffer.v2 (Coffer VM)", ctrRun("io.containerd.coffer.v2")},
-		{"coffer-run", "coffer run --rm --rootfs <same rootfs> -- true", func(string) (string, []string) {
+		{id: "runc", label: "ctr run --rm --runtime io.containerd.runc.v2 (host container)", argv: ctrRun("io.containerd.runc.v2")},
+		{id: "coffer-shim", label: "ctr run --rm --runtime io.containerd.coffer.v2 (Coffer VM)", argv: ctrRun("io.containerd.coffer.v2")},
+		{id: "coffer-run", label: "coffer run --rm --rootfs <same rootfs> -- true", argv: func(string) (string, []string) {
 			return b.opts.coffer, []string{"run", "--rm", "--rootfs", b.rootfs, "--", "true"}
+		}},
+		{id: "floor", label: "raw QEMU boot floor: same kernel, trivial init, power off (bench/sandbox case (a))", run: func(ctx context.Context) (time.Duration, error) {
+			r, err := b.floor.Boot(ctx, b.tmp, b.initrd)
+			return r.Wall, err
 		}},
 	}
 }
@@ -169,6 +209,7 @@ func (b *bench) cases() []benchCase {
 type series struct {
 	ID, Label string
 	Wall      []time.Duration
+	Round     []int // the round of each Wall entry
 	Warmup    time.Duration
 	Failures  []string
 }
@@ -205,6 +246,7 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 				s.Warmup = d
 			default:
 				s.Wall = append(s.Wall, d)
+				s.Round = append(s.Round, round)
 			}
 			b.logf("round %d/%d %-12s %s", round, b.opts.n, c.id, d.Round(time.Millisecond))
 		}
@@ -219,9 +261,12 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 // measure times one run of c; a non-zero exit is a failure.
 func (b *bench) measure(ctx context.Context, c benchCase) (time.Duration, error) {
 	b.seq++
-	prog, args := c.argv(fmt.Sprintf("bench-%d", b.seq))
 	ctx, cancel := context.WithTimeout(ctx, b.opts.runTimeout)
 	defer cancel()
+	if c.run != nil {
+		return c.run(ctx)
+	}
+	prog, args := c.argv(fmt.Sprintf("bench-%d", b.seq))
 	cmd := exec.CommandContext(ctx, prog, args...)
 	cmd.Env = b.env()
 	var out bytes.Buffer

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -29,11 +30,40 @@ func testReport(shim time.Duration) *report {
 		}
 		return out
 	}
+	rounds := []int{1, 2, 3}
 	return &report{N: 3, Series: []*series{
-		{ID: "runc", Wall: ms(100, 120, 110)},
-		{ID: "coffer-shim", Wall: []time.Duration{shim, shim, shim}},
-		{ID: "coffer-run", Wall: ms(3000, 3100, 2900)},
+		{ID: "runc", Wall: ms(100, 120, 110), Round: rounds},
+		{ID: "coffer-shim", Wall: []time.Duration{shim, shim, shim}, Round: rounds},
+		{ID: "coffer-run", Wall: ms(3000, 3000, 3000), Round: rounds},
+		{ID: "floor", Wall: ms(2000, 2100, 1900), Round: rounds},
 	}}
+}
+
+// The verdict pairs the rounds: a host that slows down halfway through
+// makes the medians' ratio wrong, not the per-round one.
+func TestPairedRatio(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		var out []time.Duration
+		for _, x := range v {
+			out = append(out, time.Duration(x)*time.Millisecond)
+		}
+		return out
+	}
+	r := &report{Series: []*series{
+		// rounds 1-3 fast, 4-6 slow (x1.3); the shim is 5 % slower in each round
+		{ID: "coffer-shim", Wall: ms(3150, 3150, 4095, 4095, 4095, 3150), Round: []int{1, 2, 4, 5, 6, 3}},
+		{ID: "coffer-run", Wall: ms(3000, 3000, 3000, 3900, 3900, 3900, 9999), Round: []int{1, 2, 3, 4, 5, 6, 7}},
+	}}
+	got, n := r.pairedRatio("coffer-shim", "coffer-run")
+	if n != 6 || got < 1.0499 || got > 1.0501 {
+		t.Errorf("pairedRatio = %v over %d rounds, want 1.05 over 6 (round 7 has no pair)", got, n)
+	}
+	if _, _, pass := r.verdict(); !pass {
+		t.Error("a 5 % shim overhead missed the target")
+	}
+	if got, n := (&report{}).pairedRatio("a", "b"); n != 0 || !math.IsNaN(got) {
+		t.Errorf("no samples: %v %d", got, n)
+	}
 }
 
 func TestVerdict(t *testing.T) {
@@ -53,7 +83,8 @@ func TestReportOutput(t *testing.T) {
 	r := testReport(3150 * time.Millisecond)
 	var buf bytes.Buffer
 	r.printTable(&buf)
-	for _, want := range []string{"coffer-shim / coffer-run: 1.050 (target ≤ 1.10) PASS", "shim overhead", "runc"} {
+	for _, want := range []string{"paired per round:      1.050 (median of 3 rounds; target ≤ 1.10) PASS", "shim overhead", "runc",
+		"raw VM boot floor (median):                       2000.0 ms", "coffer run's own time (coffer-run − floor):      1000.0 ms"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, buf.String())
 		}

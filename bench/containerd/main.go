@@ -25,6 +25,7 @@ type options struct {
 	runTimeout time.Duration
 	quiet      bool
 	seed       uint64
+	initPath   string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -46,6 +47,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.runTimeout, "run-timeout", 3*time.Minute, "timeout of a single measured run")
 	fs.BoolVar(&o.quiet, "q", false, "no progress lines on stderr")
 	fs.Uint64Var(&o.seed, "seed", 0, "seed of the per-round case order (0: random; printed, to repeat a run)")
+	fs.StringVar(&o.initPath, "init", "", "static build of bench/sandbox/tinyinit for the raw boot floor (run.sh builds it; empty: go build it)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

@@ -5,9 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -34,85 +31,6 @@ func TestSummarize(t *testing.T) {
 				t.Fatalf("summarize reordered its input: %v", tc.in)
 			}
 		}
-	}
-}
-
-// readCPIO is an independent newc reader for the test.
-func readCPIO(t *testing.T, b []byte) map[string]cpioEntry {
-	t.Helper()
-	out := map[string]cpioEntry{}
-	off := 0
-	field := func(i int) uint32 {
-		v, err := strconv.ParseUint(string(b[off+6+8*i:off+14+8*i]), 16, 32)
-		if err != nil {
-			t.Fatalf("bad header field %d at %d: %v", i, off, err)
-		}
-		return uint32(v)
-	}
-	align := func(n int) int { return (n + 3) &^ 3 }
-	for {
-		if off%4 != 0 {
-			t.Fatalf("header at offset %d is not 4-byte aligned", off)
-		}
-		if string(b[off:off+6]) != "070701" {
-			t.Fatalf("bad magic at %d: %q", off, b[off:off+6])
-		}
-		mode, size, rmaj, rmin, nameLen := field(1), int(field(6)), field(9), field(10), int(field(11))
-		name := string(b[off+110 : off+110+nameLen-1])
-		if b[off+110+nameLen-1] != 0 {
-			t.Fatalf("name %q not NUL-terminated", name)
-		}
-		data := off + align(110+nameLen)
-		if name == "TRAILER!!!" {
-			if len(b)%4 != 0 {
-				t.Fatalf("archive length %d is not 4-byte aligned", len(b))
-			}
-			return out
-		}
-		out[name] = cpioEntry{name: name, mode: mode, rdevMajor: rmaj, rdevMinor: rmin, data: b[data : data+size]}
-		off = align(data + size)
-	}
-}
-
-func TestWriteCPIO(t *testing.T) {
-	entries := []cpioEntry{
-		{name: "dev", mode: modeDir | 0o755},
-		{name: "dev/console", mode: modeChar | 0o600, rdevMajor: 5, rdevMinor: 1},
-		{name: "init", mode: modeReg | 0o755, data: []byte("hello, odd length")},
-	}
-	var buf bytes.Buffer
-	if err := writeCPIO(&buf, entries); err != nil {
-		t.Fatal(err)
-	}
-	got := readCPIO(t, buf.Bytes())
-	if len(got) != 3 {
-		t.Fatalf("got %d entries, want 3: %v", len(got), got)
-	}
-	if e := got["init"]; e.mode != modeReg|0o755 || string(e.data) != "hello, odd length" {
-		t.Errorf("init = mode %o data %q", e.mode, e.data)
-	}
-	if e := got["dev/console"]; e.mode != modeChar|0o600 || e.rdevMajor != 5 || e.rdevMinor != 1 {
-		t.Errorf("dev/console = %+v", e)
-	}
-	if e := got["dev"]; e.mode != modeDir|0o755 {
-		t.Errorf("dev mode = %o", e.mode)
-	}
-
-	// The system's cpio agrees (it is installed on every coffer machine).
-	if _, err := exec.LookPath("cpio"); err == nil {
-		cmd := exec.Command("cpio", "-it", "--quiet")
-		cmd.Stdin = bytes.NewReader(buf.Bytes())
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("cpio -it: %v: %s", err, out)
-		}
-		if got := strings.Fields(string(out)); strings.Join(got, " ") != "dev dev/console init" {
-			t.Errorf("cpio -it lists %q", got)
-		}
-	}
-
-	if err := writeCPIO(&buf, []cpioEntry{{name: "/abs"}}); err == nil {
-		t.Error("absolute name accepted")
 	}
 }
 
@@ -254,33 +172,6 @@ func TestCPUBusy(t *testing.T) {
 	}
 	if b := cpuBusy(context.Background(), 50*time.Millisecond); b < 0 || b > 1 {
 		t.Errorf("cpuBusy = %v, want 0..1", b)
-	}
-}
-
-// The trivial init prints the marker this package parses (run as a normal
-// process it does not power anything off).
-func TestTinyInitMarker(t *testing.T) {
-	dir := t.TempDir()
-	bin, err := buildTinyInit(context.Background(), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := checkStatic(bin); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(bin).Output()
-	if err != nil {
-		t.Fatalf("tinyinit: %v", err)
-	}
-	up, ok := parseInitMarker("[    1.0] noise\r\n" + string(out))
-	if !ok || up <= 0 {
-		t.Fatalf("no marker with an uptime in %q", out)
-	}
-	if _, ok := parseInitMarker("kernel panic"); ok {
-		t.Error("marker found in a panic")
-	}
-	if fi, err := os.Stat(filepath.Join(dir, "tinyinit")); err != nil || fi.Size() > 4<<20 {
-		t.Errorf("tinyinit is not small: %v %v", fi.Size(), err)
 	}
 }
 

@@ -12,9 +12,12 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/coffer-project/coffer/bench/internal/benchutil"
+	"github.com/coffer-project/coffer/bench/internal/floor"
 	"github.com/coffer-project/coffer/internal/hypervisor"
 	"github.com/coffer-project/coffer/internal/sandbox"
-	"golang.org/x/sys/unix"
 )
 
 // idleResult is the host memory of one idle sandbox.
@@ -79,10 +82,10 @@ func (b *bench) idleMemory(ctx context.Context) (*idleResult, error) {
 	cmd := exec.CommandContext(ctx, b.coffer, "run", "-d", "--name", idleName, "--guest-dir", b.guestDir,
 		"--rootfs", b.busybox, "--", "sleep", "600")
 	cmd.Env = b.env()
-	out := &tailBuffer{max: 4096}
+	out := benchutil.NewTail()
 	cmd.Stdout, cmd.Stderr = out, out
-	if _, _, err := timed(ctx, cmd, syscall.SIGTERM); err != nil {
-		return nil, cmdError("coffer run -d", err, out)
+	if _, _, err := benchutil.Timed(cmd, syscall.SIGTERM); err != nil {
+		return nil, benchutil.CmdError("coffer run -d", err, out)
 	}
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -137,13 +140,13 @@ func (b *bench) rawIdle(ctx context.Context, label, initrd string) (*idleRow, er
 	}
 	defer os.RemoveAll(dir)
 	console := filepath.Join(dir, "console.log")
-	args := b.rawArgs(initrd, console)
+	args := b.floorVM().Args(initrd, console)
 	for i := range args {
 		if i > 0 && args[i-1] == "-append" {
 			args[i] += " benchidle=1"
 		}
 	}
-	out := &tailBuffer{max: 4096}
+	out := benchutil.NewTail()
 	cmd := exec.Command(b.qemu, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -161,13 +164,13 @@ func (b *bench) rawIdle(ctx context.Context, label, initrd string) (*idleRow, er
 	deadline := time.Now().Add(b.opts.runTimeout)
 	for {
 		con, _ := os.ReadFile(console)
-		if _, ok := parseInitMarker(string(con)); ok {
+		if _, ok := floor.ParseInitMarker(string(con)); ok {
 			break
 		}
 		select {
 		case err := <-exited:
 			exited <- err
-			return nil, cmdError("raw qemu (idle) exited before its init ran", errors.Join(err, errors.New("exited")), out)
+			return nil, benchutil.CmdError("raw qemu (idle) exited before its init ran", errors.Join(err, errors.New("exited")), out)
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-time.After(50 * time.Millisecond):

@@ -4,10 +4,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"github.com/coffer-project/coffer/bench/internal/benchutil"
 	"io"
 	"os"
 	"time"
+
+	"github.com/coffer-project/coffer/bench/internal/benchutil"
 
 	"github.com/coffer-project/coffer/internal/guest"
 )

@@ -9,18 +9,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/coffer-project/coffer/internal/hypervisor"
-	"github.com/coffer-project/coffer/internal/hypervisor/qemu"
-	"github.com/coffer-project/coffer/internal/sandbox"
 	"golang.org/x/sys/unix"
 
+	"github.com/coffer-project/coffer/internal/sandbox"
+
 	"github.com/coffer-project/coffer/bench/internal/benchutil"
+	"github.com/coffer-project/coffer/bench/internal/floor"
 )
 
 // result is one measured run.
@@ -302,111 +301,20 @@ const userHZ = 100
 func ownCPU() time.Duration {
 	var ru unix.Rusage
 	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
-		return childCPU()
+		return benchutil.ChildCPU()
 	}
-	return time.Duration(ru.Utime.Nano()+ru.Stime.Nano()) + childCPU()
+	return time.Duration(ru.Utime.Nano()+ru.Stime.Nano()) + benchutil.ChildCPU()
 }
 
-// childCPU is the CPU time of all waited-for descendants so far.
-func childCPU() time.Duration {
-	var ru unix.Rusage
-	if unix.Getrusage(unix.RUSAGE_CHILDREN, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	bytes.Buffer
-	max int
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.Buffer.Write(p)
-	if over := t.Len() - t.max; over > 0 {
-		t.Next(over)
-	}
-	return len(p), nil
-}
-
-// timed runs cmd to completion and returns its wall and CPU time (the
-// CPU time includes the processes it waited for, e.g. coffer's QEMU).
-// The child gets its own process group, so a Ctrl-C reaches only the
-// bench, which then stops the child with sig (SIGKILL after a grace time),
-// and it is killed if the bench dies (parent-death signal).
-func timed(ctx context.Context, cmd *exec.Cmd, sig syscall.Signal) (wall, cpu time.Duration, err error) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return cmd.Process.Signal(sig) }
-	cmd.WaitDelay = 20 * time.Second
-	// The parent-death signal fires when the forking thread exits: keep
-	// this goroutine on its thread until the child is reaped.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	cpu0 := childCPU()
-	t0 := time.Now()
-	err = cmd.Run()
-	wall = time.Since(t0)
-	cpu = childCPU() - cpu0
-	return wall, cpu, err
-}
-
-func cmdError(what string, err error, out *tailBuffer) error {
-	msg := strings.TrimSpace(out.String())
-	if msg == "" {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	return fmt.Errorf("%s: %w: %s", what, err, msg)
-}
-
-// rawArgs is the QEMU command line of the boot floor: the driver's
-// machine, CPU model, memory, vCPUs, accelerator, kernel and command line,
-// with no devices beyond the serial console.
-func (b *bench) rawArgs(initrd, console string) []string {
-	cpu := hypervisor.CPUModel(b.accel)
-	return []string{
-		"-name", "guest=coffer-bench-raw",
-		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-		"-machine", hypervisor.DefaultMachineType,
-		"-accel", qemu.AccelArg(b.accel, hypervisor.DefaultTCGCacheMiB),
-		"-cpu", cpu,
-		"-m", strconv.Itoa(hypervisor.DefaultMemoryMiB),
-		"-smp", strconv.Itoa(hypervisor.DefaultVCPUs),
-		"-kernel", b.manifest.KernelPath(),
-		"-initrd", initrd,
-		"-append", b.manifest.Cmdline,
-		"-chardev", "file,id=con,path=" + strings.ReplaceAll(console, ",", ",,") + ",append=on",
-		"-serial", "chardev:con",
-	}
-}
-
+// rawBoot times one boot of the floor with initrd.
 func (b *bench) rawBoot(ctx context.Context, initrd string) (result, error) {
-	dir, err := os.MkdirTemp(b.tmp, "raw-")
-	if err != nil {
-		return result{}, err
-	}
-	defer os.RemoveAll(dir)
-	console := filepath.Join(dir, "console.log")
-	out := &tailBuffer{max: 4096}
-	cmd := exec.CommandContext(ctx, b.qemu, b.rawArgs(initrd, console)...)
-	cmd.Stdout, cmd.Stderr = out, out
-	wall, cpu, err := timed(ctx, cmd, syscall.SIGKILL)
-	if err != nil {
-		return result{}, cmdError("raw qemu boot", err, out)
-	}
-	con, _ := os.ReadFile(console)
-	up, ok := parseInitMarker(string(con))
-	if !ok {
-		return result{}, fmt.Errorf("raw qemu boot ended without the trivial init's marker (kernel panic?); console tail: %q", lastBytes(string(con), 600))
-	}
-	return result{wall: wall, cpu: cpu, uptime: up}, nil
+	r, err := b.floorVM().Boot(ctx, b.tmp, initrd)
+	return result{wall: r.Wall, cpu: r.CPU, uptime: r.Uptime}, err
 }
 
-func lastBytes(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
+// floorVM is the floor with the bench's QEMU, accelerator and guest image.
+func (b *bench) floorVM() floor.VM {
+	return floor.VM{QEMU: b.qemu, Accel: b.accel, Kernel: b.manifest.KernelPath(), Cmdline: b.manifest.Cmdline}
 }
 
 // cofferRun times `coffer run --rm ... -- true`. Instrumented runs add
@@ -429,7 +337,7 @@ func (b *bench) cofferRun(ctx context.Context, rootfs, fstype string, instrument
 	args = append(args, "--", "true")
 	cmd := exec.CommandContext(ctx, b.coffer, args...)
 	cmd.Env = b.env()
-	out := &tailBuffer{max: 4096}
+	out := benchutil.NewTail()
 	var hostLog bytes.Buffer
 	cmd.Stdout = out
 	if instrumented {
@@ -447,7 +355,7 @@ func (b *bench) cofferRun(ctx context.Context, rootfs, fstype string, instrument
 		go watchFile(wctx, filepath.Join(sandbox.VMDir(sandbox.PodDir(b.rt, name)), "agent.log"), agentLog)
 	}
 	start := time.Now()
-	wall, cpu, err := timed(ctx, cmd, syscall.SIGTERM)
+	wall, cpu, err := benchutil.Timed(cmd, syscall.SIGTERM)
 	end := start.Add(wall)
 	stopWatch()
 	var alog []byte
@@ -459,7 +367,7 @@ func (b *bench) cofferRun(ctx context.Context, rootfs, fstype string, instrument
 		}
 	}
 	if err != nil {
-		return result{}, cmdError("coffer run", err, out)
+		return result{}, benchutil.CmdError("coffer run", err, out)
 	}
 	r := result{wall: wall, cpu: cpu}
 	if instrumented {
@@ -494,10 +402,10 @@ func (b *bench) runcRun(ctx context.Context) (result, error) {
 	b.seq++
 	id := fmt.Sprintf("coffer-bench-%d-%d", os.Getpid(), b.seq)
 	b.runcID = id
-	out := &tailBuffer{max: 4096}
+	out := benchutil.NewTail()
 	cmd := exec.CommandContext(ctx, "runc", "--root", b.runcRoot, "run", "--bundle", b.bundle, id)
 	cmd.Stdout, cmd.Stderr = out, out
-	wall, cpu, err := timed(ctx, cmd, syscall.SIGKILL)
+	wall, cpu, err := benchutil.Timed(cmd, syscall.SIGKILL)
 	// runc run removes the container when it exits; delete -f covers a
 	// failed run. Not timed.
 	dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -505,7 +413,7 @@ func (b *bench) runcRun(ctx context.Context) (result, error) {
 	cancel()
 	b.runcID = ""
 	if err != nil {
-		return result{}, cmdError("runc run", err, out)
+		return result{}, benchutil.CmdError("runc run", err, out)
 	}
 	return result{wall: wall, cpu: cpu}, nil
 }
@@ -515,11 +423,11 @@ func (b *bench) mkfs(ctx context.Context, dir, fstype string) (result, error) {
 	b.seq++
 	img := filepath.Join(b.images, fmt.Sprintf("rootfs-%d.img", b.seq))
 	defer os.Remove(img)
-	cpu0 := childCPU()
+	cpu0 := benchutil.ChildCPU()
 	t0 := time.Now()
 	err := sandbox.BuildRootfsImage(ctx, dir, img, fstype)
 	wall := time.Since(t0)
-	cpu := childCPU() - cpu0
+	cpu := benchutil.ChildCPU() - cpu0
 	if err != nil {
 		return result{}, err
 	}

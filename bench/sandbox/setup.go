@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"debug/elf"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,13 +16,15 @@ import (
 	"strings"
 	"time"
 
-	"github.com/coffer-project/coffer/internal/guest"
-	"github.com/coffer-project/coffer/internal/hypervisor"
-	"github.com/coffer-project/coffer/internal/sandbox"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/coffer-project/coffer/internal/guest"
+	"github.com/coffer-project/coffer/internal/hypervisor"
+	"github.com/coffer-project/coffer/internal/sandbox"
+
 	"github.com/coffer-project/coffer/bench/internal/benchutil"
+	"github.com/coffer-project/coffer/bench/internal/floor"
 )
 
 // bench holds everything one benchmark run set up; cleanup removes it.
@@ -165,13 +166,10 @@ func newBench(ctx context.Context, opts options, progress io.Writer) (*bench, er
 
 	initBin := opts.initPath
 	if initBin == "" {
-		b.logf("building the trivial init (%s)", tinyInitPkg)
-		if initBin, err = buildTinyInit(ctx, b.tmp); err != nil {
+		b.logf("building the trivial init (%s)", floor.TinyInitPkg)
+		if initBin, err = floor.BuildTinyInit(ctx, b.tmp); err != nil {
 			return b, err
 		}
-	}
-	if err := checkStatic(initBin); err != nil {
-		return b, err
 	}
 	if err := b.makeInitrds(initBin); err != nil {
 		return b, err
@@ -181,22 +179,6 @@ func newBench(ctx context.Context, opts options, progress io.Writer) (*bench, er
 	}
 	b.machine = b.describeMachine(ctx)
 	return b, nil
-}
-
-// checkStatic makes sure a binary needs no C library: it runs as /init of
-// an initrd, or inside a rootfs, that has none.
-func checkStatic(path string) error {
-	f, err := elf.Open(path)
-	if err != nil {
-		return fmt.Errorf("inspect %s: %w", path, err)
-	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return fmt.Errorf("%s is dynamically linked, but it must be static: it runs where there is no C library (build Go programs with CGO_ENABLED=0)", path)
-		}
-	}
-	return nil
 }
 
 func copyFile(src, dst string) error {
@@ -228,7 +210,7 @@ func makeBusyboxRootfs(dir string) error {
 		return err
 	}
 	const src = "/bin/busybox"
-	if err := checkStatic(src); err != nil {
+	if err := floor.CheckStatic(src); err != nil {
 		return fmt.Errorf("the rootfs needs a static busybox (apt-get install busybox-static): %w", err)
 	}
 	if err := copyFile(src, filepath.Join(dir, "bin", "busybox")); err != nil {
@@ -303,27 +285,9 @@ func treeSize(dir string) (int64, int) {
 // of coffer's initrd with the trivial one appended: the kernel unpacks
 // both archives in order, so the later /init replaces the agent.
 func (b *bench) makeInitrds(initBin string) error {
-	init, err := os.ReadFile(initBin)
-	if err != nil {
-		return err
-	}
-	entries := []cpioEntry{
-		{name: "dev", mode: modeDir | 0o755},
-		{name: "dev/console", mode: modeChar | 0o600, rdevMajor: 5, rdevMinor: 1},
-		{name: "init", mode: modeReg | 0o755, data: init},
-	}
 	b.tinyInitrd = filepath.Join(b.tmp, "tiny-initrd.img")
-	f, err := os.Create(b.tinyInitrd)
-	if err != nil {
+	if err := floor.WriteInitrd(b.tinyInitrd, initBin); err != nil {
 		return err
-	}
-	w := bufio.NewWriter(f)
-	if err := writeCPIO(w, entries); err != nil {
-		f.Close()
-		return fmt.Errorf("write the trivial initrd: %w", err)
-	}
-	if err := errors.Join(w.Flush(), f.Close()); err != nil {
-		return fmt.Errorf("write the trivial initrd: %w", err)
 	}
 
 	if b.manifest.Initrd.Compression != "none" && b.manifest.Initrd.Compression != "" {

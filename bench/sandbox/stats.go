@@ -1,8 +1,9 @@
 package main
 
 import (
-	"github.com/coffer-project/coffer/bench/internal/benchutil"
 	"time"
+
+	"github.com/coffer-project/coffer/bench/internal/benchutil"
 )
 
 // summary is the distribution of one series of measurements.
