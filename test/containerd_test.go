@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -244,6 +245,11 @@ func testContainerdRun(t *testing.T, c *containerd) {
 	if r := c.ctr(t, "", "containers", "ls", "-q"); strings.TrimSpace(r.stdout) != "" {
 		t.Errorf("containers left after --rm: %q", r.stdout)
 	}
+	// stdin without a terminal: ctr pipes its own stdin, and its end
+	// reaches the container (CloseIO), so cat exits.
+	if r := c.ctr(t, "first\nsecond\n", "run", "--runtime", "io.containerd.coffer.v2", "--rm", busyboxImage, "c1in", "cat"); r.code != 0 || r.stdout != "first\nsecond\n" {
+		t.Errorf("ctr run --rm cat with piped stdin: exit %d stdout %q stderr %q, want the input back", r.code, r.stdout, r.stderr)
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for len(shimPodsLeft()) > 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
@@ -261,6 +267,7 @@ func TestContainerdTaskLifecycle(t *testing.T) { forEachContainerd(t, testContai
 
 func testContainerdTaskLifecycle(t *testing.T, c *containerd) {
 	c.importBusybox(t)
+	events := c.events(t)
 	if r := c.ctr(t, "", "run", "-d", "--runtime", "io.containerd.coffer.v2", busyboxImage, "c2", "sleep", "1000"); r.code != 0 {
 		t.Fatalf("detached run failed: %s", r.stderr)
 	}
@@ -269,8 +276,13 @@ func testContainerdTaskLifecycle(t *testing.T, c *containerd) {
 		t.Fatalf("task ls = %q, want c2 RUNNING", ls.stdout)
 	}
 	c.checkTaskAPI(t, "default", "c2")
-	if qemus := ourQEMUs(); len(qemus) != 1 || !strings.Contains(ls.stdout, qemus[0]) {
-		t.Errorf("task ls = %q, want the pid of the pod's qemu %v", ls.stdout, qemus)
+	qemus := ourQEMUs()
+	if len(qemus) != 1 || !strings.Contains(ls.stdout, qemus[0]) {
+		t.Fatalf("task ls = %q, want the pid of the pod's qemu %v", ls.stdout, qemus)
+	}
+	// Pids: the task's processes run in the VM, whose pid stands for them.
+	if r := c.ctr(t, "", "task", "ps", "c2"); r.code != 0 || !regexp.MustCompile(`(?m)^`+qemus[0]+`\b`).MatchString(r.stdout) {
+		t.Errorf("task ps = exit %d %q, want the pod's qemu pid %s", r.code, r.stdout, qemus[0])
 	}
 	if r := c.ctr(t, "", "task", "exec", "--exec-id", "e1", "c2", "sh", "-c", "echo from-exec; exit 5"); r.code != 5 || strings.TrimSpace(r.stdout) != "from-exec" {
 		t.Errorf("exec: exit %d stdout %q, want 5 and from-exec", r.code, r.stdout)
@@ -287,8 +299,13 @@ func testContainerdTaskLifecycle(t *testing.T, c *containerd) {
 	if r := c.ctr(t, "", "task", "metrics", "c2"); !strings.Contains(r.stdout, "104857600") {
 		t.Errorf("task metrics after update = %q, want the memory limit 104857600", r.stdout)
 	}
-	if r := c.ctr(t, "", "task", "kill", "-s", "SIGKILL", "c2"); r.code != 0 {
-		t.Fatalf("task kill failed: %s", r.stderr)
+	// kill --all reaches every process of the container: a detached
+	// exec ends with the init.
+	if r := c.ctr(t, "", "task", "exec", "--detach", "--exec-id", "e3", "c2", "sleep", "1000"); r.code != 0 {
+		t.Fatalf("detached exec: %s", r.stderr)
+	}
+	if r := c.ctr(t, "", "task", "kill", "--all", "-s", "SIGKILL", "c2"); r.code != 0 {
+		t.Fatalf("task kill --all failed: %s", r.stderr)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -306,6 +323,42 @@ func testContainerdTaskLifecycle(t *testing.T, c *containerd) {
 	}
 	if r := c.ctr(t, "", "containers", "rm", "c2"); r.code != 0 {
 		t.Fatalf("container rm failed: %s", r.stderr)
+	}
+	// Every task event, with the exits' statuses; the init's and e1's in
+	// the order they happened.
+	waitFor(t, 10*time.Second, func() bool { return strings.Contains(events.String(), "/tasks/delete") })
+	ev := events.String()
+	var at []int
+	for _, e := range []struct {
+		topic, key string // key: the member naming the process, e.g. "exec_id":"e1"
+		want       string
+		ordered    bool
+	}{
+		{"/tasks/create", `"container_id":"c2"`, "", true},
+		{"/tasks/start", `"container_id":"c2"`, "", true},
+		{"/tasks/exec-added", `"exec_id":"e1"`, "", true},
+		{"/tasks/exec-started", `"exec_id":"e1"`, "", true},
+		{"/tasks/exit", `"id":"e1"`, `"exit_status":5`, true},
+		{"/tasks/exec-started", `"exec_id":"e3"`, "", false},
+		{"/tasks/exit", `"id":"e3"`, `"exit_status":137`, false},
+		{"/tasks/exit", `"id":"c2"`, `"exit_status":137`, true},
+		{"/tasks/delete", `"id":"c2"`, `"exit_status":137`, true},
+	} {
+		l := ""
+		for _, line := range strings.Split(ev, "\n") {
+			if strings.Contains(line, e.topic+" ") && strings.Contains(line, e.key) {
+				l = line
+				break
+			}
+		}
+		if l == "" || !strings.Contains(l, e.want) {
+			t.Errorf("event %s %s = %q, want one with %s", e.topic, e.key, l, e.want)
+		} else if e.ordered {
+			at = append(at, strings.Index(ev, l))
+		}
+	}
+	if !sort.IntsAreSorted(at) {
+		t.Errorf("task events out of order:\n%s", ev)
 	}
 	for len(ourQEMUs()) > 0 || len(shimPodsLeft()) > 0 {
 		if time.Now().After(deadline) {
@@ -448,6 +501,113 @@ func TestContainerdVMDeath(t *testing.T) {
 	}
 	if ls := c.ctr(t, "", "task", "ls"); strings.Contains(ls.stdout, "RUNNING") {
 		t.Errorf("task ls = %q after the VM died, want no running task", ls.stdout)
+	}
+	waitFor(t, 15*time.Second, func() bool {
+		return len(ourQEMUs()) == 0 && len(shimPodsLeft()) == 0 && len(c.shims()) == 0
+	})
+}
+
+// When the pod VM dies, every task of the pod ends and containerd learns
+// it: the running init, a running exec, an exec that was added but not
+// started, and (in a second pod) an init that was created but never
+// started; each Wait returns 255 and nothing is left once they are deleted.
+func TestContainerdVMDeathEveryTask(t *testing.T) {
+	c := startContainerd(t)
+	c.importBusybox(t)
+	ctx, conn := c.api(t, 3*time.Minute)
+	tasks := tasksapi.NewTasksClient(conn)
+	type waited struct {
+		id  string
+		r   *tasksapi.WaitResponse
+		err error
+	}
+	wch := make(chan waited, 4)
+	wait := func(id, execID string) {
+		go func() {
+			r, err := tasks.Wait(ctx, &tasksapi.WaitRequest{ContainerID: id, ExecID: execID})
+			wch <- waited{id + "/" + execID, r, err}
+		}()
+	}
+	killQEMU := func() {
+		t.Helper()
+		qemus := ourQEMUs()
+		if len(qemus) != 1 {
+			t.Fatalf("qemu processes %v, want the pod's one", qemus)
+		}
+		pid, _ := strconv.Atoi(qemus[0])
+		if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	collect := func(n int) {
+		t.Helper()
+		for range n {
+			select {
+			case w := <-wch:
+				if w.err != nil || w.r.ExitStatus != 255 {
+					t.Errorf("wait %s: %+v, %v; want exit status 255 (the VM died)", w.id, w.r, w.err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("a Wait did not return within 30 s of the VM's death")
+			}
+		}
+	}
+
+	// Pod 1: a running init, a running exec, an added exec.
+	if r := c.ctr(t, "", "run", "-d", "--runtime", "io.containerd.coffer.v2", busyboxImage, "all", "sleep", "1000"); r.code != 0 {
+		t.Fatalf("ctr run -d: %s", r.stderr)
+	}
+	t.Cleanup(func() { c.ctr(t, "", "containers", "rm", "all") })
+	ectx, ecancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer ecancel()
+	var eout syncBuffer
+	execCmd := exec.CommandContext(ectx, c.release.ctr, "--address", c.sock, "task", "exec", "--exec-id", "e1", "all", "sh", "-c", "echo up; sleep 1000")
+	execCmd.Stdout, execCmd.Stderr = &eout, &eout
+	if err := execCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, func() bool { return strings.Contains(eout.String(), "up") })
+	ps, _ := json.Marshal(&specs.Process{Args: []string{"true"}, Cwd: "/"})
+	if _, err := tasks.Exec(ctx, &tasksapi.ExecProcessRequest{ContainerID: "all", ExecID: "e2",
+		Spec: &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process", Value: ps}}); err != nil {
+		t.Fatalf("add exec e2: %v", err)
+	}
+	wait("all", "")
+	wait("all", "e2")
+	time.Sleep(500 * time.Millisecond) // let the Waits reach the shim
+	killQEMU()
+	collect(2)
+	if err := execCmd.Wait(); err == nil {
+		t.Errorf("ctr task exec of the running exec exited 0 after the VM died; output %q", eout.String())
+	}
+	if ls := c.ctr(t, "", "task", "ls"); !regexp.MustCompile(`all\s+\d+\s+STOPPED`).MatchString(ls.stdout) {
+		t.Errorf("task ls = %q after the VM died, want all STOPPED", ls.stdout)
+	}
+	if r := c.ctr(t, "", "task", "rm", "all"); r.code != 0 {
+		t.Errorf("task rm after the VM died: %s", r.stderr)
+	}
+
+	// Pod 2: an init that was created, never started.
+	if r := c.ctr(t, "", "containers", "create", "--runtime", "io.containerd.coffer.v2", busyboxImage, "created", "sleep", "1000"); r.code != 0 {
+		t.Fatalf("container create: %s", r.stderr)
+	}
+	t.Cleanup(func() { c.ctr(t, "", "containers", "rm", "created") })
+	mounts, err := snapshotsapi.NewSnapshotsClient(conn).Mounts(ctx, &snapshotsapi.MountsRequest{Snapshotter: "overlayfs", Key: "created"})
+	if err != nil {
+		t.Fatalf("snapshot mounts: %v", err)
+	}
+	if _, err := tasks.Create(ctx, &tasksapi.CreateTaskRequest{ContainerID: "created", Rootfs: mounts.Mounts}); err != nil {
+		t.Fatalf("create task: %v", err)
+	}
+	wait("created", "")
+	time.Sleep(500 * time.Millisecond)
+	killQEMU()
+	collect(1)
+	if ls := c.ctr(t, "", "task", "ls"); !regexp.MustCompile(`created\s+\d+\s+STOPPED`).MatchString(ls.stdout) {
+		t.Errorf("task ls = %q after the VM died, want created STOPPED", ls.stdout)
+	}
+	if _, err := tasks.Delete(ctx, &tasksapi.DeleteTaskRequest{ContainerID: "created"}); err != nil {
+		t.Errorf("delete: %v", err)
 	}
 	waitFor(t, 15*time.Second, func() bool {
 		return len(ourQEMUs()) == 0 && len(shimPodsLeft()) == 0 && len(c.shims()) == 0

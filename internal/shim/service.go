@@ -230,6 +230,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	s.copyOutput(p)
 	s.containers[r.ID] = &container{id: r.ID, bundle: r.Bundle, init: p, execs: map[string]*process{}}
+	go s.watchUnstarted(sb, p)
 	s.publish(ctx, runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{
 		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs, Pid: uint32(sb.PID()),
 		IO: &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
@@ -301,6 +302,7 @@ func (s *Service) createInPod(ctx context.Context, r *taskAPI.CreateTaskRequest,
 	}
 	s.copyOutput(p)
 	s.containers[r.ID] = &container{id: r.ID, bundle: r.Bundle, init: p, execs: map[string]*process{}, disk: serial, img: img}
+	go s.watchUnstarted(sb, p)
 	s.log.Info("container joined the pod", "id", r.ID, "sandbox_id", sandboxID, "disk", serial)
 	s.publish(ctx, runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{
 		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs, Pid: uint32(sb.PID()),
@@ -576,6 +578,23 @@ func (s *Service) startWaiter(sb *sandbox.Sandbox, p *process) {
 	p.waiter.Do(func() { go s.waitProcess(sb, p) })
 }
 
+// watchUnstarted reports the end of a process that was created but not
+// started (nor killed) when the pod VM dies: without it, containerd's Wait
+// on such a task would never return and its state would stay "created".
+// A process that got its waiter, or was deleted, is left alone.
+func (s *Service) watchUnstarted(sb *sandbox.Sandbox, p *process) {
+	select {
+	case <-p.done:
+		return
+	case <-sb.Done():
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, q, err := s.lookup(p.cid, p.execID); err == nil && q == p {
+		s.startWaiter(sb, p) // a no-op once Start or Kill started it
+	}
+}
+
 // waitProcess records p's exit (or the VM's death), lets its output
 // drain into the FIFOs and publishes TaskExit.
 // sb is passed in: s.pod is guarded by s.mu and may be gone (the pod
@@ -765,8 +784,10 @@ func (s *Service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 		return nil, grpcErr(fmt.Errorf("parse the process spec of exec %s: %w", r.ExecID, err))
 	}
 	ps.Terminal = r.Terminal
-	c.execs[r.ExecID] = &process{cid: r.ID, execID: r.ExecID, spec: &ps, status: task.Status_CREATED, done: make(chan struct{}),
+	p := &process{cid: r.ID, execID: r.ExecID, spec: &ps, status: task.Status_CREATED, done: make(chan struct{}),
 		stdio: taskIO{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal}}
+	c.execs[r.ExecID] = p
+	go s.watchUnstarted(s.pod.sb, p)
 	s.publish(ctx, runtime.TaskExecAddedEventTopic, &eventstypes.TaskExecAdded{ContainerID: r.ID, ExecID: r.ExecID})
 	return &ptypes.Empty{}, nil
 }
