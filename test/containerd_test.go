@@ -435,6 +435,16 @@ func testContainerdTTY(t *testing.T, c *containerd) {
 	waitFor(t, 90*time.Second, func() bool { return strings.Contains(out.String(), "# ") })
 	write("tty; stty size; echo MA''RK\r")
 	waitFor(t, 20*time.Second, func() bool { return strings.Contains(out.String(), "MARK") })
+	// A resize of ctr's terminal (SIGWINCH) reaches the container's
+	// (containerd's ResizePty).
+	if err := unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 41, Col: 123}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, func() bool {
+		write("stty size\r")
+		time.Sleep(300 * time.Millisecond)
+		return strings.Contains(out.String(), "41 123")
+	})
 	write("exit 4\r")
 	err := cmd.Wait()
 	code := 0
