@@ -413,7 +413,11 @@ func TestContainerdConfig(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "not found") {
 		t.Errorf("run of a missing command: exit %d stderr %q, want a failure saying it is not found", r.code, r.stderr)
 	}
-	waitFor(t, 10*time.Second, func() bool { return len(ourQEMUs()) == 0 && len(shimPodsLeft()) == 0 })
+	bundles := filepath.Join(c.dir, "state", "io.containerd.runtime.v2.task", "default")
+	waitFor(t, 10*time.Second, func() bool {
+		left, _ := os.ReadDir(bundles)
+		return len(ourQEMUs()) == 0 && len(shimPodsLeft()) == 0 && len(c.shims()) == 0 && len(left) == 0
+	})
 }
 
 // TestContainerdTTY: `ctr run -t` gives the container a terminal of the
