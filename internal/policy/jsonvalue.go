@@ -11,8 +11,11 @@ import (
 
 // jsonToValue converts one JSON text to a Rego value in a single pass,
 // giving what ast.ValueFromReader gives (numbers keep their literal text,
-// strings decode as encoding/json decodes them, the last of duplicate
-// object members wins) without the intermediate map[string]any.
+// strings decode as encoding/json decodes them) without the intermediate
+// map[string]any. An object with two members of the same name is refused
+// (errDuplicateMember): encoding/json and OPA would keep the last one, and
+// a projection that skips members must not decide on a different one than
+// the whole value, so the ambiguity is an error rather than a choice.
 func jsonToValue(data []byte) (ast.Value, error) { return projectJSON(data, fullShape) }
 
 // jsonConv walks text already checked by json.Valid.
@@ -143,8 +146,46 @@ func (c *jsonConv) project(shape *projShape) (ast.Value, error) {
 	return c.object(shape)
 }
 
+// errDuplicateMember is the error for an object naming a member twice.
+var errDuplicateMember = errors.New("an object has two members of the same name")
+
+// memberNames tracks an object's member names to refuse duplicates: a
+// linear scan while there are few (claims objects have a handful), a map
+// beyond, so that a hostile object with many members stays linear.
+type memberNames struct {
+	few  []ast.String
+	many map[ast.String]struct{}
+}
+
+// add records k and reports whether it was new.
+func (m *memberNames) add(k ast.String) bool {
+	if m.many != nil {
+		if _, dup := m.many[k]; dup {
+			return false
+		}
+		m.many[k] = struct{}{}
+		return true
+	}
+	for _, x := range m.few {
+		if x == k {
+			return false
+		}
+	}
+	if len(m.few) < 16 {
+		m.few = append(m.few, k)
+		return true
+	}
+	m.many = make(map[ast.String]struct{}, 2*len(m.few))
+	for _, x := range m.few {
+		m.many[x] = struct{}{}
+	}
+	m.many[k] = struct{}{}
+	return true
+}
+
 // object converts the object at pos: every member in full when shape is
-// nil, else the members shape names (projected), skipping the rest.
+// nil, else the members shape names (projected), skipping the rest. Every
+// member's name, skipped or not, is checked against the others.
 func (c *jsonConv) object(shape *projShape) (ast.Value, error) {
 	c.pos++
 	obj := ast.NewObject()
@@ -153,11 +194,15 @@ func (c *jsonConv) object(shape *projShape) (ast.Value, error) {
 		c.pos++
 		return obj, nil
 	}
+	var names memberNames
 	for {
 		c.space()
 		k, err := c.str()
 		if err != nil {
 			return nil, err
+		}
+		if !names.add(k) {
+			return nil, fmt.Errorf("%w: %q", errDuplicateMember, string(k))
 		}
 		c.space()
 		c.pos++ // ':'
@@ -168,7 +213,7 @@ func (c *jsonConv) object(shape *projShape) (ast.Value, error) {
 		} else if sub := shape.member(string(k)); sub != nil {
 			v, err = c.project(sub)
 		} else {
-			c.skip()
+			err = c.skipValue()
 		}
 		if err != nil {
 			return nil, err
@@ -191,6 +236,66 @@ func (s *projShape) member(k string) *projShape {
 		return m
 	}
 	return s.any
+}
+
+// skipValue moves past the value at pos without converting it, refusing
+// duplicate member names inside it as the conversion does, so that a
+// projection refuses exactly what the whole conversion refuses. (Nesting
+// is bounded: json.Valid refuses texts nested deeper than 10000.)
+func (c *jsonConv) skipValue() error {
+	switch c.data[c.pos] {
+	case '{':
+		c.pos++
+		c.space()
+		if c.data[c.pos] == '}' {
+			c.pos++
+			return nil
+		}
+		var names memberNames
+		for {
+			c.space()
+			k, err := c.str()
+			if err != nil {
+				return err
+			}
+			if !names.add(k) {
+				return fmt.Errorf("%w: %q", errDuplicateMember, string(k))
+			}
+			c.space()
+			c.pos++ // ':'
+			c.space()
+			if err := c.skipValue(); err != nil {
+				return err
+			}
+			c.space()
+			if c.data[c.pos] == '}' {
+				c.pos++
+				return nil
+			}
+			c.pos++ // ','
+		}
+	case '[':
+		c.pos++
+		c.space()
+		if c.data[c.pos] == ']' {
+			c.pos++
+			return nil
+		}
+		for {
+			c.space()
+			if err := c.skipValue(); err != nil {
+				return err
+			}
+			c.space()
+			if c.data[c.pos] == ']' {
+				c.pos++
+				return nil
+			}
+			c.pos++ // ','
+		}
+	}
+	c.skip()
+	return nil
 }
 
 // skip moves past the value at pos (text already checked by json.Valid).

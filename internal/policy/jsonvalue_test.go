@@ -3,6 +3,8 @@ package policy
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"strconv"
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -14,7 +16,7 @@ func FuzzJSONToValue(f *testing.F) {
 	for _, s := range []string{
 		`{"a":[1,-2.5e+3,0,true,false,null],"b":{"c":"d\u00e9\n\"","a":1},"a":2}`,
 		` [ "x" , {} , [] , "\ud800" , "caf` + "\xc3\xa9" + `" ] `,
-		`"\\"`, `12345678901234567890`, `{"":{"":""}}`,
+		`"\\"`, `12345678901234567890`, `{"":{"":""}}`, `{"a":1,"b":{"c":2}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -30,6 +32,13 @@ func FuzzJSONToValue(f *testing.F) {
 			t.Skip(err)
 		}
 		got, err := jsonToValue(data)
+		dup := hasDuplicateMember(t, data)
+		if dup != errors.Is(err, errDuplicateMember) {
+			t.Fatalf("%q: duplicate members %v, error %v", data, dup, err)
+		}
+		if dup {
+			return
+		}
 		if err != nil {
 			t.Fatalf("%q: %v", data, err)
 		}
@@ -37,4 +46,81 @@ func FuzzJSONToValue(f *testing.F) {
 			t.Fatalf("%q: got %v, want %v", data, got, want)
 		}
 	})
+}
+
+// hasDuplicateMember reports whether some object of the valid JSON text
+// data names a member twice (an independent check with encoding/json's
+// tokenizer, which decodes names as the converter does).
+func hasDuplicateMember(t testing.TB, data []byte) bool {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(data))
+	type frame struct {
+		object bool
+		names  map[string]bool
+		key    bool // the next string token is a member name
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return false // io.EOF: the text ended
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if name, ok := tok.(string); ok && top != nil && top.object && top.key {
+			if top.names[name] {
+				return true
+			}
+			top.names[name] = true
+			top.key = false
+			continue
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &frame{object: true, names: map[string]bool{}, key: true})
+			continue
+		case json.Delim('['):
+			stack = append(stack, &frame{})
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		}
+		if len(stack) > 0 && stack[len(stack)-1].object {
+			stack[len(stack)-1].key = true // a value ended: a name comes next
+		}
+	}
+}
+
+// Duplicate member names are refused wherever they are: projected
+// members, skipped members, nested objects, and objects with many
+// members (the map path of memberNames).
+func TestDuplicateMembers(t *testing.T) {
+	many := `{`
+	for i := range 40 {
+		many += `"k` + strconv.Itoa(i) + `":` + strconv.Itoa(i) + `,`
+	}
+	for _, tc := range []struct {
+		json string
+		dup  bool
+	}{
+		{`{"a":1,"a":2}`, true},
+		{`{"a":1,"b":{"c":1,"c":1}}`, true},
+		{`{"skipped":{"x":1},"skipped":{"x":1}}`, true},
+		{`[{"a":1},{"a":1}]`, false},
+		{`{"a":{"a":{"a":1}}}`, false},
+		{`{"\u0061":1,"a":2}`, true}, // the same name once decoded
+		{many + `"k39":0}`, true},
+		{many + `"k40":0}`, false},
+	} {
+		_, err := jsonToValue([]byte(tc.json))
+		_, perr := projectJSON([]byte(tc.json), nativeClaims)
+		if errors.Is(err, errDuplicateMember) != tc.dup || errors.Is(perr, errDuplicateMember) != tc.dup {
+			t.Errorf("%.60s: full %v, projected %v; want duplicate %v", tc.json, err, perr, tc.dup)
+		}
+		if hasDuplicateMember(t, []byte(tc.json)) != tc.dup {
+			t.Errorf("%.60s: the test's checker disagrees", tc.json)
+		}
+	}
 }
