@@ -295,16 +295,25 @@ func TestImageMultiArchAndHostile(t *testing.T) {
 	wantOK(t, coffer(t, "", "image", "pull", "--no-cache", "oci:"+lay, dest))
 
 	// Hostile layers, pushed to the registry, are refused on pull.
-	for name, entry := range map[string]*tar.Header{
-		"dotdot":   {Name: "../../../../escaped", Typeflag: tar.TypeReg, Mode: 0o644},
-		"absolute": {Name: "/escaped", Typeflag: tar.TypeReg, Mode: 0o644},
-		"hardlink": {Name: "h", Typeflag: tar.TypeLink, Linkname: "../../../etc/passwd"},
+	for name, tc := range map[string]struct {
+		entries []*tar.Header
+		want    string
+	}{
+		"dotdot":   {[]*tar.Header{{Name: "../../../../escaped", Typeflag: tar.TypeReg, Mode: 0o644}}, `".." in path`},
+		"absolute": {[]*tar.Header{{Name: "/escaped", Typeflag: tar.TypeReg, Mode: 0o644}}, "absolute path"},
+		"hardlink": {[]*tar.Header{{Name: "h", Typeflag: tar.TypeLink, Linkname: "../../../etc/passwd"}}, `hardlink target "../../../etc/passwd"`},
+		"symlink": {[]*tar.Header{
+			{Name: "x", Typeflag: tar.TypeSymlink, Linkname: "../.."},
+			{Name: "x/escaped", Typeflag: tar.TypeReg, Mode: 0o644},
+		}, `entry "x/escaped": unsafe layer: the path resolves through symlink "x" -> "../..", which points outside the rootfs`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var buf bytes.Buffer
 			tw := tar.NewWriter(&buf)
-			if err := tw.WriteHeader(entry); err != nil {
-				t.Fatal(err)
+			for _, h := range tc.entries {
+				if err := tw.WriteHeader(h); err != nil {
+					t.Fatal(err)
+				}
 			}
 			_ = tw.Close()
 			img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), static.NewLayer(buf.Bytes(), types.OCIUncompressedLayer))
@@ -321,8 +330,8 @@ func TestImageMultiArchAndHostile(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := coffer(t, "", "image", "pull", "--no-cache", reg.host+"/hostile:"+name, dest)
-			if r.code != 125 || !strings.Contains(r.stderr, "unsafe layer") {
-				t.Fatalf("hostile layer: exit %d %q", r.code, r.stderr)
+			if r.code != 125 || !strings.Contains(r.stderr, "unsafe layer") || !strings.Contains(r.stderr, tc.want) {
+				t.Fatalf("hostile layer: exit %d %q, want %q", r.code, r.stderr, tc.want)
 			}
 			destUntouched(t, parent, dest)
 			if _, err := os.Stat(filepath.Join(parent, "escaped")); err == nil {

@@ -360,8 +360,10 @@ func TestPullLayoutRefusals(t *testing.T) {
 		want    error
 		msg     string
 	}{
-		"hostile ..":    {layers: [][]byte{good, tarOf(t, map[string]string{"../../escape": "x"})}, want: unpack.ErrUnsafe, msg: `".." in path`},
-		"hostile abs":   {layers: [][]byte{tarOf(t, map[string]string{"/etc/passwd": "x"})}, want: unpack.ErrUnsafe},
+		"hostile ..":  {layers: [][]byte{good, tarOf(t, map[string]string{"../../escape": "x"})}, want: unpack.ErrUnsafe, msg: `".." in path`},
+		"hostile abs": {layers: [][]byte{tarOf(t, map[string]string{"/etc/passwd": "x"})}, want: unpack.ErrUnsafe},
+		"hostile symlink": {layers: [][]byte{good, tarOf(t, map[string]string{"x": "->../../../etc"}), tarOf(t, map[string]string{"x/passwd": "pwn"})},
+			want: unpack.ErrUnsafe, msg: `entry "x/passwd": unsafe layer: the path resolves through symlink "x" -> "../../../etc", which points outside the rootfs`},
 		"wrong diff_id": {layers: [][]byte{good}, diffIDs: []v1.Hash{digestOf([]byte("other"))}, want: ErrDigestMismatch, msg: "diff_id"},
 	} {
 		t.Run(name, func(t *testing.T) {
