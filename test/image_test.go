@@ -561,21 +561,53 @@ func TestImageKBSKeyProvider(t *testing.T) {
 	if err := os.WriteFile(keyFile, bytes.Repeat([]byte{0x42}, 32), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	wantOK(t, kbsCLI(t, home, srv.url, "set-resource", "--path", "default/image-key/k1", "--file", keyFile))
+	for _, kid := range []string{"k1", "revoked"} {
+		wantOK(t, kbsCLI(t, home, srv.url, "set-resource", "--path", "default/image-key/"+kid, "--file", keyFile))
+	}
 	pushBusybox(t, reg, "bb/plain:v1")
-	for _, kid := range []string{"k1", "missing"} {
+	for _, kid := range []string{"k1", "missing", "revoked"} {
 		wantOK(t, coffer(t, "", "image", "encrypt", "--kbs-key", "kbs:///default/image-key/"+kid, "--key-file", keyFile,
 			reg.host+"/bb/plain:v1", reg.host+"/bb/kbs-"+kid+":v1"))
 	}
-	dest := filepath.Join(t.TempDir(), "img")
-	wantOK(t, coffer(t, "", "image", "pull", "--no-cache", "--kbs", srv.url, "--tee", "sample", reg.host+"/bb/kbs-k1:v1", dest))
-	sameFile(t, "/bin/busybox", filepath.Join(dest, "rootfs/bin/busybox"))
+	pullK1 := func() {
+		t.Helper()
+		dest := filepath.Join(t.TempDir(), "img")
+		wantOK(t, coffer(t, "", "image", "pull", "--no-cache", "--kbs", srv.url, "--tee", "sample", reg.host+"/bb/kbs-k1:v1", dest))
+		sameFile(t, "/bin/busybox", filepath.Join(dest, "rootfs/bin/busybox"))
+	}
+	pullK1()
+	// A resource policy that refuses one key (held by the KBS) and serves
+	// the others: the refusal reaches the pull with the KBS's reason.
+	const revokedReason = "image key default/image-key/revoked is revoked for every workload"
+	policyFile := filepath.Join(home, "revoke.rego")
+	rego := `package policy
+
+import rego.v1
+
+default allow := false
+
+allow if {
+	data.plugin == "resource"
+	not revoked
+}
+
+revoked if data["resource-path"] == ["default", "image-key", "revoked"]
+
+deny_reasons contains "` + revokedReason + `" if revoked
+`
+	if err := os.WriteFile(policyFile, []byte(rego), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantOK(t, kbsCLI(t, home, srv.url, "set-resource-policy", "--policy-file", policyFile))
+	pullK1()
 	for _, tc := range []struct {
 		args []string
 		want []string
 	}{
 		{[]string{reg.host + "/bb/kbs-k1:v1"}, []string{"kbs:///default/image-key/k1", "--kbs URL"}},
 		{[]string{"--kbs", srv.url, "--tee", "sample", reg.host + "/bb/kbs-missing:v1"}, []string{"kbs:///default/image-key/missing", "404"}},
+		{[]string{"--kbs", srv.url, "--tee", "sample", reg.host + "/bb/kbs-revoked:v1"},
+			[]string{"layer key kbs:///default/image-key/revoked", "KBS answered 401", "PolicyDeny", revokedReason}},
 	} {
 		parent := t.TempDir()
 		dest := filepath.Join(parent, "img")
