@@ -538,11 +538,10 @@ func pulledRef(ref Reference) dockerRef {
 
 // matchRepoDigestOrExact: a reference by tag needs a signature of that
 // exact tag; a reference by digest needs the repository (the digest itself
-// is checked against the signed manifest digest).
+// is checked against the signed manifest digest). Unlike containers/image,
+// a signed identity naming only the repository is accepted for a pull by
+// digest: that is what cosign signs when given a digest.
 func matchRepoDigestOrExact(intended, signed dockerRef) bool {
-	if signed.suffix == "" {
-		return false
-	}
 	if strings.HasPrefix(intended.suffix, "@") {
 		return signed.repo == intended.repo
 	}

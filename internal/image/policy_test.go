@@ -213,7 +213,8 @@ func TestCheckIdentity(t *testing.T) {
 		{nil, "reg.example/app:v1", "reg.example/app:v1", true},
 		{nil, "reg.example/app:v1", "reg.example/app:v2", false},
 		{nil, "reg.example/app" + dg, "reg.example/app:v9", true},
-		{nil, "reg.example/app" + dg, "reg.example/app", false}, // a signed identity names a tag or digest
+		{nil, "reg.example/app" + dg, "reg.example/app", true}, // cosign signs the repository alone for a digest
+		{nil, "reg.example/app:v1", "reg.example/app", false},
 		{nil, "busybox:1.36", "docker.io/library/busybox:1.36", true},
 		{&SignedIdentity{Type: "matchExact"}, "reg.example/app:v1", "reg.example/app:v1", true},
 		{&SignedIdentity{Type: "matchExact"}, "reg.example/app" + dg, "reg.example/app" + dg, true},
