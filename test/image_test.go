@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -227,6 +228,58 @@ func TestImageTamperedBlob(t *testing.T) {
 	destUntouched(t, parent, dest)
 	if _, err := os.Stat(filepath.Join(cache, "blobs/sha256", strings.TrimPrefix(insp.Layers[0].Digest, "sha256:"))); err == nil {
 		t.Fatal("the tampered blob entered the cache")
+	}
+}
+
+// The registry serves a manifest whose stored bytes were changed after the
+// push (here only whitespace: the same image, but not the bytes the digest
+// names). docker-registry does not re-verify what it serves, so the check
+// is Coffer's: a pull by digest fails with a digest mismatch before any
+// layer is fetched and leaves DEST as it was.
+func TestImageTamperedManifest(t *testing.T) {
+	t.Parallel()
+	reg := startRegistry(t)
+	d := pushBusybox(t, reg, "bb/tamper-manifest:v1")
+	f := reg.blobFile(d)
+	b, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(b, []byte("{")) {
+		t.Fatalf("stored manifest %s does not start with '{': %.40q", f, b)
+	}
+	if err := os.WriteFile(f, append([]byte("{ "), b[1:]...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The registry serves the changed bytes under the original digest.
+	req, _ := http.NewRequest(http.MethodGet, "http://"+reg.host+"/v2/bb/tamper-manifest/manifests/"+d, nil)
+	req.Header.Set("Accept", string(types.OCIManifestSchema1)+", "+string(types.DockerManifestSchema2))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !bytes.HasPrefix(served, []byte("{ ")) || resp.Header.Get("Docker-Content-Digest") != d {
+		t.Fatalf("registry answered %d %q with digest %q, want the tampered bytes under %s", resp.StatusCode, served, resp.Header.Get("Docker-Content-Digest"), d)
+	}
+	parent := t.TempDir()
+	dest := filepath.Join(parent, "img")
+	if err := os.Mkdir(dest, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cache := t.TempDir()
+	before := reg.blobGets("bb/tamper-manifest")
+	r := coffer(t, "", "image", "pull", "--cache-dir", cache, reg.host+"/bb/tamper-manifest@"+d, dest)
+	if r.code != 125 || !strings.Contains(r.stderr, "digest mismatch: manifest should be "+d) {
+		t.Fatalf("tampered manifest: exit %d %q", r.code, r.stderr)
+	}
+	destUntouched(t, parent, dest)
+	if n := reg.blobGets("bb/tamper-manifest") - before; n != 0 {
+		t.Fatalf("a pull of a tampered manifest fetched %d blobs", n)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(cache, "blobs/sha256")); len(ents) != 0 {
+		t.Fatalf("a pull of a tampered manifest left %d cache entries", len(ents))
 	}
 }
 
