@@ -682,8 +682,10 @@ deny_reasons contains "` + revokedReason + `" if revoked
 
 // Sigstore (cosign-style, key-based) signatures made by coffer image sign,
 // checked by coffer image verify and pull --policy before any layer is
-// fetched. (Debian's skopeo is built with sigstore disabled, so it can
-// neither make nor check these: no interop test here.)
+// fetched. Interop with other tools is tested separately:
+// TestImageSigstoreSkopeoInterop (skopeo 1.16 built with sigstore by
+// scripts/setup.sh; Debian's skopeo has it disabled) and
+// TestImageCosignInterop.
 func TestImageSignVerify(t *testing.T) {
 	t.Parallel()
 	reg := startRegistry(t)
