@@ -18,6 +18,7 @@ PKGS=(
   swtpm swtpm-tools # vTPM for confidential mode
   docker-registry   # image tests run their own instance on loopback
   skopeo            # image encryption interop tests
+  gpg gpg-agent     # GPG simple-signing interop test (keys, skopeo --sign-by)
   umoci             # baseline of the image benchmark
   protobuf-compiler # make proto
   gcc libc6-dev     # the agent links statically with cgo (nsenter)

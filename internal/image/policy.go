@@ -14,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -46,9 +48,13 @@ type Requirement struct {
 
 // SignedIdentity says which docker-reference a signature must name.
 type SignedIdentity struct {
-	Type             string `json:"type"` // matchRepoDigestOrExact (default), matchRepository, exactReference, exactRepository
-	DockerReference  string `json:"dockerReference,omitempty"`
-	DockerRepository string `json:"dockerRepository,omitempty"`
+	// Type is matchRepoDigestOrExact (the default), matchExact,
+	// matchRepository, exactReference, exactRepository or remapIdentity.
+	Type             string `json:"type"`
+	DockerReference  string `json:"dockerReference,omitempty"`  // exactReference
+	DockerRepository string `json:"dockerRepository,omitempty"` // exactRepository
+	Prefix           string `json:"prefix,omitempty"`           // remapIdentity
+	SignedPrefix     string `json:"signedPrefix,omitempty"`     // remapIdentity
 }
 
 // maxPolicyFile bounds the policy file read.
@@ -92,6 +98,11 @@ func ParsePolicy(b []byte) (*Policy, error) {
 		for scope, reqs := range scopes {
 			if len(reqs) == 0 {
 				return nil, fmt.Errorf("signature policy transports.%s[%q] lists no requirement", t, scope)
+			}
+			if t == "oci" && scope != "" {
+				if err := checkLayoutScope(scope); err != nil {
+					return nil, fmt.Errorf("signature policy transports.oci[%q]: %w", scope, err)
+				}
 			}
 			if err := check(fmt.Sprintf("transports.%s[%q]", t, scope), reqs); err != nil {
 				return nil, err
@@ -151,13 +162,83 @@ func (r *Requirement) prepare() error {
 	return r.checkIdentityType()
 }
 
+// checkIdentityType checks the signedIdentity: a known type with the
+// fields it needs and no others (as containers/image does).
 func (r *Requirement) checkIdentityType() error {
-	if id := r.SignedIdentity; id != nil {
-		switch id.Type {
-		case "matchRepoDigestOrExact", "matchRepository", "exactReference", "exactRepository":
-		default:
-			return fmt.Errorf("signedIdentity type %q is not supported", id.Type)
+	id := r.SignedIdentity
+	if id == nil {
+		return nil
+	}
+	fields := map[string]string{"dockerReference": id.DockerReference, "dockerRepository": id.DockerRepository, "prefix": id.Prefix, "signedPrefix": id.SignedPrefix}
+	var need []string
+	switch id.Type {
+	case "matchRepoDigestOrExact", "matchExact", "matchRepository":
+	case "exactReference":
+		need = []string{"dockerReference"}
+	case "exactRepository":
+		need = []string{"dockerRepository"}
+	case "remapIdentity":
+		need = []string{"prefix", "signedPrefix"}
+	default:
+		return fmt.Errorf("signedIdentity type %q is not supported (matchRepoDigestOrExact, matchExact, matchRepository, exactReference, exactRepository, remapIdentity)", id.Type)
+	}
+	for _, f := range need {
+		if fields[f] == "" {
+			return fmt.Errorf("signedIdentity %s needs %q", id.Type, f)
 		}
+		delete(fields, f)
+	}
+	for _, f := range []string{"dockerReference", "dockerRepository", "prefix", "signedPrefix"} {
+		if fields[f] != "" {
+			return fmt.Errorf("signedIdentity %s does not take %q", id.Type, f)
+		}
+	}
+	switch id.Type {
+	case "exactReference":
+		ref, err := parseDockerRef(id.DockerReference)
+		if err != nil {
+			return fmt.Errorf("signedIdentity exactReference: %w", err)
+		}
+		if ref.suffix == "" {
+			return fmt.Errorf("signedIdentity exactReference %q names no tag or digest (use exactRepository for a repository)", id.DockerReference)
+		}
+	case "exactRepository":
+		if _, err := parseDockerRef(id.DockerRepository); err != nil {
+			return fmt.Errorf("signedIdentity exactRepository: %w", err)
+		}
+	case "remapIdentity":
+		for _, p := range []string{id.Prefix, id.SignedPrefix} {
+			if !validRemapPrefix(p) {
+				return fmt.Errorf("signedIdentity remapIdentity prefix %q is not valid: give a host[:port], a namespace or a repository in full (e.g. docker.io/library, not library), without tag or digest", p)
+			}
+		}
+	}
+	return nil
+}
+
+// Reference grammar pieces for remapIdentity prefixes (the distribution
+// reference grammar, without IPv6 literals).
+const (
+	refDomain    = `(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]+)?`
+	refComponent = `[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*`
+)
+
+var remapPrefixRE = regexp.MustCompile(`^` + refDomain + `(?:/` + refComponent + `)*$`)
+
+// validRemapPrefix reports whether s is a host[:port], or a namespace or
+// repository that starts with one.
+func validRemapPrefix(s string) bool { return remapPrefixRE.MatchString(s) }
+
+// checkLayoutScope checks a transports.oci scope: an absolute, clean
+// directory path other than "/" (use "" for every layout).
+func checkLayoutScope(scope string) error {
+	switch {
+	case !strings.HasPrefix(scope, "/"):
+		return errors.New("an oci scope must be an absolute directory path")
+	case scope == "/":
+		return errors.New(`"/" is not a scope: use "" for every layout`)
+	case filepath.Clean(scope) != scope:
+		return fmt.Errorf("the scope is not a clean path: write %q", filepath.Clean(scope))
 	}
 	return nil
 }
@@ -175,18 +256,35 @@ func ParsePublicKey(b []byte) (crypto.PublicKey, error) {
 	return k, nil
 }
 
-// requirementsFor picks the most specific scope for ref.
+// requirementsFor picks the requirements for ref, as containers/image
+// does: the most specific scope of its transport that the policy lists,
+// else the transport's "" scope, else "default".
 func (p *Policy) requirementsFor(ref Reference) (string, []Requirement) {
+	var transport string
+	var cands []string
 	if ref.IsLayout() {
-		if reqs, ok := p.Transports["oci"][ref.LayoutDir]; ok {
-			return "oci:" + ref.LayoutDir, reqs
-		}
-		return "default", p.Default
+		transport, cands = "oci", layoutScopes(resolveLayoutDir(ref.LayoutDir))
+	} else {
+		transport, cands = "docker", dockerScopes(ref)
 	}
-	scopes := p.Transports["docker"]
+	scopes := p.Transports[transport]
+	for _, c := range cands {
+		if reqs, ok := scopes[c]; ok {
+			return transport + ":" + c, reqs
+		}
+	}
+	if reqs, ok := scopes[""]; ok {
+		return transport + `:"" (every ` + transport + ` image)`, reqs
+	}
+	return "default", p.Default
+}
+
+// dockerScopes are the docker scopes that can match ref, most specific
+// first: the full reference, the repository, each parent namespace, the
+// host, then "*.domain" wildcards.
+func dockerScopes(ref Reference) []string {
 	repo := dockerName(ref.Registry.Context().Name())
-	full := repo + tagOrDigestSuffix(ref)
-	cands := []string{full, repo}
+	cands := []string{repo + tagOrDigestSuffix(ref), repo}
 	for s := repo; strings.Contains(s, "/"); {
 		s = s[:strings.LastIndex(s, "/")]
 		cands = append(cands, s)
@@ -196,12 +294,31 @@ func (p *Policy) requirementsFor(ref Reference) (string, []Requirement) {
 		h = h[strings.Index(h, ".")+1:]
 		cands = append(cands, "*."+h)
 	}
-	for _, c := range cands {
-		if reqs, ok := scopes[c]; ok {
-			return "docker:" + c, reqs
-		}
+	return cands
+}
+
+// layoutScopes are the oci scopes that can match a layout in dir (an
+// absolute path), most specific first: the directory, then each parent
+// but "/".
+func layoutScopes(dir string) []string {
+	var cands []string
+	for d := dir; d != "/" && strings.HasPrefix(d, "/"); d = filepath.Dir(d) {
+		cands = append(cands, d)
 	}
-	return "default", p.Default
+	return cands
+}
+
+// resolveLayoutDir makes a layout directory absolute, with symlinks
+// resolved where it exists, as containers/image names layouts in policies.
+func resolveLayoutDir(dir string) string {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return filepath.Clean(dir)
+	}
+	if r, err := filepath.EvalSymlinks(abs); err == nil {
+		return r
+	}
+	return abs
 }
 
 func tagOrDigestSuffix(ref Reference) string {
@@ -386,42 +503,106 @@ func verifyWith(k crypto.PublicKey, digest, payload, sig []byte) bool {
 	return false
 }
 
+// dockerRef is a normalized docker reference: the repository (Docker Hub
+// spelled docker.io/library/…) and ":tag" or "@sha256:…", or "" when it
+// names only a repository.
+type dockerRef struct {
+	repo, suffix string
+}
+
+func (d dockerRef) String() string { return d.repo + d.suffix }
+
+// parseDockerRef parses a docker reference as containers/image's
+// ParseNormalizedNamed does: "busybox" is docker.io/library/busybox, and
+// no tag is implied.
+func parseDockerRef(s string) (dockerRef, error) {
+	if strings.HasPrefix(s, "oci:") {
+		return dockerRef{}, fmt.Errorf("%q is not a docker reference", s)
+	}
+	r, err := ParseReference(s, false)
+	if err != nil || r.Registry == nil {
+		return dockerRef{}, fmt.Errorf("%q is not a docker reference", s)
+	}
+	d := dockerRef{repo: dockerName(r.Registry.Context().Name())}
+	if strings.Contains(s[strings.LastIndex(s, "/")+1:], ":") || strings.Contains(s, "@") {
+		d.suffix = tagOrDigestSuffix(r)
+	}
+	return d, nil
+}
+
+// pulledRef is the identity of a registry reference being pulled (a tag
+// is always there: "latest" when none was given).
+func pulledRef(ref Reference) dockerRef {
+	return dockerRef{repo: dockerName(ref.Registry.Context().Name()), suffix: tagOrDigestSuffix(ref)}
+}
+
+// matchRepoDigestOrExact: a reference by tag needs a signature of that
+// exact tag; a reference by digest needs the repository (the digest itself
+// is checked against the signed manifest digest). Unlike containers/image,
+// a signed identity naming only the repository is accepted for a pull by
+// digest: that is what cosign signs when given a digest.
+func matchRepoDigestOrExact(intended, signed dockerRef) bool {
+	if strings.HasPrefix(intended.suffix, "@") {
+		return signed.repo == intended.repo
+	}
+	return signed.String() == intended.String()
+}
+
+// remap rewrites ref's repository that is prefix or below it to start
+// with signedPrefix instead (remapIdentity). ok is false if the result is
+// not a valid, normalized repository.
+func remap(ref dockerRef, prefix, signedPrefix string) (out dockerRef, ok bool) {
+	if ref.repo != prefix && !strings.HasPrefix(ref.repo, prefix+"/") {
+		return ref, true
+	}
+	repo := signedPrefix + ref.repo[len(prefix):]
+	if d, err := parseDockerRef(repo); err != nil || d.repo != repo {
+		return ref, false
+	}
+	return dockerRef{repo: repo, suffix: ref.suffix}, true
+}
+
 // checkIdentity compares the signed docker-reference with the reference
-// pulled, as the policy's signedIdentity says.
-func checkIdentity(id *SignedIdentity, ref Reference, signed string) error {
+// pulled, as the policy's signedIdentity says (containers/image semantics).
+func checkIdentity(id *SignedIdentity, ref Reference, signedStr string) error {
 	typ := "matchRepoDigestOrExact"
 	if id != nil {
 		typ = id.Type
 	}
-	pulledRepo := dockerName(ref.Registry.Context().Name())
-	signedRef, err := ParseReference(signed, false)
-	if err != nil || signedRef.Registry == nil {
-		return fmt.Errorf("signed identity %q is not a docker reference", signed)
+	if ref.IsLayout() {
+		return fmt.Errorf("%s has no docker reference to match the signed identity against", ref)
 	}
-	signedRepo := dockerName(signedRef.Registry.Context().Name())
-	hasTag := strings.Contains(signed[strings.LastIndex(signed, "/")+1:], ":") || strings.Contains(signed, "@")
-	signedFull := signedRepo
-	if hasTag {
-		signedFull += tagOrDigestSuffix(signedRef)
+	signed, err := parseDockerRef(signedStr)
+	if err != nil {
+		return fmt.Errorf("signed identity: %w", err)
 	}
-	pulledFull := pulledRepo + tagOrDigestSuffix(ref)
+	pulled := pulledRef(ref)
 	var ok bool
+	detail := ""
 	switch typ {
 	case "matchRepoDigestOrExact":
-		if strings.HasPrefix(tagOrDigestSuffix(ref), "@") {
-			ok = signedRepo == pulledRepo
-		} else {
-			ok = signedFull == pulledFull
-		}
+		ok = matchRepoDigestOrExact(pulled, signed)
+	case "matchExact":
+		ok = signed.suffix != "" && signed == pulled
 	case "matchRepository":
-		ok = signedRepo == pulledRepo
+		ok = signed.repo == pulled.repo
 	case "exactReference":
-		ok = signedFull == dockerName(id.DockerReference)
+		want, err := parseDockerRef(id.DockerReference)
+		ok = err == nil && signed.suffix != "" && signed == want
 	case "exactRepository":
-		ok = signedRepo == dockerName(id.DockerRepository)
+		want, err := parseDockerRef(id.DockerRepository)
+		ok = err == nil && signed.repo == want.repo
+	case "remapIdentity":
+		intended, valid := remap(pulled, id.Prefix, id.SignedPrefix)
+		ok = valid && matchRepoDigestOrExact(intended, signed)
+		if intended != pulled {
+			detail = fmt.Sprintf(", remapped to %s", intended)
+		} else if !valid {
+			detail = fmt.Sprintf(", which %q -> %q does not remap to a valid repository", id.Prefix, id.SignedPrefix)
+		}
 	}
 	if !ok {
-		return fmt.Errorf("signed identity %q does not match %s (signedIdentity %s)", signed, pulledFull, typ)
+		return fmt.Errorf("signed identity %q does not match %s (signedIdentity %s%s)", signedStr, pulled, typ, detail)
 	}
 	return nil
 }

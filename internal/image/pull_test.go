@@ -360,8 +360,10 @@ func TestPullLayoutRefusals(t *testing.T) {
 		want    error
 		msg     string
 	}{
-		"hostile ..":    {layers: [][]byte{good, tarOf(t, map[string]string{"../../escape": "x"})}, want: unpack.ErrUnsafe, msg: `".." in path`},
-		"hostile abs":   {layers: [][]byte{tarOf(t, map[string]string{"/etc/passwd": "x"})}, want: unpack.ErrUnsafe},
+		"hostile ..":  {layers: [][]byte{good, tarOf(t, map[string]string{"../../escape": "x"})}, want: unpack.ErrUnsafe, msg: `".." in path`},
+		"hostile abs": {layers: [][]byte{tarOf(t, map[string]string{"/etc/passwd": "x"})}, want: unpack.ErrUnsafe},
+		"hostile symlink": {layers: [][]byte{good, tarOf(t, map[string]string{"x": "->../../../etc"}), tarOf(t, map[string]string{"x/passwd": "pwn"})},
+			want: unpack.ErrUnsafe, msg: `entry "x/passwd": unsafe layer: the path resolves through symlink "x" -> "../../../etc", which points outside the rootfs`},
 		"wrong diff_id": {layers: [][]byte{good}, diffIDs: []v1.Hash{digestOf([]byte("other"))}, want: ErrDigestMismatch, msg: "diff_id"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -461,8 +463,18 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:` + strings.Repeat("d", 64) + `"]}}`))
 	l := DefaultLimits()
 	f.Add([]byte(`{"default":[{"type":"reject"}],"transports":{"docker":{"a.example/x":[{"type":"insecureAcceptAnything"}]}}}`))
+	f.Add([]byte(`{"default":[{"type":"reject"}],"transports":{"docker":{"":[{"type":"insecureAcceptAnything"}]},"oci":{"/a":[{"type":"reject"}],"":[{"type":"reject"}]}}}`))
+	f.Add([]byte(`{"default":[{"type":"sigstoreSigned","keyData":"","signedIdentity":{"type":"remapIdentity","prefix":"m.example/x","signedPrefix":"docker.io/library"}}]}`))
+	refs := []string{"a.example/x:v1", "busybox", "oci:/a/b:t"}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_, _ = ParsePolicy(data)
+		if pol, err := ParsePolicy(data); err == nil {
+			for _, s := range refs {
+				ref, _ := ParseReference(s, false)
+				if scope, reqs := pol.requirementsFor(ref); len(reqs) == 0 {
+					t.Fatalf("scope %s of %s has no requirement", scope, s)
+				}
+			}
+		}
 		if mt, err := kindOf("", data); err == nil && isIndex(mt) {
 			if idx, err := ParseIndex(data, l); err == nil {
 				_, _ = selectPlatform(idx, v1.Platform{OS: "linux", Architecture: "arm64"})

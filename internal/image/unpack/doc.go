@@ -15,10 +15,18 @@
 //     followed as the container will see them — "/" is the root filesystem —
 //     and can never lead outside it. The last component of an entry is never
 //     followed: it is removed and created anew with O_EXCL/O_NOFOLLOW.
+//   - Detection on top of that confinement: an entry (or a hardlink's
+//     target) whose path resolves through a symlink with a relative target
+//     that climbs above the root ("x" -> "../../etc") is refused, naming
+//     the entry and the symlink; so is a path that needs more than
+//     MaxSymlinkHops symlinks. Absolute targets ("/var/run" -> "/run") are
+//     legitimate and resolve from the root. A symlink entry itself may point
+//     anywhere: only resolving through it is checked.
 //   - Refusals (ErrUnsafe): absolute entry names, ".." components, NUL
 //     bytes, hardlinks whose target is absolute, has "..", is the entry
-//     itself or does not exist inside the root, duplicate entries within a
-//     layer, unsupported entry types.
+//     itself or does not exist inside the root, writes through escaping
+//     symlinks (above), duplicate entries within a layer, unsupported entry
+//     types.
 //   - Limits (ErrLimit, all configurable): bytes of the uncompressed tar
 //     stream per layer (decompression bombs), bytes of one file, entries per
 //     layer, bytes over all layers, path and symlink-target lengths, xattr

@@ -338,10 +338,20 @@ func (u *Unpacker) withParent(name string, mkdir bool, fn func(pfd int, base str
 	return fn(pfd, base)
 }
 
-// openDir resolves dir inside the root (symlinks confined to it).
+// openDir resolves dir inside the root (symlinks confined to it). A
+// path that goes through a symlink whose relative target climbs above the
+// root is refused (ErrUnsafe) before anything is opened or made.
 func (u *Unpacker) openDir(dir string, mkdir bool) (int, error) {
+	// Fast path: no symlink on the way, nothing to check.
+	fd, err := unix.Openat2(u.rootFD, dir, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: resolveFlags | unix.RESOLVE_NO_SYMLINKS})
+	if err == nil {
+		return fd, nil
+	}
+	if err := u.checkLinks(dir); err != nil {
+		return -1, err
+	}
 	how := &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: resolveFlags}
-	fd, err := unix.Openat2(u.rootFD, dir, how)
+	fd, err = unix.Openat2(u.rootFD, dir, how)
 	if err == nil || !mkdir || !errors.Is(err, unix.ENOENT) {
 		if err != nil {
 			return -1, fmt.Errorf("open parent directory %q: %w", dir, err)
@@ -375,6 +385,106 @@ func (u *Unpacker) openDir(dir string, mkdir bool) (int, error) {
 		cur = next
 	}
 	return -1, fmt.Errorf("open parent directory %q: not reached", dir)
+}
+
+// MaxSymlinkHops bounds the symlinks followed to resolve one path, as
+// the kernel's MAXSYMLINKS does.
+const MaxSymlinkHops = 40
+
+// pathPart is one component still to resolve and, when it comes from a
+// symlink's target, that symlink.
+type pathPart struct {
+	name string
+	via  *linkRef
+}
+
+// linkRef is a symlink met while resolving: its path inside the root
+// (symlinks resolved) and its target.
+type linkRef struct {
+	path, target string
+}
+
+// checkLinks resolves dir inside the root the way openat2(RESOLVE_IN_ROOT)
+// does, one component at a time without following anything, and refuses
+// (ErrUnsafe) a path that goes through a symlink whose relative target
+// climbs above the root ("../../etc" from a directory one level deep):
+// RESOLVE_IN_ROOT would confine such a write, but a layer that tries one is
+// hostile. Absolute targets ("/run", "/usr/lib") resolve from the root, as
+// the container sees them. A missing or non-directory component ends the
+// walk: the open that follows reports it. The root is a staging directory
+// only this Unpacker changes, so nothing moves between this walk and the
+// open.
+func (u *Unpacker) checkLinks(dir string) error {
+	var todo []pathPart // a stack: the next component is last
+	push := func(p string, via *linkRef) {
+		parts := strings.Split(p, "/")
+		for i := len(parts) - 1; i >= 0; i-- {
+			todo = append(todo, pathPart{name: parts[i], via: via})
+		}
+	}
+	push(dir, nil)
+	var at []string // real directories from the root to where the walk is
+	hops := 0
+	for len(todo) > 0 {
+		c := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		switch c.name {
+		case "", ".":
+			continue
+		case "..":
+			if len(at) > 0 {
+				at = at[:len(at)-1]
+				continue
+			}
+			if c.via != nil && !strings.HasPrefix(c.via.target, "/") {
+				return fmt.Errorf("%w: the path resolves through symlink %q -> %q, which points outside the rootfs", ErrUnsafe, clip(c.via.path), clip(c.via.target))
+			}
+			continue // ".." of "/" is "/" (an absolute target)
+		}
+		p := strings.Join(append(at, c.name), "/")
+		var st unix.Stat_t
+		if err := unix.Fstatat(u.rootFD, p, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return nil
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			at = append(at, c.name)
+		case unix.S_IFLNK:
+			hops++
+			if hops > MaxSymlinkHops {
+				return fmt.Errorf("%w: the path resolves through more than %d symlinks (a loop?): %w", ErrUnsafe, MaxSymlinkHops, unix.ELOOP)
+			}
+			target, err := readlinkAt(u.rootFD, p)
+			if err != nil {
+				return fmt.Errorf("read symlink %q: %w", clip(p), err)
+			}
+			if strings.HasPrefix(target, "/") {
+				at = at[:0]
+			}
+			push(target, &linkRef{path: p, target: target})
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// readlinkAt reads the target of the symlink name in dfd.
+func readlinkAt(dfd int, name string) (string, error) {
+	buf := make([]byte, 256)
+	for {
+		n, err := unix.Readlinkat(dfd, name, buf)
+		if err != nil {
+			return "", err
+		}
+		if n < len(buf) {
+			return string(buf[:n]), nil
+		}
+		if len(buf) > 1<<16 {
+			return "", fmt.Errorf("symlink target longer than %d bytes", len(buf))
+		}
+		buf = make([]byte, 2*len(buf))
+	}
 }
 
 // whiteout applies ".wh.NAME" or the opaque marker in dir.
@@ -545,7 +655,9 @@ func (u *Unpacker) hardlink(pfd int, name, base, linkname string) error {
 	if target == "." || target == name {
 		return fmt.Errorf("%w: hardlink to itself or to the root", ErrUnsafe)
 	}
+	opened := false
 	err = u.withParent(target, false, func(tfd int, tbase string) error {
+		opened = true
 		var st unix.Stat_t
 		if err := unix.Fstatat(tfd, tbase, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return fmt.Errorf("%w: hardlink target %q is not in the image: %v", ErrUnsafe, clip(linkname), err)
@@ -559,6 +671,9 @@ func (u *Unpacker) hardlink(pfd int, name, base, linkname string) error {
 		}
 		return nil
 	})
+	if !opened && errors.Is(err, ErrUnsafe) {
+		return fmt.Errorf("hardlink target %q: %w", clip(linkname), err)
+	}
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 		return fmt.Errorf("%w: hardlink target %q is not in the image: %v", ErrUnsafe, clip(linkname), err)
 	}

@@ -236,6 +236,49 @@ func TestReplaceAcrossLayers(t *testing.T) {
 	}
 }
 
+// Writes through symlinks that stay in the root: relative ones that do
+// not climb above it, absolute ones (resolved from the root, ".." of "/"
+// staying "/"), and chains up to MaxSymlinkHops long. Symlink entries
+// themselves may point anywhere.
+func TestSymlinksInsideRoot(t *testing.T) {
+	root, err := apply(t, Options{},
+		layer(t, append(chain(MaxSymlinkHops), dir("usr/"), dir("usr/lib/"), symlink("lib", "usr/lib"), dir("etc/"), dir("a/"), dir("a/b/"),
+			symlink("a/b/up", "../../etc"), symlink("abs-dotdot", "/../../etc"), symlink("var/run", "/run"), dir("run/"),
+			symlink("escaping", "../../../outside/secret"), symlink("lib64", "./lib/../lib"))...),
+		layer(t, file("lib/libc.so", "c"), file("a/b/up/hosts", "h"), file("abs-dotdot/motd", "m"), file("var/run/pid", "1"),
+			hardlink("lib64/hl", "lib/libc.so"), file("l1/f", "chained"), file("lib64/.wh.libc.so", "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{"usr/lib/hl": "c", "etc/hosts": "h", "etc/motd": "m", "run/pid": "1", "d/f": "chained"} {
+		if got := read(t, filepath.Join(root, p)); got != want {
+			t.Errorf("%s = %q, want %q", p, got, want)
+		}
+	}
+	if exists(filepath.Join(root, "usr/lib/libc.so")) {
+		t.Error("whiteout through an in-root symlink did not remove usr/lib/libc.so")
+	}
+	if l, err := os.Readlink(filepath.Join(root, "escaping")); err != nil || l != "../../../outside/secret" {
+		t.Errorf("symlink entry pointing outside: %q %v", l, err)
+	}
+}
+
+// chain is the directory d and symlinks l(n-1) -> ... -> l1 -> d (l0 when n
+// is one more than the links l1..l(n-1) need): resolving "l0/" (or "l1/")
+// follows n symlinks.
+func chain(n int) []ent {
+	out := []ent{dir("d/")}
+	first := MaxSymlinkHops + 1 - n // 0 for a chain of 41, 1 for 40
+	for i := first; i < first+n; i++ {
+		target := fmt.Sprintf("l%d", i+1)
+		if i == first+n-1 {
+			target = "d"
+		}
+		out = append(out, symlink(fmt.Sprintf("l%d", i), target))
+	}
+	return out
+}
+
 func TestHostileLayers(t *testing.T) {
 	big := file("big", strings.Repeat("x", 5000))
 	for name, tc := range map[string]struct {
@@ -244,19 +287,39 @@ func TestHostileLayers(t *testing.T) {
 		msg    string
 		limits Limits
 	}{
-		"dotdot":               {layers: [][]byte{layer(t, file("../outside/secret", "pwn"))}, want: ErrUnsafe, msg: `".." in path`},
-		"dotdot inside":        {layers: [][]byte{layer(t, file("a/../../outside/x", "pwn"))}, want: ErrUnsafe},
-		"absolute":             {layers: [][]byte{layer(t, file("/etc/passwd", "pwn"))}, want: ErrUnsafe, msg: "absolute path"},
-		"duplicate":            {layers: [][]byte{layer(t, file("a", "1"), file("a", "2"))}, want: ErrUnsafe, msg: "duplicate"},
-		"duplicate whiteout":   {layers: [][]byte{layer(t, file(".wh.a", ""), file("./.wh.a", ""))}, want: ErrUnsafe, msg: "duplicate"},
-		"hardlink dotdot":      {layers: [][]byte{layer(t, hardlink("h", "../outside/secret"))}, want: ErrUnsafe},
-		"hardlink absolute":    {layers: [][]byte{layer(t, hardlink("h", "/etc/passwd"))}, want: ErrUnsafe},
-		"hardlink missing":     {layers: [][]byte{layer(t, hardlink("h", "nope"))}, want: ErrUnsafe, msg: "not in the image"},
-		"hardlink self":        {layers: [][]byte{layer(t, hardlink("h", "h"))}, want: ErrUnsafe},
-		"hardlink via symlink": {layers: [][]byte{layer(t, symlink("s", "../outside"), hardlink("h", "s/secret"))}, want: ErrUnsafe},
+		"dotdot":             {layers: [][]byte{layer(t, file("../outside/secret", "pwn"))}, want: ErrUnsafe, msg: `".." in path`},
+		"dotdot inside":      {layers: [][]byte{layer(t, file("a/../../outside/x", "pwn"))}, want: ErrUnsafe},
+		"absolute":           {layers: [][]byte{layer(t, file("/etc/passwd", "pwn"))}, want: ErrUnsafe, msg: "absolute path"},
+		"duplicate":          {layers: [][]byte{layer(t, file("a", "1"), file("a", "2"))}, want: ErrUnsafe, msg: "duplicate"},
+		"duplicate whiteout": {layers: [][]byte{layer(t, file(".wh.a", ""), file("./.wh.a", ""))}, want: ErrUnsafe, msg: "duplicate"},
+		"hardlink dotdot":    {layers: [][]byte{layer(t, hardlink("h", "../outside/secret"))}, want: ErrUnsafe},
+		"hardlink absolute":  {layers: [][]byte{layer(t, hardlink("h", "/etc/passwd"))}, want: ErrUnsafe},
+		"hardlink missing":   {layers: [][]byte{layer(t, hardlink("h", "nope"))}, want: ErrUnsafe, msg: "not in the image"},
+		"hardlink self":      {layers: [][]byte{layer(t, hardlink("h", "h"))}, want: ErrUnsafe},
+		"hardlink via symlink": {layers: [][]byte{layer(t, symlink("s", "../outside"), hardlink("h", "s/secret"))}, want: ErrUnsafe,
+			msg: `entry "h": hardlink target "s/secret": unsafe layer: the path resolves through symlink "s" -> "../outside", which points outside the rootfs`},
 		"write via escaping symlink": {layers: [][]byte{
 			layer(t, symlink("s", "../../../../../../outside")),
-			layer(t, file("s/secret", "pwn"))}},
+			layer(t, file("s/secret", "pwn"))}, want: ErrUnsafe,
+			msg: `entry "s/secret": unsafe layer: the path resolves through symlink "s" -> "../../../../../../outside", which points outside the rootfs`},
+		"escaping symlink, same layer": {layers: [][]byte{layer(t, symlink("s", "../outside"), file("s/new", "pwn"))}, want: ErrUnsafe,
+			msg: `symlink "s" -> "../outside"`},
+		"escaping symlink, deep": {layers: [][]byte{layer(t, dir("a/"), dir("a/b/"), symlink("a/b/up", "../../.."), file("a/b/up/x", "pwn"))},
+			want: ErrUnsafe, msg: `entry "a/b/up/x": unsafe layer: the path resolves through symlink "a/b/up" -> "../../.."`},
+		"escaping symlink, chained": {layers: [][]byte{layer(t, symlink("a", "b"), symlink("b", "../outside")), layer(t, file("a/secret", "pwn"))},
+			want: ErrUnsafe, msg: `symlink "b" -> "../outside"`},
+		"escaping symlink, via an absolute one": {layers: [][]byte{layer(t, dir("d/"), symlink("d/r", "/"), symlink("d/e", "r/../outside"), file("d/e/x", "pwn"))},
+			want: ErrUnsafe, msg: `symlink "d/e" -> "r/../outside"`},
+		"escaping symlink, implicit parents": {layers: [][]byte{layer(t, symlink("s", "../outside")), layer(t, file("s/new/dir/f", "pwn"))},
+			want: ErrUnsafe, msg: `symlink "s" -> "../outside"`},
+		"whiteout via escaping symlink": {layers: [][]byte{layer(t, symlink("s", "../outside")), layer(t, file("s/.wh.secret", ""))},
+			want: ErrUnsafe, msg: `entry "s/.wh.secret": unsafe layer: the path resolves through symlink "s" -> "../outside"`},
+		"opaque via escaping symlink": {layers: [][]byte{layer(t, symlink("s", "../outside")), layer(t, file("s/.wh..wh..opq", ""))},
+			want: ErrUnsafe, msg: `symlink "s" -> "../outside"`},
+		"symlink loop": {layers: [][]byte{layer(t, symlink("a", "b"), symlink("b", "a"), file("a/x", "1"))}, want: unix.ELOOP,
+			msg: `unsafe layer: the path resolves through more than 40 symlinks`},
+		"41 symlinks": {layers: [][]byte{layer(t, append(chain(41), file("l0/f", "1"))...)}, want: unix.ELOOP,
+			msg: `entry "l0/f": unsafe layer: the path resolves through more than 40 symlinks`},
 		"bad whiteout": {layers: [][]byte{layer(t, file(".wh.", ""))}, want: ErrUnsafe},
 		"device numbers": {layers: [][]byte{layer(t, ent{name: "d", typ: tar.TypeChar, major: 1 << 20})},
 			want: ErrUnsafe},
@@ -325,6 +388,8 @@ func FuzzApply(f *testing.F) {
 	f.Add(layer(f, symlink("s", "/"), file("s/x", "1"), file(".wh.s", ""), file("d/.wh..wh..opq", "")))
 	f.Add(layer(f, symlink("s", "../../.."), file("s/x", "1"), hardlink("h", "s/x")))
 	f.Add(layer(f, file("../x", "1")))
+	f.Add(layer(f, symlink("a", "b"), symlink("b", "a"), file("a/x", "1"), file("b/.wh.x", "")))
+	f.Add(layer(f, symlink("r", "/"), symlink("e", "r/../outside"), file("e/secret", "pwn"), symlink("in", "r/../x"), file("in/f", "ok")))
 	base := f.TempDir() // t.TempDir per input stalls the fuzzer
 	f.Fuzz(func(t *testing.T, data []byte) {
 		parent, err := os.MkdirTemp(base, "")
