@@ -5,6 +5,7 @@ package test
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -162,6 +163,25 @@ func TestImagePullFromRegistry(t *testing.T) {
 			}
 		})
 	}
+	// On a terminal: a progress bar per layer, redrawn in place (no plain
+	// "layer …" lines), ending full and "done".
+	t.Run("terminal", func(t *testing.T) {
+		master, slave := openPTY(t)
+		defer master.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, cofferBin, "image", "pull", "--no-cache", reg.host+"/bb/gzip:v1", filepath.Join(t.TempDir(), "img"))
+		out, _ := startOnPTY(t, cmd, master, slave)
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("pull on a terminal: %v\n%q", err, out.String())
+		}
+		waitFor(t, 5*time.Second, func() bool { return strings.Contains(out.String(), "done") })
+		s := out.String()
+		bars := strings.Count(s, "\x1b[2Klayer 1/1 ")
+		if bars == 0 || bars != strings.Count(s, "layer 1/1 ") || !strings.Contains(s, "["+strings.Repeat("=", 20)+"]") {
+			t.Fatalf("terminal output %q: want a redrawn bar per layer, full at the end, and no plain lines", s)
+		}
+	})
 	// Second pull of a cached image: no blob request reaches the registry.
 	before := reg.blobGets("bb/zstd")
 	r := coffer(t, "", "image", "pull", "--quiet", "--cache-dir", cache, reg.host+"/bb/zstd:v1", filepath.Join(t.TempDir(), "img"))
