@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/coffer-project/coffer/internal/image/unpack"
@@ -389,11 +390,24 @@ func (p *Puller) Unpack(ctx context.Context, img *Image, dest string) (*Result, 
 	}
 	defer unlock()
 	dest = filepath.Clean(dest)
-	staging, err := os.MkdirTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".partial-")
+	p.sweepStaging(dest)
+	staging, err := os.MkdirTemp(filepath.Dir(dest), stagingPrefix(dest))
 	if err != nil {
 		return nil, fmt.Errorf("make staging directory next to %s: %w", dest, err)
 	}
 	ok := false
+	// The lock says the staging directory is in use: a later pull into
+	// the same destination removes only unlocked ones (left by a pull
+	// that was killed).
+	lock, err := os.Open(staging)
+	if err == nil {
+		err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	}
+	if err != nil {
+		_ = os.RemoveAll(staging)
+		return nil, fmt.Errorf("lock staging directory %s: %w", staging, err)
+	}
+	defer lock.Close()
 	if err := os.Chmod(staging, 0o755); err != nil {
 		return nil, err
 	}
@@ -427,6 +441,46 @@ func (p *Puller) Unpack(ctx context.Context, img *Image, dest string) (*Result, 
 	ok = true
 	res.Duration = time.Since(start)
 	return res, nil
+}
+
+// stagingPrefix is the name prefix of dest's staging directories, made
+// next to it.
+func stagingPrefix(dest string) string { return "." + filepath.Base(dest) + ".partial-" }
+
+// staleStagingAge is how old an unlocked staging directory must be before
+// a pull removes it: a new one is locked right after its mkdir.
+const staleStagingAge = time.Minute
+
+// sweepStaging removes the staging directories that pulls into dest
+// left when they were killed: unlocked, and older than staleStagingAge.
+// A pull still running holds its lock, so its directory stays.
+func (p *Puller) sweepStaging(dest string) {
+	parent := filepath.Dir(dest)
+	ents, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), stagingPrefix(dest)) {
+			continue
+		}
+		dir := filepath.Join(parent, e.Name())
+		if fi, err := e.Info(); err != nil || time.Since(fi.ModTime()) < staleStagingAge {
+			continue
+		}
+		f, err := os.Open(dir)
+		if err != nil {
+			continue
+		}
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			if err := os.RemoveAll(dir); err != nil {
+				p.log.Warn("remove the staging directory of a killed pull", "dir", dir, "err", err)
+			} else {
+				p.log.Info("removed the staging directory of a killed pull", "dir", dir)
+			}
+		}
+		f.Close()
+	}
 }
 
 func checkDest(dest string) error {

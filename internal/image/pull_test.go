@@ -17,7 +17,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/coffer-project/coffer/internal/image/unpack"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -566,5 +568,54 @@ func TestDecompressionBomb(t *testing.T) {
 		if ents, _ := os.ReadDir(parent); len(ents) != 0 {
 			t.Fatalf("failed pull left %v", ents)
 		}
+	}
+}
+
+// A pull removes the staging directories that killed pulls into the same
+// destination left (unlocked and older than a minute), and no other.
+func TestStaleStagingSwept(t *testing.T) {
+	lb := &layoutBuilder{t: t, dir: t.TempDir()}
+	lb.image("v1", [][]byte{tarOf(t, map[string]string{"ok": "1"})}, nil)
+	parent := t.TempDir()
+	old := time.Now().Add(-2 * time.Hour)
+	mk := func(name string, age time.Time) string {
+		dir := filepath.Join(parent, name)
+		if err := os.MkdirAll(filepath.Join(dir, "rootfs"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "rootfs", "secret"), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(dir, age, age); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	stale := mk(".img.partial-111", old)
+	busy := mk(".img.partial-222", old)
+	young := mk(".img.partial-333", time.Now())
+	other := mk(".other.partial-444", old)
+	f, err := os.Open(busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := ParseReference("oci:"+lb.dir+":v1", false)
+	if _, err := newPuller(t, Options{}).Pull(context.Background(), ref, filepath.Join(parent, "img")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the killed pull's staging directory is still there (%v)", err)
+	}
+	for _, dir := range []string{busy, young, other} {
+		if _, err := os.Stat(filepath.Join(dir, "rootfs", "secret")); err != nil {
+			t.Errorf("%s was removed: %v", filepath.Base(dir), err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(parent, "img", "rootfs", "ok")); err != nil {
+		t.Errorf("the pull itself: %v", err)
 	}
 }
