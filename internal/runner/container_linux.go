@@ -50,6 +50,12 @@ type Process struct {
 
 	done chan struct{}
 	exit Exit
+
+	// pidfd names the process for as long as it is not reaped (-1 after):
+	// execs join the container's namespaces through a copy of the init's
+	// (dupPidfd), never through its pid, which could be reused.
+	pidfdMu sync.Mutex
+	pidfd   int
 }
 
 // StageTimes splits a stage's start: spawn until its main runs (exec and
@@ -70,13 +76,40 @@ func stageTimes(spawn int64, marks []int64) StageTimes {
 	return StageTimes{Start: d(spawn, marks[0]), Config: d(marks[0], marks[1]), Rootfs: d(marks[1], marks[2]), Ready: d(marks[2], marks[3])}
 }
 
-func newProcess(pid int, exit <-chan Exit) *Process {
-	p := &Process{Pid: pid, done: make(chan struct{})}
+// newProcess tracks a forked stage: pid, its pidfd (owned from now on,
+// closed once the process is reaped) and the reaper's exit channel.
+func newProcess(pid, pidfd int, exit <-chan Exit) *Process {
+	p := &Process{Pid: pid, pidfd: pidfd, done: make(chan struct{})}
 	go func() {
 		p.exit = <-exit
+		p.pidfdMu.Lock()
+		if p.pidfd >= 0 {
+			unix.Close(p.pidfd)
+			p.pidfd = -1
+		}
+		p.pidfdMu.Unlock()
 		close(p.done)
 	}()
 	return p
+}
+
+// errExited is dupPidfd's error once the process was reaped.
+var errExited = errors.New("the process has exited")
+
+// dupPidfd returns a new descriptor for the process's pidfd (the caller
+// closes it), or errExited once it was reaped. The copy keeps naming this
+// process even after it dies: a setns through it then fails.
+func (p *Process) dupPidfd() (int, error) {
+	p.pidfdMu.Lock()
+	defer p.pidfdMu.Unlock()
+	if p.pidfd < 0 {
+		return -1, errExited
+	}
+	fd, err := unix.FcntlInt(uintptr(p.pidfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("duplicate a pidfd: %w", err)
+	}
+	return fd, nil
 }
 
 // Done is closed when the process has exited and been reaped.
@@ -214,7 +247,7 @@ func (c *Container) Exec(ctx context.Context, p *specs.Process, stdio Stdio) (*P
 	if c.r.useCStage() {
 		proc, sc, err = c.r.spawnCExec(ctx, c, p, stdio)
 	} else {
-		proc, sc, err = c.r.spawn(ctx, c.Cgroup, stdio, p.Terminal, 0, &c.Init.Pid, &initConfig{Mode: "exec", Process: p})
+		proc, sc, err = c.r.spawn(ctx, c.Cgroup, stdio, p.Terminal, 0, c.Init, &initConfig{Mode: "exec", Process: p})
 	}
 	if err != nil {
 		return nil, err
@@ -233,9 +266,10 @@ func (c *Container) Exec(ctx context.Context, p *specs.Process, stdio Stdio) (*P
 
 // forkStage forks a stage process with its sync socket on fd 3, stdio,
 // clone flags and the container's cgroup; start does the fork with the
-// attributes it is given (argv and environment are its choice). pidfd,
-// when not nil, receives a pidfd of the child, which the caller closes.
-func (r *Runner) forkStage(cg *Cgroup, stdio Stdio, terminal bool, cloneflags uintptr, pidfd *int, start func(attr *os.ProcAttr) (*os.Process, error)) (*Process, *syncConn, error) {
+// attributes it is given (argv and environment are its choice; more
+// inherited files go after the sync socket). The process keeps a pidfd of
+// the child until it is reaped (Process.dupPidfd).
+func (r *Runner) forkStage(cg *Cgroup, stdio Stdio, terminal bool, cloneflags uintptr, start func(attr *os.ProcAttr) (*os.Process, error)) (*Process, *syncConn, error) {
 	sc, child, err := newSyncPair()
 	if err != nil {
 		return nil, nil, err
@@ -270,10 +304,8 @@ func (r *Runner) forkStage(cg *Cgroup, stdio Stdio, terminal bool, cloneflags ui
 			CgroupFD:    int(cgfd.Fd()),
 		},
 	}
-	if pidfd != nil {
-		*pidfd = -1
-		attr.Sys.PidFD = pidfd
-	}
+	pidfd := -1
+	attr.Sys.PidFD = &pidfd
 	pid, exit, err := r.Reaper.Start(func() (int, error) {
 		proc, err := start(attr)
 		if err != nil {
@@ -287,7 +319,13 @@ func (r *Runner) forkStage(cg *Cgroup, stdio Stdio, terminal bool, cloneflags ui
 		sc.Close()
 		return nil, nil, err
 	}
-	return newProcess(pid, exit), sc, nil
+	if pidfd < 0 { // clone3, which CLONE_INTO_CGROUP needs, always gives one
+		_ = unix.Kill(pid, unix.SIGKILL)
+		<-exit
+		sc.Close()
+		return nil, nil, errors.New("start the container stage: the kernel returned no pidfd")
+	}
+	return newProcess(pid, pidfd, exit), sc, nil
 }
 
 // abort kills a stage that failed before it ran the command and releases
@@ -305,14 +343,14 @@ func (p *Process) abort(sc *syncConn, err error) (*Process, *syncConn, error) {
 	return nil, nil, err
 }
 
-// spawn forks the init/exec stage. With joinPid set, the child is born in
-// that process's pid namespace and the nsenter constructor joins the rest.
-func (r *Runner) spawn(ctx context.Context, cg *Cgroup, stdio Stdio, terminal bool, cloneflags uintptr, joinPid *int, cfg *initConfig) (*Process, *syncConn, error) {
+// spawn forks the init/exec stage. With join set (an exec), the child is
+// born in the pid namespace of join's process and the nsenter constructor
+// joins the rest.
+func (r *Runner) spawn(ctx context.Context, cg *Cgroup, stdio Stdio, terminal bool, cloneflags uintptr, join *Process, cfg *initConfig) (*Process, *syncConn, error) {
 	spawn := monoNow()
-	p, sc, err := r.forkStage(cg, stdio, terminal, cloneflags, nil, func(attr *os.ProcAttr) (*os.Process, error) {
-		if joinPid != nil {
-			attr.Env = []string{nsenter.EnvPID + "=" + strconv.Itoa(*joinPid)}
-			return startInPidNS(*joinPid, r.self(), []string{"coffer-agent", InitArg, "exec"}, attr)
+	p, sc, err := r.forkStage(cg, stdio, terminal, cloneflags, func(attr *os.ProcAttr) (*os.Process, error) {
+		if join != nil {
+			return startJoined(join, r.self(), []string{"coffer-agent", InitArg, "exec"}, attr)
 		}
 		return os.StartProcess(r.self(), []string{"coffer-agent", InitArg, cfg.Mode}, attr)
 	})
@@ -352,10 +390,20 @@ func (r *Runner) spawn(ctx context.Context, cg *Cgroup, stdio Stdio, terminal bo
 	}
 }
 
-// startInPidNS forks on a dedicated OS thread that first joins the pid
-// namespace of pid; the thread is discarded afterwards (its namespace
-// state must not leak to other goroutines).
-func startInPidNS(pid int, self string, argv []string, attr *os.ProcAttr) (*os.Process, error) {
+// startJoined starts a stage in the namespaces of process join (the
+// container's init) through a copy of its pidfd: the child is forked
+// from a thread that joined join's pid namespace, and inherits the pidfd
+// for the nsenter constructor, which joins the other namespaces before
+// anything else runs. If join has exited, nothing starts.
+func startJoined(join *Process, self string, argv []string, attr *os.ProcAttr) (*os.Process, error) {
+	fd, err := join.dupPidfd()
+	if err != nil {
+		return nil, fmt.Errorf("join the container: its init: %w", err)
+	}
+	pidfd := os.NewFile(uintptr(fd), "pidfd")
+	defer pidfd.Close()
+	attr.Files = append(attr.Files, pidfd)
+	attr.Env = append(attr.Env, nsenter.EnvFD+"="+strconv.Itoa(len(attr.Files)-1))
 	type result struct {
 		p   *os.Process
 		err error
@@ -363,8 +411,8 @@ func startInPidNS(pid int, self string, argv []string, attr *os.ProcAttr) (*os.P
 	ch := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		if err := joinNS(pid, "pid", unix.CLONE_NEWPID); err != nil {
-			ch <- result{err: err}
+		if err := unix.Setns(fd, unix.CLONE_NEWPID); err != nil {
+			ch <- result{err: fmt.Errorf("join the pid namespace of the container's init: %w", err)}
 			return
 		}
 		p, err := os.StartProcess(self, argv, attr)

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/coffer-project/coffer/internal/runner/cstage"
-	"github.com/coffer-project/coffer/internal/runner/nsenter"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -207,16 +206,22 @@ func (r *Runner) spawnC(ctx context.Context, cg *Cgroup, stdio Stdio, cloneflags
 
 // spawnCExec starts an exec process in container c through the C stage:
 // the child is born in the container's pid namespace and joins the rest
-// in the nsenter constructor, which runs before the C stage's.
+// in the nsenter constructor, which runs before the C stage's; all
+// through the init's pidfd (startJoined).
 func (r *Runner) spawnCExec(ctx context.Context, c *Container, p *specs.Process, stdio Stdio) (*Process, *syncConn, error) {
-	initPid := c.Init.Pid
 	return r.spawnCStage(ctx, c.Cgroup, stdio, p.Terminal, 0,
 		func(attr *os.ProcAttr) (*os.Process, error) {
-			attr.Env = []string{nsenter.EnvPID + "=" + strconv.Itoa(initPid)}
-			return startInPidNS(initPid, r.self(), []string{"coffer-agent", cstage.Arg}, attr)
+			return startJoined(c.Init, r.self(), []string{"coffer-agent", cstage.Arg}, attr)
 		},
 		func(_ int, sc *syncConn) (*os.File, error) {
-			return onLockedThread(ctx, func() (*os.File, error) { return prepareExecOnThread(initPid, p, sc) })
+			fd, err := c.Init.dupPidfd()
+			if err != nil {
+				return nil, fmt.Errorf("join the container: its init: %w", err)
+			}
+			return onLockedThread(ctx, func() (*os.File, error) {
+				defer unix.Close(fd)
+				return prepareExecOnThread(fd, p, sc)
+			})
 		})
 }
 
@@ -225,14 +230,14 @@ func (r *Runner) spawnCExec(ctx context.Context, c *Container, p *specs.Process,
 func (r *Runner) spawnCStage(ctx context.Context, cg *Cgroup, stdio Stdio, terminal bool, cloneflags uintptr,
 	start func(attr *os.ProcAttr) (*os.Process, error), prepare func(pidfd int, sc *syncConn) (*os.File, error)) (*Process, *syncConn, error) {
 	spawn := time.Now()
-	pidfd := -1
-	p, sc, err := r.forkStage(cg, stdio, terminal, cloneflags, &pidfd, start)
+	p, sc, err := r.forkStage(cg, stdio, terminal, cloneflags, start)
 	if err != nil {
 		return nil, nil, fmt.Errorf("start the container stage: %w", err)
 	}
 	fail := func(err error) (*Process, *syncConn, error) { return p.abort(sc, err) }
-	if pidfd < 0 { // clone3, which CLONE_INTO_CGROUP needs, always gives one
-		return fail(errors.New("start the container stage: the kernel returned no pidfd"))
+	pidfd, err := p.dupPidfd()
+	if err != nil {
+		return fail(fmt.Errorf("start the container stage: %w", err))
 	}
 	defer unix.Close(pidfd)
 	forked := time.Now()
@@ -267,20 +272,6 @@ func joinStageNamespaces(pidfd int, cloneflags uintptr) error {
 	}
 	if err := unix.Setns(pidfd, flags); err != nil {
 		return fmt.Errorf("join the namespaces of the init stage: %w", err)
-	}
-	return nil
-}
-
-// joinNS moves the calling thread into one namespace (ns as named in
-// /proc/<pid>/ns, typ its CLONE_NEW* flag) of process pid.
-func joinNS(pid int, ns string, typ int) error {
-	fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/ns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open the %s namespace of %d: %w", ns, pid, err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Setns(fd, typ); err != nil {
-		return fmt.Errorf("join the %s namespace of %d: %w", ns, pid, err)
 	}
 	return nil
 }
@@ -339,12 +330,12 @@ func onLockedThread(ctx context.Context, f func() (*os.File, error)) (*os.File, 
 // prepareExecOnThread is the agent's part of an exec through the C stage,
 // on a locked thread in the container's mount namespace: the terminal in
 // the container's devpts, the command's path and the working directory.
-func prepareExecOnThread(initPid int, p *specs.Process, sc *syncConn) (master *os.File, err error) {
+func prepareExecOnThread(initPidfd int, p *specs.Process, sc *syncConn) (master *os.File, err error) {
 	if err := unix.Unshare(unix.CLONE_FS); err != nil {
 		return nil, fmt.Errorf("unshare the filesystem context: %w", err)
 	}
-	if err := joinNS(initPid, "mnt", unix.CLONE_NEWNS); err != nil {
-		return nil, err
+	if err := unix.Setns(initPidfd, unix.CLONE_NEWNS); err != nil {
+		return nil, fmt.Errorf("join the mount namespace of the container's init: %w", err)
 	}
 	return sendProcess(p, sc, false)
 }

@@ -295,7 +295,7 @@ func TestSyncConnLargeConfig(t *testing.T) {
 
 func TestNewProcess(t *testing.T) {
 	ch := make(chan Exit, 1)
-	p := newProcess(42, ch)
+	p := newProcess(42, -1, ch)
 	select {
 	case <-p.Done():
 		t.Fatal("Done closed before the exit")
@@ -309,5 +309,31 @@ func TestNewProcess(t *testing.T) {
 	}
 	if e := p.ExitStatus(); e.Pid != 42 || e.Status != 137 || e.Signal != 9 {
 		t.Fatalf("ExitStatus = %+v", e)
+	}
+}
+
+// A process's pidfd can be copied while it lives; once it is reaped the
+// pidfd is closed and no copy is handed out (an exec then refuses rather
+// than join by a number that could name something else).
+func TestDupPidfd(t *testing.T) {
+	fd, err := unix.PidfdOpen(os.Getpid(), 0)
+	if err != nil {
+		t.Skipf("pidfd_open: %v", err)
+	}
+	ch := make(chan Exit, 1)
+	p := newProcess(os.Getpid(), fd, ch)
+	dup, err := p.dupPidfd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(dup, &st); err != nil {
+		t.Fatalf("the copy is not open: %v", err)
+	}
+	unix.Close(dup)
+	ch <- Exit{Pid: os.Getpid()}
+	<-p.Done()
+	if _, err := p.dupPidfd(); !errors.Is(err, errExited) {
+		t.Fatalf("dupPidfd after the exit: %v, want errExited", err)
 	}
 }
