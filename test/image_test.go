@@ -290,11 +290,15 @@ func TestImageTamperedManifest(t *testing.T) {
 	}
 	cache := t.TempDir()
 	before := reg.blobGets("bb/tamper-manifest")
-	r := coffer(t, "", "image", "pull", "--cache-dir", cache, reg.host+"/bb/tamper-manifest@"+d, dest)
-	if r.code != 125 || !strings.Contains(r.stderr, "digest mismatch: manifest should be "+d) {
-		t.Fatalf("tampered manifest: exit %d %q", r.code, r.stderr)
+	// By digest and by tag alike: the body does not match the digest the
+	// registry names for it.
+	for _, ref := range []string{"bb/tamper-manifest@" + d, "bb/tamper-manifest:v1"} {
+		r := coffer(t, "", "image", "pull", "--cache-dir", cache, reg.host+"/"+ref, dest)
+		if r.code != 125 || !strings.Contains(r.stderr, "digest mismatch: manifest") || !strings.Contains(r.stderr, "the registry names "+d) {
+			t.Fatalf("tampered manifest, %s: exit %d %q", ref, r.code, r.stderr)
+		}
+		destUntouched(t, parent, dest)
 	}
-	destUntouched(t, parent, dest)
 	if n := reg.blobGets("bb/tamper-manifest") - before; n != 0 {
 		t.Fatalf("a pull of a tampered manifest fetched %d blobs", n)
 	}

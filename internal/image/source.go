@@ -177,7 +177,21 @@ func (s *registrySource) fetchManifest(ctx context.Context, ref string) ([]byte,
 	}
 	defer resp.Body.Close()
 	b, err := readLimited(resp.Body, s.limit, "manifest "+ref)
-	return b, resp.Header.Get("Content-Type"), err
+	if err != nil {
+		return nil, "", err
+	}
+	// A registry names the digest of what it serves; a body that does not
+	// match was changed on the way or in the registry's storage. (A pull
+	// by digest checks the body against the reference anyway; this also
+	// catches it for a pull by tag.)
+	if hd := resp.Header.Get("Docker-Content-Digest"); hd != "" {
+		if h, herr := v1.NewHash(hd); herr == nil && checkDigest(h) == nil {
+			if got := digestOf(b); got != h {
+				return nil, "", fmt.Errorf("%w: manifest %s: the registry names %s, the body it sent is %s (corrupt or tampered with)", ErrDigestMismatch, ref, h, got)
+			}
+		}
+	}
+	return b, resp.Header.Get("Content-Type"), nil
 }
 
 // pinned is the digest the reference names, if it is a digest reference.
