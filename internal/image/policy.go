@@ -13,8 +13,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 
@@ -72,8 +75,14 @@ func LoadPolicy(path string) (*Policy, error) {
 	return ParsePolicy(b)
 }
 
-// ParsePolicy parses and checks a policy document.
+// ParsePolicy parses and checks a policy document. It is strict where
+// encoding/json is lenient and containers/image is not: a member named
+// twice, or a field spelled in another case ("TYPE"), is an error, not a
+// silent choice of one of them.
 func ParsePolicy(b []byte) (*Policy, error) {
+	if err := strictPolicyJSON(b); err != nil {
+		return nil, fmt.Errorf("signature policy: %w", err)
+	}
 	var p Policy
 	dec := json.NewDecoder(strings.NewReader(string(b)))
 	dec.DisallowUnknownFields()
@@ -124,6 +133,15 @@ func (r *Requirement) prepare() error {
 	default:
 		return fmt.Errorf("unknown requirement type %q", r.Type)
 	}
+	given := 0
+	for _, set := range []bool{r.KeyPath != "", len(r.KeyPaths) > 0, len(r.KeyData) > 0} {
+		if set {
+			given++
+		}
+	}
+	if given != 1 {
+		return fmt.Errorf("%s needs keyPath, keyPaths or keyData: exactly one of them (%d given; keyless Fulcio signatures are not supported)", r.Type, given)
+	}
 	var pems [][]byte
 	paths := append([]string{}, r.KeyPaths...)
 	if r.KeyPath != "" {
@@ -138,9 +156,6 @@ func (r *Requirement) prepare() error {
 	}
 	if len(r.KeyData) > 0 {
 		pems = append(pems, r.KeyData)
-	}
-	if len(pems) == 0 {
-		return fmt.Errorf("%s needs keyPath, keyPaths or keyData (keyless Fulcio signatures are not supported)", r.Type)
 	}
 	if r.Type == "signedBy" {
 		for _, b := range pems {
@@ -290,6 +305,11 @@ func dockerScopes(ref Reference) []string {
 		cands = append(cands, s)
 	}
 	host := dockerName(ref.Registry.Context().RegistryStr())
+	// Wildcards name domains: a port is not part of them (containers/image
+	// strips it too), so "*.example.com" covers reg.example.com:5000.
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
 	for h := host; strings.Contains(h, "."); {
 		h = h[strings.Index(h, ".")+1:]
 		cands = append(cands, "*."+h)
@@ -605,4 +625,117 @@ func checkIdentity(id *SignedIdentity, ref Reference, signedStr string) error {
 		return fmt.Errorf("signed identity %q does not match %s (signedIdentity %s%s)", signedStr, pulled, typ, detail)
 	}
 	return nil
+}
+
+// strictPolicyJSON refuses what encoding/json would accept in a policy
+// document but containers/image refuses: an object naming a member twice
+// (anywhere, scopes included), and field names of the policy's own
+// objects (the document, requirements, signedIdentity) in another case
+// than their exact spelling. Unknown fields are left to the decoder.
+func strictPolicyJSON(b []byte) error {
+	var doc any
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	if err := noDuplicateMembers(dec); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return err
+	}
+	top, ok := doc.(map[string]any)
+	if !ok {
+		return errors.New("the document is not a JSON object")
+	}
+	if err := exactFields("the document", top, Policy{}); err != nil {
+		return err
+	}
+	transports, _ := top["transports"].(map[string]any)
+	for t, scopes := range transports {
+		scopes, _ := scopes.(map[string]any)
+		for scope, reqs := range scopes {
+			if err := exactRequirementFields(fmt.Sprintf("transports.%s[%q]", t, scope), reqs); err != nil {
+				return err
+			}
+		}
+	}
+	return exactRequirementFields("default", top["default"])
+}
+
+func exactRequirementFields(where string, reqs any) error {
+	list, _ := reqs.([]any)
+	for i, r := range list {
+		obj, ok := r.(map[string]any)
+		if !ok {
+			continue // the decoder reports the wrong type
+		}
+		at := fmt.Sprintf("%s, requirement %d", where, i+1)
+		if err := exactFields(at, obj, Requirement{}); err != nil {
+			return err
+		}
+		if id, ok := obj["signedIdentity"].(map[string]any); ok {
+			if err := exactFields(at+", signedIdentity", id, SignedIdentity{}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// exactFields checks that every member of obj whose name matches one of
+// the JSON field names of the struct v regardless of case matches it
+// exactly.
+func exactFields(where string, obj map[string]any, v any) error {
+	t := reflect.TypeOf(v)
+	for k := range obj {
+		for i := range t.NumField() {
+			tag, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+			if tag != "" && tag != "-" && tag != k && strings.EqualFold(tag, k) {
+				return fmt.Errorf("%s: member %q must be spelled %q", where, k, tag)
+			}
+		}
+	}
+	return nil
+}
+
+// noDuplicateMembers reads the whole JSON text from dec and refuses an
+// object that names a member twice.
+func noDuplicateMembers(dec *json.Decoder) error {
+	type frame struct {
+		names map[string]bool // nil for an array
+		key   bool            // the next token is a member name
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if name, ok := tok.(string); ok && top != nil && top.names != nil && top.key {
+			if top.names[name] {
+				return fmt.Errorf("member %q appears twice in one object", name)
+			}
+			top.names[name] = true
+			top.key = false
+			continue
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &frame{names: map[string]bool{}, key: true})
+			continue
+		case json.Delim('['):
+			stack = append(stack, &frame{})
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		}
+		if len(stack) > 0 && stack[len(stack)-1].names != nil {
+			stack[len(stack)-1].key = true // a value ended: a name comes next
+		}
+	}
 }

@@ -177,6 +177,7 @@ func TestPolicyScopes(t *testing.T) {
 		{full, "reg.example/team/x/y:v1", "docker:reg.example/team"},
 		{full, "reg.example/other:v1", "docker:reg.example"},
 		{full, "sub.example/x:v1", "docker:*.example"},
+		{full, "sub.example:5000/x:v1", "docker:*.example"}, // a port is not part of the domain
 		{full, "busybox", "docker:docker.io/library"},
 		{full, "quay.io/x/y:v1", `docker:"" (every docker image)`},
 		{noDefault, "quay.io/x/y:v1", "default"},
@@ -281,6 +282,14 @@ func TestParsePolicyRefusals(t *testing.T) {
 		`{"default":[{"type":"sigstoreSigned"}]}`:                                       "needs keyPath",
 		`{"default":[{"type":"reject"}],"extra":1}`:                                     "unknown field",
 		`{"default":[{"type":"reject"}],"transports":{"docker":{"x":[]}}}`:              "no requirement",
+		// encoding/json would take the last or any-case member; containers/image refuses.
+		`{"default":[{"type":"reject"}],"default":[{"type":"insecureAcceptAnything"}]}`:                             `"default" appears twice`,
+		`{"default":[{"type":"reject"}],"transports":{"docker":{"":[{"type":"reject"}],"":[{"type":"reject"}]}}}`:   `"" appears twice`,
+		`{"default":[{"type":"reject","TYPE":"insecureAcceptAnything"}]}`:                                           `"TYPE" must be spelled "type"`,
+		`{"Default":[{"type":"reject"}]}`:                                                                           `"Default" must be spelled "default"`,
+		`{"default":[{"type":"reject"}],"transports":{"docker":{"a.example":[{"Type":"insecureAcceptAnything"}]}}}`: `"Type" must be spelled "type"`,
+		`{"default":[{"type":"sigstoreSigned","keyPath":"/k","keyData":"eA=="}]}`:                                   "exactly one of them (2 given",
+		`{"default":[{"type":"sigstoreSigned","keyData":"eA==","signedIdentity":{"TYPE":"matchExact"}}]}`:           `signedIdentity: member "TYPE" must be spelled "type"`,
 	} {
 		if _, err := ParsePolicy([]byte(doc)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: err = %v, want %q", doc, err, want)
@@ -378,5 +387,21 @@ func TestSignedByGPG(t *testing.T) {
 				t.Fatalf("err = %v, want a denial mentioning %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// A reference with both a tag and a digest is refused: go-containerregistry
+// would keep only the digest, and a scope or a reader could go by the tag.
+func TestReferenceTagAndDigest(t *testing.T) {
+	d := "@sha256:" + strings.Repeat("a", 64)
+	for _, ok := range []string{"reg.example/app" + d, "reg.example:5000/app" + d, "reg.example:5000/app:v1", "app"} {
+		if _, err := ParseReference(ok, false); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"reg.example/app:v1" + d, "reg.example:5000/app:v1" + d, "app:latest" + d} {
+		if _, err := ParseReference(bad, false); err == nil || !strings.Contains(err.Error(), "both a tag and a digest") {
+			t.Errorf("%s: err = %v, want a refusal", bad, err)
+		}
 	}
 }

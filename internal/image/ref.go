@@ -50,6 +50,14 @@ func ParseReference(s string, insecure bool) (Reference, error) {
 	if strings.Contains(s, "://") {
 		return Reference{}, fmt.Errorf("image reference %q: leave out the scheme (use host[:port]/repo[:tag], with --insecure for plain HTTP)", s)
 	}
+	if at := strings.Index(s, "@"); at >= 0 {
+		before := s[:at]
+		if c := strings.LastIndex(before, ":"); c > strings.LastIndex(before, "/") {
+			// go-containerregistry would drop the tag: a policy scope or
+			// a reader could then go by a name the pull does not use.
+			return Reference{}, fmt.Errorf("image reference %q names both a tag and a digest: give one (the digest pins the image)", s)
+		}
+	}
 	var opts []name.Option
 	if insecure {
 		opts = append(opts, name.Insecure)
