@@ -93,7 +93,9 @@ type Unpacker struct {
 	total  int64 // tar bytes read, all layers
 	// written counts file bytes written, all layers.
 	written int64
-	buf     []byte
+	// linkWalk counts checkLinks' steps, all layers (maxLinkWalk).
+	linkWalk int
+	buf      []byte
 }
 
 // Open prepares to unpack into dir, which must exist (normally an empty
@@ -104,7 +106,7 @@ func Open(dir string, o Options) (*Unpacker, error) {
 		return nil, fmt.Errorf("open unpack root %s: %w", dir, err)
 	}
 	// Probe openat2 once so an old kernel gives one clear error.
-	probe, err := unix.Openat2(fd, ".", &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: resolveFlags})
+	probe, err := openat2(fd, ".", &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: resolveFlags})
 	if err != nil {
 		unix.Close(fd)
 		if errors.Is(err, unix.ENOSYS) {
@@ -343,7 +345,7 @@ func (u *Unpacker) withParent(name string, mkdir bool, fn func(pfd int, base str
 // root is refused (ErrUnsafe) before anything is opened or made.
 func (u *Unpacker) openDir(dir string, mkdir bool) (int, error) {
 	// Fast path: no symlink on the way, nothing to check.
-	fd, err := unix.Openat2(u.rootFD, dir, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: resolveFlags | unix.RESOLVE_NO_SYMLINKS})
+	fd, err := openat2(u.rootFD, dir, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: resolveFlags | unix.RESOLVE_NO_SYMLINKS})
 	if err == nil {
 		return fd, nil
 	}
@@ -351,7 +353,7 @@ func (u *Unpacker) openDir(dir string, mkdir bool) (int, error) {
 		return -1, err
 	}
 	how := &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: resolveFlags}
-	fd, err = unix.Openat2(u.rootFD, dir, how)
+	fd, err = openat2(u.rootFD, dir, how)
 	if err == nil || !mkdir || !errors.Is(err, unix.ENOENT) {
 		if err != nil {
 			return -1, fmt.Errorf("open parent directory %q: %w", dir, err)
@@ -362,9 +364,9 @@ func (u *Unpacker) openDir(dir string, mkdir bool) (int, error) {
 	cur := "."
 	for _, c := range strings.Split(dir, "/") {
 		next := path.Join(cur, c)
-		fd, err := unix.Openat2(u.rootFD, next, how)
+		fd, err := openat2(u.rootFD, next, how)
 		if errors.Is(err, unix.ENOENT) {
-			pfd, perr := unix.Openat2(u.rootFD, cur, how)
+			pfd, perr := openat2(u.rootFD, cur, how)
 			if perr != nil {
 				return -1, fmt.Errorf("open parent directory %q: %w", cur, perr)
 			}
@@ -373,7 +375,7 @@ func (u *Unpacker) openDir(dir string, mkdir bool) (int, error) {
 			if err != nil && !errors.Is(err, unix.EEXIST) {
 				return -1, fmt.Errorf("create parent directory %q: %w", next, err)
 			}
-			fd, err = unix.Openat2(u.rootFD, next, how)
+			fd, err = openat2(u.rootFD, next, how)
 		}
 		if err != nil {
 			return -1, fmt.Errorf("open parent directory %q: %w", next, err)
@@ -386,6 +388,24 @@ func (u *Unpacker) openDir(dir string, mkdir bool) (int, error) {
 	}
 	return -1, fmt.Errorf("open parent directory %q: not reached", dir)
 }
+
+// openat2 is unix.Openat2, retried when the kernel answers EAGAIN: with
+// RESOLVE_IN_ROOT it does when a rename anywhere on the system races with
+// the resolution of a path holding "..", and asks the caller to retry.
+func openat2(dfd int, path string, how *unix.OpenHow) (int, error) {
+	for try := 0; ; try++ {
+		fd, err := unix.Openat2(dfd, path, how)
+		if err != unix.EAGAIN || try == 16 {
+			return fd, err
+		}
+	}
+}
+
+// maxLinkWalk bounds the path components checkLinks visits in one unpack
+// (all layers): a hostile layer could otherwise make every entry resolve
+// through long chains of long symlinks. An image's legitimate writes
+// through symlinks take a few components each.
+const maxLinkWalk = 1 << 20
 
 // MaxSymlinkHops bounds the symlinks followed to resolve one path, as
 // the kernel's MAXSYMLINKS does.
@@ -428,6 +448,9 @@ func (u *Unpacker) checkLinks(dir string) error {
 	for len(todo) > 0 {
 		c := todo[len(todo)-1]
 		todo = todo[:len(todo)-1]
+		if u.linkWalk++; u.linkWalk > maxLinkWalk {
+			return fmt.Errorf("%w: the layers resolve paths through symlinks more than %d steps in all", ErrUnsafe, maxLinkWalk)
+		}
 		switch c.name {
 		case "", ".":
 			continue
@@ -444,7 +467,10 @@ func (u *Unpacker) checkLinks(dir string) error {
 		p := strings.Join(append(at, c.name), "/")
 		var st unix.Stat_t
 		if err := unix.Fstatat(u.rootFD, p, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return nil
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+				return nil // the open that follows reports it
+			}
+			return fmt.Errorf("%w: resolve %q: %w", ErrUnsafe, clip(p), err)
 		}
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:

@@ -465,3 +465,31 @@ func manyFiles(n int) []ent {
 	}
 	return out
 }
+
+// A layer whose entries each resolve through long chains of long symlinks
+// is refused once the walk budget is spent, quickly, rather than costing
+// tens of milliseconds of CPU per entry.
+func TestSymlinkWalkBudget(t *testing.T) {
+	ents := []ent{dir("d/")}
+	pad := strings.Repeat("d/../", 800) // ~4 KiB, 1600 steps
+	for i := range MaxSymlinkHops - 1 {
+		target := pad + "d"
+		if i > 0 {
+			target = pad + fmt.Sprintf("l%d", i-1) // then the previous link
+		}
+		ents = append(ents, symlink(fmt.Sprintf("l%d", i), target))
+	}
+	last := fmt.Sprintf("l%d", MaxSymlinkHops-2)
+	for i := range 2000 {
+		ents = append(ents, file(fmt.Sprintf("%s/f%d", last, i), "x"))
+	}
+	start := time.Now()
+	_, err := apply(t, Options{}, layer(t, ents...))
+	if !errors.Is(err, ErrUnsafe) || !strings.Contains(err.Error(), "steps in all") {
+		t.Fatalf("err = %v, want the walk budget refusal", err)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("refusing took %s", d)
+	}
+	t.Logf("refused after %s", time.Since(start).Round(time.Millisecond))
+}
