@@ -396,21 +396,6 @@ func (p *Puller) Unpack(ctx context.Context, img *Image, dest string) (*Result, 
 		return nil, fmt.Errorf("make staging directory next to %s: %w", dest, err)
 	}
 	ok := false
-	// The lock says the staging directory is in use: a later pull into
-	// the same destination removes only unlocked ones (left by a pull
-	// that was killed).
-	lock, err := os.Open(staging)
-	if err == nil {
-		err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-	}
-	if err != nil {
-		_ = os.RemoveAll(staging)
-		return nil, fmt.Errorf("lock staging directory %s: %w", staging, err)
-	}
-	defer lock.Close()
-	if err := os.Chmod(staging, 0o755); err != nil {
-		return nil, err
-	}
 	defer func() {
 		if !ok {
 			if err := os.RemoveAll(staging); err != nil {
@@ -418,6 +403,20 @@ func (p *Puller) Unpack(ctx context.Context, img *Image, dest string) (*Result, 
 			}
 		}
 	}()
+	// The lock says the staging directory is in use: a later pull into
+	// the same destination removes only unlocked ones (left by a pull
+	// that was killed).
+	lock, err := os.Open(staging)
+	if err != nil {
+		return nil, fmt.Errorf("lock staging directory %s: %w", staging, err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return nil, fmt.Errorf("lock staging directory %s: %w", staging, err)
+	}
+	if err := os.Chmod(staging, 0o755); err != nil {
+		return nil, err
+	}
 	rootfs := filepath.Join(staging, "rootfs")
 	if err := os.Mkdir(rootfs, 0o755); err != nil {
 		return nil, err
@@ -461,7 +460,9 @@ func (p *Puller) sweepStaging(dest string) {
 		return
 	}
 	for _, e := range ents {
-		if !e.IsDir() || !strings.HasPrefix(e.Name(), stagingPrefix(dest)) {
+		// os.MkdirTemp's suffix is digits: anything else is not ours.
+		suffix, ours := strings.CutPrefix(e.Name(), stagingPrefix(dest))
+		if !e.IsDir() || !ours || suffix == "" || strings.Trim(suffix, "0123456789") != "" {
 			continue
 		}
 		dir := filepath.Join(parent, e.Name())

@@ -595,6 +595,7 @@ func TestStaleStagingSwept(t *testing.T) {
 	busy := mk(".img.partial-222", old)
 	young := mk(".img.partial-333", time.Now())
 	other := mk(".other.partial-444", old)
+	named := mk(".img.partial-mine", old) // not a MkdirTemp name: the user's
 	f, err := os.Open(busy)
 	if err != nil {
 		t.Fatal(err)
@@ -610,7 +611,7 @@ func TestStaleStagingSwept(t *testing.T) {
 	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the killed pull's staging directory is still there (%v)", err)
 	}
-	for _, dir := range []string{busy, young, other} {
+	for _, dir := range []string{busy, young, other, named} {
 		if _, err := os.Stat(filepath.Join(dir, "rootfs", "secret")); err != nil {
 			t.Errorf("%s was removed: %v", filepath.Base(dir), err)
 		}
