@@ -83,6 +83,8 @@ type process struct {
 	exitedAt time.Time
 	done     chan struct{} // closed once the exit is known
 	waiter   sync.Once     // starts waitProcess: at Start, or at a Kill before it
+	gone     chan struct{} // closed when the process is deleted (ends watchUnstarted)
+	goneOnce sync.Once
 
 	stdin    io.ReadWriteCloser
 	outs     []io.Writer // stdout, stderr (nil: none)
@@ -222,7 +224,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err := sb.CreateContainer(vctx, r.ID, spec, "rootfs0", sandbox.FSErofs, vols...); err != nil {
 		return nil, grpcErr(fmt.Errorf("create container %s: %w", r.ID, err))
 	}
-	p := &process{cid: r.ID, status: task.Status_CREATED, done: make(chan struct{}),
+	p := &process{cid: r.ID, status: task.Status_CREATED, done: make(chan struct{}), gone: make(chan struct{}),
 		stdio: taskIO{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal}}
 	if err := s.openIO(ctx, p); err != nil {
 		_, _ = sb.Agent.RemoveContainer(vctx, &api.RemoveContainerRequest{ContainerId: r.ID, Force: true})
@@ -294,7 +296,7 @@ func (s *Service) createInPod(ctx context.Context, r *taskAPI.CreateTaskRequest,
 	if err := sb.CreateContainer(vctx, r.ID, spec, serial, sandbox.FSErofs, vols...); err != nil {
 		return nil, grpcErr(fmt.Errorf("create container %s in pod %s: %w", r.ID, sandboxID, err))
 	}
-	p := &process{cid: r.ID, status: task.Status_CREATED, done: make(chan struct{}),
+	p := &process{cid: r.ID, status: task.Status_CREATED, done: make(chan struct{}), gone: make(chan struct{}),
 		stdio: taskIO{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal}}
 	if err := s.openIO(ctx, p); err != nil {
 		_, _ = sb.Agent.RemoveContainer(vctx, &api.RemoveContainerRequest{ContainerId: r.ID, Force: true})
@@ -538,6 +540,9 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if st != task.Status_CREATED {
 		return nil, grpcErr(fmt.Errorf("%s is %s, not created: %w", name(p), st, errdefs.ErrFailedPrecondition))
 	}
+	if s.pod == nil {
+		return nil, grpcErr(fmt.Errorf("start %s: the pod VM is gone: %w", name(p), errdefs.ErrFailedPrecondition))
+	}
 	sb := s.pod.sb
 	pid := uint32(sb.PID())
 	if r.ExecID == "" {
@@ -585,6 +590,8 @@ func (s *Service) startWaiter(sb *sandbox.Sandbox, p *process) {
 func (s *Service) watchUnstarted(sb *sandbox.Sandbox, p *process) {
 	select {
 	case <-p.done:
+		return
+	case <-p.gone:
 		return
 	case <-sb.Done():
 	}
@@ -653,6 +660,16 @@ func (s *Service) waitProcess(sb *sandbox.Sandbox, p *process) {
 	})
 }
 
+// isDone reports whether ch is closed.
+func isDone(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
 func idOr(p *process) string {
 	if p.execID != "" {
 		return p.execID
@@ -686,13 +703,20 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	if s.pod != nil {
 		pid = uint32(s.pod.sb.PID())
 	}
+	if st == task.Status_CREATED && (s.pod == nil || isDone(s.pod.sb.Done())) {
+		code = 255 // never started, and its VM is gone: as its waiter would say
+	}
 	if exited.IsZero() {
 		exited = time.Now()
 	}
+	p.goneOnce.Do(func() { close(p.gone) })
 	if r.ExecID != "" {
 		p.closeIO()
 		delete(c.execs, r.ExecID)
 	} else {
+		for _, e := range c.execs {
+			e.goneOnce.Do(func() { close(e.gone) })
+		}
 		// The pod's last container: the VM stops right after, and its
 		// power off kills what is left, so the guest-side removal
 		// (unmounts, cgroup) and the disk unplug are skipped.
@@ -767,6 +791,9 @@ func (s *Service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 	if err != nil {
 		return nil, grpcErr(err)
 	}
+	if s.pod == nil {
+		return nil, grpcErr(fmt.Errorf("exec %s: the pod VM of container %s is gone: %w", r.ExecID, r.ID, errdefs.ErrFailedPrecondition))
+	}
 	if _, ok := c.execs[r.ExecID]; ok {
 		return nil, grpcErr(fmt.Errorf("exec %s: %w", r.ExecID, errdefs.ErrAlreadyExists))
 	}
@@ -784,7 +811,7 @@ func (s *Service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 		return nil, grpcErr(fmt.Errorf("parse the process spec of exec %s: %w", r.ExecID, err))
 	}
 	ps.Terminal = r.Terminal
-	p := &process{cid: r.ID, execID: r.ExecID, spec: &ps, status: task.Status_CREATED, done: make(chan struct{}),
+	p := &process{cid: r.ID, execID: r.ExecID, spec: &ps, status: task.Status_CREATED, done: make(chan struct{}), gone: make(chan struct{}),
 		stdio: taskIO{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal}}
 	c.execs[r.ExecID] = p
 	go s.watchUnstarted(s.pod.sb, p)

@@ -1,6 +1,8 @@
 package shim
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"math"
 	"path/filepath"
@@ -9,6 +11,8 @@ import (
 	"testing"
 
 	api "github.com/coffer-project/coffer/api/agent"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -133,5 +137,22 @@ func TestAgentErrAfterDelete(t *testing.T) {
 	// So was the exec.
 	if err := s.agentErr("c1", "e1", nil, closed); !errdefs.IsNotFound(err) {
 		t.Errorf("exec gone: %v", err)
+	}
+}
+
+// After the pod VM is gone (Shutdown with Now), Exec and Start of a
+// listed container answer FailedPrecondition instead of dereferencing the
+// missing pod.
+func TestExecStartWithoutPod(t *testing.T) {
+	s := &Service{containers: map[string]*container{"c1": {id: "c1",
+		init: &process{cid: "c1", status: task.Status_CREATED}, execs: map[string]*process{}}}}
+	spec, _ := json.Marshal(&specs.Process{Args: []string{"true"}, Cwd: "/"})
+	_, err := s.Exec(context.Background(), &taskAPI.ExecProcessRequest{ID: "c1", ExecID: "e1",
+		Spec: &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process", Value: spec}})
+	if err == nil || !errdefs.IsFailedPrecondition(errdefs.FromGRPC(err)) {
+		t.Errorf("exec without a pod: %v", err)
+	}
+	if _, err := s.Start(context.Background(), &taskAPI.StartRequest{ID: "c1"}); err == nil || !errdefs.IsFailedPrecondition(errdefs.FromGRPC(err)) {
+		t.Errorf("start without a pod: %v", err)
 	}
 }
