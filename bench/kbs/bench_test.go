@@ -233,3 +233,24 @@ func BenchmarkTransport(b *testing.B) {
 		run(b, hc)
 	})
 }
+
+// A case is compared with the floors measured around it when there are
+// two, else with the separate floor case.
+func TestFloorRatioBracket(t *testing.T) {
+	fl := func(ops int) *floorResult {
+		return &floorResult{TEE: teeSample, Goroutines: 2, Window: time.Second, Ops: ops}
+	}
+	c := &caseResult{TEE: teeSample, Clients: 64, Window: time.Second, Handshakes: 3000}
+	r := &report{Machine: machineInfo{CPUs: 2}, Floors: []*floorResult{fl(10000)}, Cases: []*caseResult{c}}
+	if got := r.floorRatio(c); got != 0.3 {
+		t.Errorf("without a bracket: %v, want 3000/10000", got)
+	}
+	c.Bracket = []*floorResult{fl(5000), fl(7000)}
+	if got := r.floorRatio(c); got != 0.5 {
+		t.Errorf("with a bracket: %v, want 3000/mean(5000, 7000)", got)
+	}
+	c.Bracket = []*floorResult{fl(5000), fl(0)}
+	if got := r.floorRatio(c); got != 0.3 {
+		t.Errorf("with a broken bracket: %v, want the separate floor's 0.3", got)
+	}
+}

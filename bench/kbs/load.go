@@ -81,6 +81,9 @@ type caseResult struct {
 	Appraisal  string
 	// Quiet says how quiet the host was.
 	Quiet quietStats
+	// Bracket are the crypto floors measured right before and right after
+	// the case (-bracket-d), with min(clients, CPUs) goroutines.
+	Bracket []*floorResult
 }
 
 // otherCores is the CPU (in cores) that neither the benchmark nor the

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/coffer-project/coffer/bench/internal/benchutil"
 	"io"
 	"os"
 	"os/signal"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/coffer-project/coffer/bench/internal/benchutil"
 )
 
 // options are the command-line flags.
@@ -20,6 +21,7 @@ type options struct {
 	dur          time.Duration
 	warmup       time.Duration
 	floorDur     time.Duration
+	bracketDur   time.Duration
 	clients      []int
 	tees         []string
 	kbs          string
@@ -59,6 +61,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.dur, "d", 10*time.Second, "measured duration of each handshake case (after the warm-up)")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "warm-up before each case (handshakes not counted)")
 	fs.DurationVar(&o.floorDur, "floor-d", 5*time.Second, "measured duration of each crypto-floor case")
+	fs.DurationVar(&o.bracketDur, "bracket-d", 2*time.Second, "measure the crypto floor right before and right after each handshake case for this long, and compare the case with their mean (this VM's speed drifts within minutes); 0: compare with the separate floor cases only")
 	fs.StringVar(&clients, "clients", "1,64", "comma-separated concurrent client counts")
 	fs.StringVar(&tees, "tee", "sample,snp", "comma-separated TEEs: sample, snp (simulated SEV-SNP)")
 	fs.StringVar(&o.kbs, "kbs", "bin/coffer-kbs", "coffer-kbs binary to benchmark (make build)")

@@ -49,12 +49,28 @@ func (r *report) floorFor(c *caseResult) *floorResult {
 	return r.floor(c.TEE, 1)
 }
 
+// floorRatio is the case's rate over the crypto floor's: the mean of the
+// floors bracketing the case when they were measured (the host's speed
+// drifts; a floor measured minutes apart can be 20 % off), else the
+// separate floor case.
 func (r *report) floorRatio(c *caseResult) float64 {
+	if rate := c.bracketRate(); rate > 0 {
+		return c.rate() / rate
+	}
 	f := r.floorFor(c)
 	if f == nil || f.rate() == 0 {
 		return math.NaN()
 	}
 	return c.rate() / f.rate()
+}
+
+// bracketRate is the mean rate of the floors measured right before and
+// after c (0 without them).
+func (c *caseResult) bracketRate() float64 {
+	if len(c.Bracket) != 2 || c.Bracket[0].rate() == 0 || c.Bracket[1].rate() == 0 {
+		return 0
+	}
+	return (c.Bracket[0].rate() + c.Bracket[1].rate()) / 2
 }
 
 func (r *report) maxClients() int {
@@ -199,7 +215,16 @@ func (r *report) printTable(w io.Writer) {
 			fmtDur(l.P99), fmtDur(l.Max), c.Handshakes, c.Errors, fmtRatio(r.floorRatio(c), r.floorFor(c)), c.Appraisal, r.hostNote(c.otherCores(), c.Quiet))
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "  vs floor: the case's rate / the crypto floor's rate for the same TEE with min(clients, %d CPUs) goroutines\n", m.CPUs)
+	fmt.Fprintf(w, "  vs floor: the case's rate / the crypto floor's rate for the same TEE with min(clients, %d CPUs) goroutines", m.CPUs)
+	if o.bracketDur > 0 {
+		fmt.Fprintf(w, ",\n            measured for %s right before and right after the case (mean of the two; the host's speed drifts):", o.bracketDur)
+		for _, c := range r.Cases {
+			if len(c.Bracket) == 2 {
+				fmt.Fprintf(w, "\n            %s/%d: %.0f/s before, %.0f/s after", c.TEE, c.Clients, c.Bracket[0].rate(), c.Bracket[1].rate())
+			}
+		}
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "  host: quiet = other processes used at most %.2f CPU cores during the window, else DISTURBED (repeated up to %d times, last kept)\n", o.maxOther, o.retries)
 	if o.referenceValues {
 		fmt.Fprintf(w, "  appraisal: the tokens' EAR status; reference values matching the guests were registered (-reference-values), as in a deployment\n\n")
@@ -377,35 +402,36 @@ func orDash(s string) string {
 // JSON form.
 
 type jsonCase struct {
-	TEE             string   `json:"tee"`
-	Clients         int      `json:"clients"`
-	WindowS         float64  `json:"window_s"`
-	Handshakes      int      `json:"handshakes"`
-	Errors          int      `json:"errors"`
-	ErrorSamples    []string `json:"error_samples,omitempty"`
-	Rate            float64  `json:"handshakes_per_s"`
-	P50Ms           float64  `json:"p50_ms"`
-	P90Ms           float64  `json:"p90_ms"`
-	P99Ms           float64  `json:"p99_ms"`
-	MaxMs           float64  `json:"max_ms"`
-	AvgMs           float64  `json:"mean_ms"`
-	FloorRatio      float64  `json:"floor_ratio"`
-	FloorGoroutines int      `json:"floor_goroutines"`
-	ServerCPUUs     float64  `json:"server_cpu_us_per_handshake,omitempty"`
-	ServerSysUs     float64  `json:"server_kernel_cpu_us_per_handshake,omitempty"`
-	ClientCPUUs     float64  `json:"client_process_cpu_us_per_handshake"`
-	ClientCryptoUs  float64  `json:"client_crypto_us_per_handshake"`
-	ServerCores     float64  `json:"server_cores"`
-	ClientCores     float64  `json:"client_cores"`
-	OtherCores      float64  `json:"other_process_cores"`
-	StealCores      float64  `json:"steal_cores"`
-	TCPConns        int64    `json:"tcp_connections"`
-	TokenBytes      int      `json:"token_bytes"`
-	Appraisal       string   `json:"appraisal_status"`
-	BusyBefore      float64  `json:"host_busy_before"`
-	QuietWaitedS    float64  `json:"quiet_waited_s"`
-	Attempts        int      `json:"attempts"`
-	Disturbed       bool     `json:"disturbed"`
+	TEE             string    `json:"tee"`
+	Clients         int       `json:"clients"`
+	WindowS         float64   `json:"window_s"`
+	Handshakes      int       `json:"handshakes"`
+	Errors          int       `json:"errors"`
+	ErrorSamples    []string  `json:"error_samples,omitempty"`
+	Rate            float64   `json:"handshakes_per_s"`
+	P50Ms           float64   `json:"p50_ms"`
+	P90Ms           float64   `json:"p90_ms"`
+	P99Ms           float64   `json:"p99_ms"`
+	MaxMs           float64   `json:"max_ms"`
+	AvgMs           float64   `json:"mean_ms"`
+	FloorRatio      float64   `json:"floor_ratio"`
+	FloorGoroutines int       `json:"floor_goroutines"`
+	FloorBracket    []float64 `json:"floor_bracket_rates,omitempty"` // floors right before and after the case
+	ServerCPUUs     float64   `json:"server_cpu_us_per_handshake,omitempty"`
+	ServerSysUs     float64   `json:"server_kernel_cpu_us_per_handshake,omitempty"`
+	ClientCPUUs     float64   `json:"client_process_cpu_us_per_handshake"`
+	ClientCryptoUs  float64   `json:"client_crypto_us_per_handshake"`
+	ServerCores     float64   `json:"server_cores"`
+	ClientCores     float64   `json:"client_cores"`
+	OtherCores      float64   `json:"other_process_cores"`
+	StealCores      float64   `json:"steal_cores"`
+	TCPConns        int64     `json:"tcp_connections"`
+	TokenBytes      int       `json:"token_bytes"`
+	Appraisal       string    `json:"appraisal_status"`
+	BusyBefore      float64   `json:"host_busy_before"`
+	QuietWaitedS    float64   `json:"quiet_waited_s"`
+	Attempts        int       `json:"attempts"`
+	Disturbed       bool      `json:"disturbed"`
 }
 
 type jsonFloor struct {
@@ -484,6 +510,9 @@ func (r *report) jsonCase(c *caseResult) jsonCase {
 		StealCores: round3(cores(c.Host.steal, c.Window)), TCPConns: c.Dials, TokenBytes: c.TokenBytes, Appraisal: c.Appraisal,
 		BusyBefore: round3(c.Quiet.BusyBefore), QuietWaitedS: round3(c.Quiet.Waited.Seconds()), Attempts: c.Quiet.Attempts,
 		Disturbed: c.otherCores() > r.Opts.maxOther}
+	for _, f := range c.Bracket {
+		j.FloorBracket = append(j.FloorBracket, round3(f.rate()))
+	}
 	return j
 }
 

@@ -121,7 +121,22 @@ func run(ctx context.Context, opts options, progress io.Writer) (*report, error)
 		if err != nil {
 			return nil, err
 		}
+		kit, err := newFloorKit(t, chip, resource)
+		if err != nil {
+			return rep, err
+		}
+		kit.freshKey, kit.verifyToken = opts.freshClient, opts.floorTokenVerify
+		bracket := func(n int) (*floorResult, error) {
+			if opts.bracketDur <= 0 {
+				return nil, nil
+			}
+			return runFloor(ctx, kit, min(n, runtime.NumCPU()), 0, opts.bracketDur)
+		}
 		for _, n := range opts.clients {
+			before, err := bracket(n)
+			if err != nil {
+				return rep, err
+			}
 			var res *caseResult
 			label := fmt.Sprintf("coffer-kbs binary, %s, %d clients: %s warm-up + %s", t, n, opts.warmup, opts.dur)
 			q, err := repeatUntilQuiet(ctx, opts, progress, label, func() (float64, error) {
@@ -137,6 +152,13 @@ func run(ctx context.Context, opts options, progress io.Writer) (*report, error)
 				return rep, err
 			}
 			res.Quiet = q
+			after, err := bracket(n)
+			if err != nil {
+				return rep, err
+			}
+			if before != nil && after != nil {
+				res.Bracket = []*floorResult{before, after}
+			}
 			rep.Cases = append(rep.Cases, res)
 		}
 	}

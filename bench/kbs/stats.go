@@ -1,10 +1,11 @@
 package main
 
 import (
-	"github.com/coffer-project/coffer/bench/internal/benchutil"
 	"math"
 	"slices"
 	"time"
+
+	"github.com/coffer-project/coffer/bench/internal/benchutil"
 )
 
 // latency is the distribution of handshake latencies.
