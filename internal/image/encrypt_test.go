@@ -3,6 +3,9 @@ package image
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"encoding/base64"
 	"errors"
 	"io"
 	"os"
@@ -200,5 +203,34 @@ func TestEncryptedLayerTampered(t *testing.T) {
 	_, err = newPuller(t, Options{DecryptKeys: [][]byte{priv}}).Pull(context.Background(), dstRef, filepath.Join(t.TempDir(), "img"))
 	if !errors.Is(err, ErrDigestMismatch) || !strings.Contains(err.Error(), "manifest") {
 		t.Fatalf("tampered manifest: err = %v, want a digest mismatch naming the manifest", err)
+	}
+}
+
+// Layer options wrapped with AES-256-CTR (coco_keyprovider's
+// algorithm=A256CTR) unwrap too; a wrong key is refused as for GCM.
+func TestUnwrapA256CTR(t *testing.T) {
+	kek := bytes.Repeat([]byte{7}, 32)
+	opts := []byte(`{"symkey":"c2VjcmV0","cipheroptions":{"nonce":"bm9uY2U="},"digest":"sha256:00"}`)
+	iv := bytes.Repeat([]byte{1}, aes.BlockSize)
+	b, _ := aes.NewCipher(kek)
+	ct := make([]byte, len(opts))
+	cipher.NewCTR(b, iv).XORKeyStream(ct, opts)
+	p := annotationPacket{Kid: "kbs:///default/image-key/k1", WrapType: wrapA256CTR,
+		WrappedData: base64.StdEncoding.EncodeToString(ct), IV: base64.StdEncoding.EncodeToString(iv)}
+	got, err := unwrapKey(kek, p)
+	if err != nil || !bytes.Equal(got, opts) {
+		t.Fatalf("unwrap = %q, %v", got, err)
+	}
+	if _, err := unwrapKey(bytes.Repeat([]byte{8}, 32), p); !errors.Is(err, errWrongKEK) {
+		t.Errorf("wrong key: %v", err)
+	}
+	p.IV = base64.StdEncoding.EncodeToString(iv[:12])
+	if _, err := unwrapKey(kek, p); err == nil || !strings.Contains(err.Error(), "iv is 12 bytes") {
+		t.Errorf("short iv: %v", err)
+	}
+	p.WrapType = "A128KW"
+	if _, err := unwrapKBS(context.Background(), func(context.Context, string) ([]byte, error) { return kek, nil }, []annotationPacket{p}); err == nil ||
+		!strings.Contains(err.Error(), "only A256GCM and A256CTR") {
+		t.Errorf("unknown wrap type: %v", err)
 	}
 }

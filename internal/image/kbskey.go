@@ -1,6 +1,7 @@
 package image
 
 import (
+	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -24,6 +25,7 @@ const (
 	annotationAA      = "org.opencontainers.image.enc.keys.provider.attestation-agent"
 	annotationPubOpts = "org.opencontainers.image.enc.pubopts"
 	wrapA256GCM       = "A256GCM"
+	wrapA256CTR       = "A256CTR" // unauthenticated: the layer's own HMAC and the options' parse catch a wrong key
 )
 
 // KeyFetcher returns the key a key id (kbs:///repo/type/tag) names, e.g.
@@ -72,8 +74,8 @@ func kbsKeyIDs(d v1.Descriptor) ([]annotationPacket, error) {
 func unwrapKBS(ctx context.Context, fetch KeyFetcher, packets []annotationPacket) ([]byte, error) {
 	var errs []error
 	for _, p := range packets {
-		if p.WrapType != wrapA256GCM {
-			errs = append(errs, fmt.Errorf("layer key %s: wrap type %q is not supported (only %s)", p.Kid, p.WrapType, wrapA256GCM))
+		if p.WrapType != wrapA256GCM && p.WrapType != wrapA256CTR {
+			errs = append(errs, fmt.Errorf("layer key %s: wrap type %q is not supported (only %s and %s)", p.Kid, p.WrapType, wrapA256GCM, wrapA256CTR))
 			continue
 		}
 		kek, err := fetch(ctx, p.Kid)
@@ -81,7 +83,7 @@ func unwrapKBS(ctx context.Context, fetch KeyFetcher, packets []annotationPacket
 			errs = append(errs, fmt.Errorf("layer key %s: %w", p.Kid, err))
 			continue
 		}
-		opts, err := gcmOpen(kek, p)
+		opts, err := unwrapKey(kek, p)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("layer key %s: %w", p.Kid, err))
 			continue
@@ -91,7 +93,14 @@ func unwrapKBS(ctx context.Context, fetch KeyFetcher, packets []annotationPacket
 	return nil, errors.Join(errs...)
 }
 
-func gcmOpen(kek []byte, p annotationPacket) ([]byte, error) {
+// errWrongKEK is unwrapKey's answer for a key that does not unwrap.
+var errWrongKEK = errors.New("the key does not unwrap the layer key (wrong key, or the annotation was tampered with)")
+
+// unwrapKey unwraps a packet's layer options with kek: AES-256-GCM, or
+// AES-256-CTR as coco_keyprovider's algorithm=A256CTR writes (no tag: a
+// result that is not a JSON object counts as a wrong key, and the layer's
+// HMAC checks the rest).
+func unwrapKey(kek []byte, p annotationPacket) ([]byte, error) {
 	if len(kek) != 32 {
 		return nil, fmt.Errorf("the key is %d bytes, not 32 (AES-256)", len(kek))
 	}
@@ -99,6 +108,21 @@ func gcmOpen(kek []byte, p annotationPacket) ([]byte, error) {
 	ct, err2 := base64.StdEncoding.DecodeString(p.WrappedData)
 	if err1 != nil || err2 != nil {
 		return nil, errors.New("wrapped key or iv is not base64")
+	}
+	if p.WrapType == wrapA256CTR {
+		b, err := aes.NewCipher(kek)
+		if err != nil {
+			return nil, err
+		}
+		if len(iv) != aes.BlockSize {
+			return nil, fmt.Errorf("iv is %d bytes, not %d", len(iv), aes.BlockSize)
+		}
+		pt := make([]byte, len(ct))
+		cipher.NewCTR(b, iv).XORKeyStream(pt, ct)
+		if !json.Valid(pt) || len(bytes.TrimSpace(pt)) == 0 || bytes.TrimSpace(pt)[0] != '{' {
+			return nil, errWrongKEK
+		}
+		return pt, nil
 	}
 	gcm, err := newGCM(kek)
 	if err != nil {
@@ -109,7 +133,7 @@ func gcmOpen(kek []byte, p annotationPacket) ([]byte, error) {
 	}
 	pt, err := gcm.Open(nil, iv, ct, nil)
 	if err != nil {
-		return nil, errors.New("the key does not unwrap the layer key (wrong key, or the annotation was tampered with)")
+		return nil, errWrongKEK
 	}
 	return pt, nil
 }
