@@ -21,6 +21,8 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
+
 	"github.com/ProtonMail/go-crypto/openpgp"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -111,6 +113,11 @@ func ParsePolicy(b []byte) (*Policy, error) {
 			if t == "oci" && scope != "" {
 				if err := checkLayoutScope(scope); err != nil {
 					return nil, fmt.Errorf("signature policy transports.oci[%q]: %w", scope, err)
+				}
+			}
+			if t == "docker" && scope != "" {
+				if err := checkDockerScope(scope); err != nil {
+					return nil, fmt.Errorf("signature policy transports.docker[%q]: %w", scope, err)
 				}
 			}
 			if err := check(fmt.Sprintf("transports.%s[%q]", t, scope), reqs); err != nil {
@@ -350,6 +357,39 @@ func tagOrDigestSuffix(ref Reference) string {
 }
 
 // dockerName spells Docker Hub as containers/image does.
+// checkDockerScope refuses a docker scope that can never match (a typo
+// would otherwise leave the images it meant under a broader scope): a
+// scope is "*.domain", or a registry host (with a dot, a port or
+// "localhost") optionally followed by a namespace or repository and a tag
+// or digest, as containers/image requires.
+func checkDockerScope(scope string) error {
+	if rest, ok := strings.CutPrefix(scope, "*."); ok {
+		if rest == "" || strings.ContainsAny(rest, "/:*@") {
+			return errors.New(`a wildcard scope is "*." followed by a domain`)
+		}
+		return nil
+	}
+	host, _, _ := strings.Cut(scope, "/")
+	if !strings.ContainsAny(host, ".:") && host != "localhost" {
+		return fmt.Errorf("a scope starts with a registry host (e.g. docker.io/%s)", scope)
+	}
+	var err error
+	switch {
+	case strings.Contains(scope, "@"):
+		_, err = name.NewDigest(scope)
+	case strings.LastIndex(scope, ":") > strings.LastIndex(scope, "/"):
+		_, err = name.NewTag(scope)
+	case strings.Contains(scope, "/"):
+		_, err = name.NewRepository(scope)
+	default:
+		_, err = name.NewRegistry(scope)
+	}
+	if err != nil {
+		return fmt.Errorf("not a docker reference, namespace or registry: %w", err)
+	}
+	return nil
+}
+
 func dockerName(s string) string {
 	if rest, ok := strings.CutPrefix(s, "index.docker.io"); ok {
 		return "docker.io" + rest

@@ -258,13 +258,18 @@ func TestParsePolicyRefusals(t *testing.T) {
 		return `{"default":[{"type":"sigstoreSigned","keyData":"` + base64.StdEncoding.EncodeToString(pub) + `","signedIdentity":` + v + `}]}`
 	}
 	for doc, want := range map[string]string{
-		`{"default":[{"type":"reject"}],"transports":{"oci":{"rel/dir":[{"type":"reject"}]}}}`:             "absolute directory path",
-		`{"default":[{"type":"reject"}],"transports":{"oci":{"/":[{"type":"reject"}]}}}`:                   `use "" for every layout`,
-		`{"default":[{"type":"reject"}],"transports":{"oci":{"/a/../b/":[{"type":"reject"}]}}}`:            `write "/b"`,
-		id(`{"type":"remapIdentity","prefix":"mirror.example"}`):                                           `needs "signedPrefix"`,
-		id(`{"type":"remapIdentity","prefix":"mirror.example","signedPrefix":"docker.io/library:latest"}`): "is not valid",
-		id(`{"type":"remapIdentity","prefix":"mirror.example/Lib","signedPrefix":"docker.io"}`):            "is not valid",
-		id(`{"type":"matchExact","dockerReference":"a.example/b:c"}`):                                      `does not take "dockerReference"`,
+		`{"default":[{"type":"reject"}],"transports":{"oci":{"rel/dir":[{"type":"reject"}]}}}`:              "absolute directory path",
+		`{"default":[{"type":"reject"}],"transports":{"docker":{"busybox":[{"type":"reject"}]}}}`:           "starts with a registry host",
+		`{"default":[{"type":"reject"}],"transports":{"docker":{"*.":[{"type":"reject"}]}}}`:                "wildcard scope",
+		`{"default":[{"type":"reject"}],"transports":{"docker":{"*.a.example/x":[{"type":"reject"}]}}}`:     "wildcard scope",
+		`{"default":[{"type":"reject"}],"transports":{"docker":{"reg.example/UPPER":[{"type":"reject"}]}}}`: "not a docker reference",
+		`{"default":[{"type":"reject"}],"transports":{"docker":{"reg.example/a:b:c":[{"type":"reject"}]}}}`: "not a docker reference",
+		`{"default":[{"type":"reject"}],"transports":{"oci":{"/":[{"type":"reject"}]}}}`:                    `use "" for every layout`,
+		`{"default":[{"type":"reject"}],"transports":{"oci":{"/a/../b/":[{"type":"reject"}]}}}`:             `write "/b"`,
+		id(`{"type":"remapIdentity","prefix":"mirror.example"}`):                                            `needs "signedPrefix"`,
+		id(`{"type":"remapIdentity","prefix":"mirror.example","signedPrefix":"docker.io/library:latest"}`):  "is not valid",
+		id(`{"type":"remapIdentity","prefix":"mirror.example/Lib","signedPrefix":"docker.io"}`):             "is not valid",
+		id(`{"type":"matchExact","dockerReference":"a.example/b:c"}`):                                       `does not take "dockerReference"`,
 		id(`{"type":"exactReference"}`):                                   `needs "dockerReference"`,
 		id(`{"type":"exactReference","dockerReference":"a.example/b"}`):   "names no tag or digest",
 		id(`{"type":"exactRepository","dockerRepository":"a.example/B"}`): "not a docker reference",
@@ -402,6 +407,18 @@ func TestReferenceTagAndDigest(t *testing.T) {
 	for _, bad := range []string{"reg.example/app:v1" + d, "reg.example:5000/app:v1" + d, "app:latest" + d} {
 		if _, err := ParseReference(bad, false); err == nil || !strings.Contains(err.Error(), "both a tag and a digest") {
 			t.Errorf("%s: err = %v, want a refusal", bad, err)
+		}
+	}
+}
+
+// Scopes that can match load; see TestParsePolicyRefusals for the ones
+// that cannot.
+func TestDockerScopesAccepted(t *testing.T) {
+	for _, scope := range []string{"reg.example", "reg.example:5000", "localhost", "localhost:5000/a", "docker.io/library",
+		"reg.example/team/app", "reg.example/app:v1", "reg.example/app@sha256:" + strings.Repeat("a", 64), "*.example", "*.a.example"} {
+		doc := `{"default":[{"type":"reject"}],"transports":{"docker":{"` + scope + `":[{"type":"insecureAcceptAnything"}]}}}`
+		if _, err := ParsePolicy([]byte(doc)); err != nil {
+			t.Errorf("%s: %v", scope, err)
 		}
 	}
 }
