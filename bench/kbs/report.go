@@ -220,7 +220,14 @@ func (r *report) printTable(w io.Writer) {
 		fmt.Fprintf(w, ",\n            measured for %s right before and right after the case (mean of the two; the host's speed drifts):", o.bracketDur)
 		for _, c := range r.Cases {
 			if len(c.Bracket) == 2 {
-				fmt.Fprintf(w, "\n            %s/%d: %.0f/s before, %.0f/s after", c.TEE, c.Clients, c.Bracket[0].rate(), c.Bracket[1].rate())
+				note := func(f *floorResult) string {
+					if f.otherCores() > o.maxOther {
+						return fmt.Sprintf(" (DISTURBED: others used %.2f cores)", f.otherCores())
+					}
+					return ""
+				}
+				fmt.Fprintf(w, "\n            %s/%d: %.0f/s before%s, %.0f/s after%s", c.TEE, c.Clients,
+					c.Bracket[0].rate(), note(c.Bracket[0]), c.Bracket[1].rate(), note(c.Bracket[1]))
 			}
 		}
 	}
