@@ -93,6 +93,20 @@ func newProcess(pid, pidfd int, exit <-chan Exit) *Process {
 	return p
 }
 
+// signal sends sig through the process's pidfd: never to another process
+// that reused its pid. Once the process was reaped it does nothing.
+func (p *Process) signal(sig unix.Signal) error {
+	p.pidfdMu.Lock()
+	defer p.pidfdMu.Unlock()
+	if p.pidfd < 0 {
+		return nil
+	}
+	if err := unix.PidfdSendSignal(p.pidfd, sig, nil, 0); err != nil && err != unix.ESRCH {
+		return err
+	}
+	return nil
+}
+
 // errExited is dupPidfd's error once the process was reaped.
 var errExited = errors.New("the process has exited")
 
@@ -254,7 +268,7 @@ func (c *Container) Exec(ctx context.Context, p *specs.Process, stdio Stdio) (*P
 	}
 	defer sc.Close()
 	if err := waitExec(ctx, sc, c.ID); err != nil {
-		_ = unix.Kill(proc.Pid, unix.SIGKILL)
+		_ = proc.signal(unix.SIGKILL)
 		<-proc.Done()
 		if proc.Console != nil {
 			proc.Console.Close()
@@ -331,7 +345,7 @@ func (r *Runner) forkStage(cg *Cgroup, stdio Stdio, terminal bool, cloneflags ui
 // abort kills a stage that failed before it ran the command and releases
 // what the agent holds for it; it returns err.
 func (p *Process) abort(sc *syncConn, err error) (*Process, *syncConn, error) {
-	_ = unix.Kill(p.Pid, unix.SIGKILL)
+	_ = p.signal(unix.SIGKILL)
 	select {
 	case <-p.Done():
 	case <-time.After(5 * time.Second):
@@ -426,7 +440,7 @@ func startJoined(join *Process, self string, argv []string, attr *os.ProcAttr) (
 // the container.
 func (c *Container) Signal(sig unix.Signal, all bool) error {
 	if !all {
-		if err := unix.Kill(c.Init.Pid, sig); err != nil && err != unix.ESRCH {
+		if err := c.Init.signal(sig); err != nil {
 			return fmt.Errorf("signal %v to container %s: %w", sig, c.ID, err)
 		}
 		return nil

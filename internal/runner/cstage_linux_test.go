@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coffer-project/coffer/internal/runner/cstage"
+	"github.com/coffer-project/coffer/internal/runner/nsenter"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -331,3 +332,16 @@ func TestCStageErrorJSON(t *testing.T) {
 }
 
 func intPtr(i int) *int { return &i }
+
+// The C stage refuses to run when the nsenter constructor left its
+// variable set (the exec was not joined to the container): it must check
+// the variable the constructor really uses.
+func TestCStageChecksNsenterVariable(t *testing.T) {
+	src, err := os.ReadFile("cstage/cstage.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(src), `getenv("`+nsenter.EnvFD+`")`) {
+		t.Fatalf("cstage/cstage.go does not check %s", nsenter.EnvFD)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/coffer-project/coffer/internal/runner/nsenter"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -49,6 +50,11 @@ func RunInit() {
 }
 
 func runStage(sync *syncConn, cfg *initConfig, marks []int64) error {
+	if os.Getenv(nsenter.EnvFD) != "" {
+		// The nsenter constructor should have joined the container and
+		// cleared it: never run an exec outside the container.
+		return errors.New("the container's namespaces were not joined (the nsenter constructor did not run)")
+	}
 	p := cfg.Process
 	if cfg.Mode == "init" && cfg.Spec != nil {
 		p = cfg.Spec.Process // sent once, inside the spec

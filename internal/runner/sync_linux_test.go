@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -335,5 +336,32 @@ func TestDupPidfd(t *testing.T) {
 	<-p.Done()
 	if _, err := p.dupPidfd(); !errors.Is(err, errExited) {
 		t.Fatalf("dupPidfd after the exit: %v, want errExited", err)
+	}
+}
+
+// signal goes through the pidfd while the process lives and does nothing
+// once it was reaped (its pid may name another process by then).
+func TestProcessSignal(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+	if err != nil {
+		_ = cmd.Process.Kill()
+		t.Skipf("pidfd_open: %v", err)
+	}
+	ch := make(chan Exit, 1)
+	p := newProcess(cmd.Process.Pid, fd, ch)
+	if err := p.signal(unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err == nil || !strings.Contains(err.Error(), "terminated") {
+		t.Fatalf("sleep ended with %v, want SIGTERM", err)
+	}
+	ch <- Exit{Pid: cmd.Process.Pid}
+	<-p.Done()
+	if err := p.signal(unix.SIGKILL); err != nil {
+		t.Errorf("signal after the reap: %v, want nothing done", err)
 	}
 }

@@ -385,7 +385,7 @@ __attribute__((constructor(300))) static void coffer_cstage(int argc, char **arg
 	if (argc < 2 || argv == NULL || argv[1] == NULL || strcmp(argv[1], CSTAGE_ARG) != 0) {
 		return;
 	}
-	const char *pid = getenv("_COFFER_NSENTER_PID");
+	const char *pid = getenv("_COFFER_NSENTER_FD");
 	if (pid != NULL && pid[0] != '\0') {
 		// The nsenter constructor (priority 200) should have run and
 		// cleared it: never run an exec outside the container.
