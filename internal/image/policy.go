@@ -13,7 +13,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,6 +21,8 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/coffer-project/coffer/internal/jsonstrict"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -674,8 +675,7 @@ func checkIdentity(id *SignedIdentity, ref Reference, signedStr string) error {
 // than their exact spelling. Unknown fields are left to the decoder.
 func strictPolicyJSON(b []byte) error {
 	var doc any
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	if err := noDuplicateMembers(dec); err != nil {
+	if err := jsonstrict.UniqueMembers(b); err != nil {
 		return err
 	}
 	if err := json.Unmarshal(b, &doc); err != nil {
@@ -734,48 +734,4 @@ func exactFields(where string, obj map[string]any, v any) error {
 		}
 	}
 	return nil
-}
-
-// noDuplicateMembers reads the whole JSON text from dec and refuses an
-// object that names a member twice.
-func noDuplicateMembers(dec *json.Decoder) error {
-	type frame struct {
-		names map[string]bool // nil for an array
-		key   bool            // the next token is a member name
-	}
-	var stack []*frame
-	for {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		var top *frame
-		if len(stack) > 0 {
-			top = stack[len(stack)-1]
-		}
-		if name, ok := tok.(string); ok && top != nil && top.names != nil && top.key {
-			if top.names[name] {
-				return fmt.Errorf("member %q appears twice in one object", name)
-			}
-			top.names[name] = true
-			top.key = false
-			continue
-		}
-		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, &frame{names: map[string]bool{}, key: true})
-			continue
-		case json.Delim('['):
-			stack = append(stack, &frame{})
-			continue
-		case json.Delim('}'), json.Delim(']'):
-			stack = stack[:len(stack)-1]
-		}
-		if len(stack) > 0 && stack[len(stack)-1].names != nil {
-			stack[len(stack)-1].key = true // a value ended: a name comes next
-		}
-	}
 }

@@ -125,6 +125,9 @@ type projShape struct {
 	any     *projShape
 }
 
+// skipAll keeps no member of an object.
+var skipAll = &projShape{}
+
 // fullShape keeps a whole value.
 var fullShape = &projShape{full: true}
 
@@ -245,35 +248,8 @@ func (s *projShape) member(k string) *projShape {
 func (c *jsonConv) skipValue() error {
 	switch c.data[c.pos] {
 	case '{':
-		c.pos++
-		c.space()
-		if c.data[c.pos] == '}' {
-			c.pos++
-			return nil
-		}
-		var names memberNames
-		for {
-			c.space()
-			k, err := c.str()
-			if err != nil {
-				return err
-			}
-			if !names.add(k) {
-				return fmt.Errorf("%w: %q", errDuplicateMember, string(k))
-			}
-			c.space()
-			c.pos++ // ':'
-			c.space()
-			if err := c.skipValue(); err != nil {
-				return err
-			}
-			c.space()
-			if c.data[c.pos] == '}' {
-				c.pos++
-				return nil
-			}
-			c.pos++ // ','
-		}
+		_, err := c.object(skipAll) // names checked, every member skipped
+		return err
 	case '[':
 		c.pos++
 		c.space()

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/coffer-project/coffer/internal/jsonstrict"
 )
 
 // FuzzJSONToValue checks the one-pass converter against OPA's own
@@ -53,44 +55,11 @@ func FuzzJSONToValue(f *testing.F) {
 // tokenizer, which decodes names as the converter does).
 func hasDuplicateMember(t testing.TB, data []byte) bool {
 	t.Helper()
-	dec := json.NewDecoder(bytes.NewReader(data))
-	type frame struct {
-		object bool
-		names  map[string]bool
-		key    bool // the next string token is a member name
+	err := jsonstrict.UniqueMembers(data)
+	if err != nil && !errors.Is(err, jsonstrict.ErrDuplicateMember) {
+		t.Fatalf("%q: %v", data, err)
 	}
-	var stack []*frame
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return false // io.EOF: the text ended
-		}
-		var top *frame
-		if len(stack) > 0 {
-			top = stack[len(stack)-1]
-		}
-		if name, ok := tok.(string); ok && top != nil && top.object && top.key {
-			if top.names[name] {
-				return true
-			}
-			top.names[name] = true
-			top.key = false
-			continue
-		}
-		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, &frame{object: true, names: map[string]bool{}, key: true})
-			continue
-		case json.Delim('['):
-			stack = append(stack, &frame{})
-			continue
-		case json.Delim('}'), json.Delim(']'):
-			stack = stack[:len(stack)-1]
-		}
-		if len(stack) > 0 && stack[len(stack)-1].object {
-			stack[len(stack)-1].key = true // a value ended: a name comes next
-		}
-	}
+	return err != nil
 }
 
 // Duplicate member names are refused wherever they are: projected
