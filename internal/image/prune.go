@@ -142,28 +142,8 @@ func (c *Cache) RunDir() (dir string, release func() error, err error) {
 	if err := os.MkdirAll(up, 0o700); err != nil {
 		return "", nil, err
 	}
-	lf, err := os.CreateTemp(up, runDirPrefix+"*.lock")
-	if err != nil {
+	if dir, release, err = ownedDir(up, runDirPrefix, 0o700); err != nil {
 		return "", nil, fmt.Errorf("per-run unpack directory: %w", err)
-	}
-	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lf.Close()
-		os.Remove(lf.Name())
-		return "", nil, fmt.Errorf("lock the per-run unpack directory: %w", err)
-	}
-	dir = strings.TrimSuffix(lf.Name(), ".lock")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		lf.Close()
-		os.Remove(lf.Name())
-		return "", nil, fmt.Errorf("per-run unpack directory: %w", err)
-	}
-	release = func() error {
-		err := os.RemoveAll(dir)
-		if err == nil {
-			err = os.Remove(lf.Name())
-		}
-		lf.Close()
-		return err
 	}
 	return dir, release, nil
 }
@@ -174,33 +154,14 @@ func (c *Cache) RunDir() (dir string, release func() error, err error) {
 // an hour old. It returns how many it removed.
 func (c *Cache) SweepRunDirs() (int, error) {
 	up := filepath.Join(c.dir, UnpackedDir)
-	ents, err := os.ReadDir(up)
+	n, err := sweepOwnedDirs(up, runDirPrefix)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return 0, nil
-		}
-		return 0, err
+		return n, fmt.Errorf("remove a dead run's unpack directory: %w", err)
 	}
-	n := 0
+	ents, _ := os.ReadDir(up)
 	for _, e := range ents {
 		name := e.Name()
-		if !strings.HasPrefix(name, runDirPrefix) {
-			continue
-		}
-		if base, isLock := strings.CutSuffix(name, ".lock"); isLock {
-			lf, err := os.OpenFile(filepath.Join(up, name), os.O_RDWR, 0)
-			if err != nil {
-				continue
-			}
-			if syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
-				if err := os.RemoveAll(filepath.Join(up, base)); err != nil {
-					lf.Close()
-					return n, fmt.Errorf("remove a dead run's unpack directory: %w", err)
-				}
-				_ = os.Remove(filepath.Join(up, name))
-				n++
-			}
-			lf.Close()
+		if !strings.HasPrefix(name, runDirPrefix) || strings.HasSuffix(name, ".lock") {
 			continue
 		}
 		if _, err := os.Stat(filepath.Join(up, name+".lock")); err == nil {

@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/coffer-project/coffer/internal/image/unpack"
@@ -390,33 +389,23 @@ func (p *Puller) Unpack(ctx context.Context, img *Image, dest string) (*Result, 
 	}
 	defer unlock()
 	dest = filepath.Clean(dest)
-	p.sweepStaging(dest)
-	staging, err := os.MkdirTemp(filepath.Dir(dest), stagingPrefix(dest))
+	// A pull that was killed left its staging directory (its lock is free
+	// now): the next pull into the same destination removes it.
+	if n, err := sweepOwnedDirs(filepath.Dir(dest), stagingPrefix(dest)); err != nil {
+		p.log.Warn("remove the staging directory of a killed pull", "dest", dest, "err", err)
+	} else if n > 0 {
+		p.log.Info("removed the staging directories of killed pulls", "dest", dest, "count", n)
+	}
+	staging, release, err := ownedDir(filepath.Dir(dest), stagingPrefix(dest), 0o755)
 	if err != nil {
 		return nil, fmt.Errorf("make staging directory next to %s: %w", dest, err)
 	}
-	ok := false
+	// After the rename into dest this removes only the lock file.
 	defer func() {
-		if !ok {
-			if err := os.RemoveAll(staging); err != nil {
-				p.log.Warn("remove staging directory", "dir", staging, "err", err)
-			}
+		if err := release(); err != nil {
+			p.log.Warn("remove staging directory", "dir", staging, "err", err)
 		}
 	}()
-	// The lock says the staging directory is in use: a later pull into
-	// the same destination removes only unlocked ones (left by a pull
-	// that was killed).
-	lock, err := os.Open(staging)
-	if err != nil {
-		return nil, fmt.Errorf("lock staging directory %s: %w", staging, err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return nil, fmt.Errorf("lock staging directory %s: %w", staging, err)
-	}
-	if err := os.Chmod(staging, 0o755); err != nil {
-		return nil, err
-	}
 	rootfs := filepath.Join(staging, "rootfs")
 	if err := os.Mkdir(rootfs, 0o755); err != nil {
 		return nil, err
@@ -437,7 +426,6 @@ func (p *Puller) Unpack(ctx context.Context, img *Image, dest string) (*Result, 
 	if err := os.Rename(staging, dest); err != nil {
 		return nil, fmt.Errorf("move the unpacked image into %s: %w", dest, err)
 	}
-	ok = true
 	res.Duration = time.Since(start)
 	return res, nil
 }
@@ -445,44 +433,6 @@ func (p *Puller) Unpack(ctx context.Context, img *Image, dest string) (*Result, 
 // stagingPrefix is the name prefix of dest's staging directories, made
 // next to it.
 func stagingPrefix(dest string) string { return "." + filepath.Base(dest) + ".partial-" }
-
-// staleStagingAge is how old an unlocked staging directory must be before
-// a pull removes it: a new one is locked right after its mkdir.
-const staleStagingAge = time.Minute
-
-// sweepStaging removes the staging directories that pulls into dest
-// left when they were killed: unlocked, and older than staleStagingAge.
-// A pull still running holds its lock, so its directory stays.
-func (p *Puller) sweepStaging(dest string) {
-	parent := filepath.Dir(dest)
-	ents, err := os.ReadDir(parent)
-	if err != nil {
-		return
-	}
-	for _, e := range ents {
-		// os.MkdirTemp's suffix is digits: anything else is not ours.
-		suffix, ours := strings.CutPrefix(e.Name(), stagingPrefix(dest))
-		if !e.IsDir() || !ours || suffix == "" || strings.Trim(suffix, "0123456789") != "" {
-			continue
-		}
-		dir := filepath.Join(parent, e.Name())
-		if fi, err := e.Info(); err != nil || time.Since(fi.ModTime()) < staleStagingAge {
-			continue
-		}
-		f, err := os.Open(dir)
-		if err != nil {
-			continue
-		}
-		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
-			if err := os.RemoveAll(dir); err != nil {
-				p.log.Warn("remove the staging directory of a killed pull", "dir", dir, "err", err)
-			} else {
-				p.log.Info("removed the staging directory of a killed pull", "dir", dir)
-			}
-		}
-		f.Close()
-	}
-}
 
 func checkDest(dest string) error {
 	if dest == "" {

@@ -572,13 +572,13 @@ func TestDecompressionBomb(t *testing.T) {
 }
 
 // A pull removes the staging directories that killed pulls into the same
-// destination left (unlocked and older than a minute), and no other.
+// destination left (their lock files unlocked), and no other.
 func TestStaleStagingSwept(t *testing.T) {
 	lb := &layoutBuilder{t: t, dir: t.TempDir()}
 	lb.image("v1", [][]byte{tarOf(t, map[string]string{"ok": "1"})}, nil)
 	parent := t.TempDir()
 	old := time.Now().Add(-2 * time.Hour)
-	mk := func(name string, age time.Time) string {
+	mk := func(name string, age time.Time, lockFile bool) string {
 		dir := filepath.Join(parent, name)
 		if err := os.MkdirAll(filepath.Join(dir, "rootfs"), 0o755); err != nil {
 			t.Fatal(err)
@@ -586,17 +586,22 @@ func TestStaleStagingSwept(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "rootfs", "secret"), []byte("x"), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		if lockFile {
+			if err := os.WriteFile(dir+".lock", nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if err := os.Chtimes(dir, age, age); err != nil {
 			t.Fatal(err)
 		}
 		return dir
 	}
-	stale := mk(".img.partial-111", old)
-	busy := mk(".img.partial-222", old)
-	young := mk(".img.partial-333", time.Now())
-	other := mk(".other.partial-444", old)
-	named := mk(".img.partial-mine", old) // not a MkdirTemp name: the user's
-	f, err := os.Open(busy)
+	stale := mk(".img.partial-111", old, true)
+	busy := mk(".img.partial-222", old, true)
+	young := mk(".img.partial-333", time.Now(), false) // no lock file: not a pull's
+	other := mk(".other.partial-444", old, true)
+	named := mk(".img.partial-mine", old, false) // the user's
+	f, err := os.Open(busy + ".lock")
 	if err != nil {
 		t.Fatal(err)
 	}
