@@ -73,10 +73,7 @@ func TestQEMUKilledMidRun(t *testing.T) {
 func TestDetachedQEMUKilled(t *testing.T) {
 	t.Parallel()
 	name := "dvictim"
-	t.Cleanup(func() { coffer(t, "", "rm", "-f", name) })
-	if r := coffer(t, "", "run", "-d", "--name", name, "--rootfs", busybox, "--", "sleep", "600"); r.code != 0 {
-		t.Fatalf("run -d: %+v", r)
-	}
+	runDetached(t, name)
 	if err := unix.Kill(podQEMUPID(t, name), unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -191,10 +188,7 @@ func TestDetachedExecKillRm(t *testing.T) {
 func TestRmForceRunningPod(t *testing.T) {
 	t.Parallel()
 	name := "forced"
-	t.Cleanup(func() { coffer(t, "", "rm", "-f", name) })
-	if r := coffer(t, "", "run", "-d", "--name", name, "--rootfs", busybox, "--", "sleep", "600"); r.code != 0 {
-		t.Fatalf("run -d: %+v", r)
-	}
+	runDetached(t, name)
 	if r := coffer(t, "", "rm", "-f", name); r.code != 0 {
 		t.Fatalf("rm -f: %+v", r)
 	}
@@ -303,5 +297,15 @@ func TestKillForegroundPod(t *testing.T) {
 	}
 	if code != 137 {
 		t.Fatalf("foreground coffer run exited %d after kill, want 137; stderr: %s", code, stderr.String())
+	}
+}
+
+// runDetached starts pod name running `sleep 600` in the background; the
+// test's cleanup removes it.
+func runDetached(t *testing.T, name string) {
+	t.Helper()
+	t.Cleanup(func() { coffer(t, "", "rm", "-f", name) })
+	if r := coffer(t, "", "run", "-d", "--name", name, "--rootfs", busybox, "--", "sleep", "600"); r.code != 0 {
+		t.Fatalf("run -d: %+v", r)
 	}
 }
