@@ -116,6 +116,7 @@ func run(ctx context.Context, opts options, progress io.Writer) (*report, error)
 		return nil, err
 	}
 
+	kits := map[string]*floorKit{} // per TEE, for the bracketing and the separate floors
 	for _, t := range opts.tees {
 		att, err := attesterFactory(t, chip)
 		if err != nil {
@@ -126,6 +127,7 @@ func run(ctx context.Context, opts options, progress io.Writer) (*report, error)
 			return rep, err
 		}
 		kit.freshKey, kit.verifyToken = opts.freshClient, opts.floorTokenVerify
+		kits[t] = kit
 		bracket := func(n int) (*floorResult, error) {
 			if opts.bracketDur <= 0 {
 				return nil, nil
@@ -168,11 +170,7 @@ func run(ctx context.Context, opts options, progress io.Writer) (*report, error)
 	}
 
 	for _, t := range opts.tees {
-		k, err := newFloorKit(t, chip, resource)
-		if err != nil {
-			return rep, err
-		}
-		k.freshKey, k.verifyToken = opts.freshClient, opts.floorTokenVerify
+		k := kits[t]
 		for _, g := range floorParallelism() {
 			var f *floorResult
 			label := fmt.Sprintf("crypto floor, %s, %d goroutine(s): %s warm-up + %s", t, g, opts.warmup, opts.floorDur)
