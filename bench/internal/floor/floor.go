@@ -166,13 +166,13 @@ func (v VM) Boot(ctx context.Context, tmp, initrd string) (Result, error) {
 	con, _ := os.ReadFile(console)
 	up, ok := ParseInitMarker(string(con))
 	if !ok {
-		return Result{}, fmt.Errorf("raw qemu boot ended without the trivial init's marker (kernel panic?); console tail: %q", LastBytes(string(con), 600))
+		return Result{}, fmt.Errorf("raw qemu boot ended without the trivial init's marker (kernel panic?); console tail: %q", lastBytes(string(con), 600))
 	}
 	return Result{Wall: wall, CPU: cpu, Uptime: up}, nil
 }
 
-// LastBytes is the end of s, at most n bytes.
-func LastBytes(s string, n int) string {
+// lastBytes is the end of s, at most n bytes.
+func lastBytes(s string, n int) string {
 	if len(s) > n {
 		return s[len(s)-n:]
 	}
