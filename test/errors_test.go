@@ -3,10 +3,15 @@
 package test
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/coffer-project/coffer/internal/guest"
 )
 
 // Every bad input gets one clear line on stderr, a non-zero exit and
@@ -49,7 +54,7 @@ func TestBadInput(t *testing.T) {
 		if !strings.Contains(r.stderr, c.want) {
 			t.Errorf("%s: stderr %q does not mention %q", c.name, r.stderr, c.want)
 		}
-		if lines := strings.Count(strings.TrimSpace(r.stderr), "\n") + 1; lines > 2 {
+		if lines := strings.Count(strings.TrimSpace(r.stderr), "\n") + 1; lines != 1 {
 			t.Errorf("%s: error is %d lines, want one clear line: %q", c.name, lines, r.stderr)
 		}
 		if r.stdout != "" {
@@ -66,5 +71,42 @@ func TestBootTimeout(t *testing.T) {
 	r := coffer(t, "", "run", "--rm", "--boot-timeout", "500ms", "--rootfs", busybox, "--", "true")
 	if r.code != 125 || !strings.Contains(r.stderr, "did not answer within 500ms") || !strings.Contains(r.stderr, "console") {
 		t.Fatalf("boot timeout: exit %d, stderr %q; want 125 and an error quoting the console", r.code, r.stderr)
+	}
+	// The same guest without `quiet` prints kernel messages before the
+	// agent is up: the error quotes the last of them.
+	dir := os.Getenv("COFFER_GUEST_DIR")
+	if dir == "" {
+		dir = guest.DefaultCacheDir()
+	}
+	m, err := guest.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loud := t.TempDir()
+	for _, f := range []string{m.KernelPath(), m.InitrdPath()} {
+		if err := os.Symlink(f, filepath.Join(loud, filepath.Base(f))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mb, err := os.ReadFile(filepath.Join(dir, guest.ManifestFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(mb, &raw); err != nil {
+		t.Fatal(err)
+	}
+	raw["cmdline"] = strings.Join(slices.DeleteFunc(strings.Fields(m.Cmdline), func(s string) bool { return s == "quiet" }), " ")
+	mb, _ = json.Marshal(raw)
+	if err := os.WriteFile(filepath.Join(loud, guest.ManifestFile), mb, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = coffer(t, "", "run", "--rm", "--guest-dir", loud, "--boot-timeout", "1500ms", "--rootfs", busybox, "--", "true")
+	if r.code == 0 {
+		t.Skip("the guest booted within 1.5s (fast accelerator): no timeout to check")
+	}
+	printk := regexp.MustCompile(`(?m)^    \[ *[0-9]+\.[0-9]+\] `)
+	if r.code != 125 || !strings.Contains(r.stderr, "last console lines:") || len(printk.FindAllString(r.stderr, -1)) < 3 {
+		t.Fatalf("boot timeout with a talkative guest: exit %d, stderr %q; want 125 and the last kernel messages quoted", r.code, r.stderr)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,13 +24,19 @@ func TestSignalForwarding(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, cofferBin, "run", "--rm", "--rootfs", busybox, "--",
-		"sh", "-c", `trap 'echo got TERM; exit 42' TERM; echo ready; while :; do sleep 0.1; done`)
+		"sh", "-c", `trap 'echo got INT' INT; trap 'echo got TERM; exit 42' TERM; echo ready; while :; do sleep 0.1; done`)
 	var stdout, stderr syncBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 90*time.Second, func() bool { return strings.Contains(stdout.String(), "ready") })
+	// Ctrl-C without a terminal: SIGINT reaches the container, which
+	// handles it and keeps running.
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, func() bool { return strings.Contains(stdout.String(), "got INT") })
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +97,35 @@ func TestDetachedQEMUKilled(t *testing.T) {
 	}
 }
 
+// The process that owns a detached pod dies: its VM goes with it (no
+// orphan), ps reports the pod as dead, and rm removes what is left.
+func TestDetachedOwnerKilled(t *testing.T) {
+	t.Parallel()
+	name := "orphan"
+	runDetached(t, name)
+	var st struct {
+		QEMUPID  int `json:"qemu_pid"`
+		OwnerPID int `json:"owner_pid"`
+	}
+	b, err := os.ReadFile(filepath.Join(runtimeDir, "pods", name, "state.json"))
+	if err != nil || json.Unmarshal(b, &st) != nil || st.QEMUPID == 0 || st.OwnerPID == 0 {
+		t.Fatalf("state of pod %s: %s, %v", name, b, err)
+	}
+	if err := unix.Kill(st.OwnerPID, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, func() bool { return unix.Kill(st.QEMUPID, 0) != nil })
+	if line := psLine(t, name); !strings.Contains(line, "dead") {
+		t.Fatalf("ps should show the pod whose owner died as dead: %q", line)
+	}
+	if r := coffer(t, "", "rm", name); r.code != 0 {
+		t.Fatalf("rm of a dead pod: %+v", r)
+	}
+	if _, err := os.Stat(filepath.Join(runtimeDir, "pods", name)); !os.IsNotExist(err) {
+		t.Errorf("pod dir left after rm: %v", err)
+	}
+}
+
 // podQEMUPID reads the QEMU pid of a running pod from its state.
 func podQEMUPID(t *testing.T, name string) int {
 	t.Helper()
@@ -130,6 +166,11 @@ func TestDetachedExecKillRm(t *testing.T) {
 	}
 	if line := psLine(t, name); !strings.Contains(line, "running") {
 		t.Fatalf("ps does not show the running pod: %q", line)
+	}
+	// The agent's own log reaches the host through its log port.
+	agentLog, err := os.ReadFile(filepath.Join(runtimeDir, "pods", name, "vm", "agent.log"))
+	if err != nil || !strings.Contains(string(agentLog), "agent API ready") || !strings.Contains(string(agentLog), "container started") {
+		t.Fatalf("agent log not forwarded to the host (%v): %q", err, clip(string(agentLog)))
 	}
 	// A second pod with the same name is refused.
 	if r := coffer(t, "", "run", "-d", "--name", name, "--rootfs", busybox, "--", "true"); r.code != 125 || !strings.Contains(r.stderr, "already exists") {
@@ -180,7 +221,7 @@ func TestDetachedExecKillRm(t *testing.T) {
 	if r := coffer(t, "", "rm", name); r.code != 0 {
 		t.Fatalf("rm: %+v", r)
 	}
-	if r := coffer(t, "", "ps", "-q"); strings.Contains(r.stdout, name) {
+	if r := coffer(t, "", "ps", "-q"); slices.Contains(strings.Fields(r.stdout), name) {
 		t.Fatalf("pod still listed after rm: %q", r.stdout)
 	}
 }

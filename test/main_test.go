@@ -102,8 +102,10 @@ func checkNoLeaks(mountsBefore string, tmpBefore map[string]bool) error {
 		if p := ourQEMUs(); len(p) > 0 {
 			problems = append(problems, fmt.Sprintf("qemu processes still running: %v", p))
 		}
-		if p := ourProcesses("virtiofsd"); len(p) > 0 {
-			problems = append(problems, fmt.Sprintf("virtiofsd processes still running: %v", p))
+		for _, helper := range []string{"virtiofsd", "swtpm"} {
+			if p := ourProcesses(helper); len(p) > 0 {
+				problems = append(problems, fmt.Sprintf("%s processes still running: %v", helper, p))
+			}
 		}
 		if entries, _ := os.ReadDir(filepath.Join(runtimeDir, "pods")); len(entries) > 0 {
 			var names []string

@@ -167,8 +167,9 @@ func TestEnvCwdUser(t *testing.T) {
 
 func TestIsolationNamespacesAndCaps(t *testing.T) {
 	t.Parallel()
-	// PID 1 is the command; masked paths; default capabilities exclude SYS_ADMIN.
-	r := runIn(t, nil, "sh", "-c", `cat /proc/1/comm; ls /proc/kcore 2>&1 | head -c 0; wc -c < /proc/kcore; mount -t tmpfs none /mnt 2>&1 || echo mount-denied; grep CapEff /proc/self/status`)
+	// PID 1 is the command; masked paths; default capabilities exclude
+	// SYS_ADMIN; read-only paths; the CPU limit reaches the guest cgroup.
+	r := runIn(t, []string{"--cpus", "0.5"}, "sh", "-c", `cat /proc/1/comm; ls /proc/kcore 2>&1 | head -c 0; wc -c < /proc/kcore; mount -t tmpfs none /mnt 2>&1 || echo mount-denied; grep CapEff /proc/self/status; echo 1 2>/dev/null > /proc/sys/kernel/panic && echo proc-sys-writable || echo proc-sys-read-only; cat /sys/fs/cgroup/cpu.max`)
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
@@ -184,6 +185,12 @@ func TestIsolationNamespacesAndCaps(t *testing.T) {
 	}
 	if !strings.Contains(r.stdout, "CapEff:\t00000000a00425fb") {
 		t.Errorf("unexpected effective capabilities: %q", r.stdout)
+	}
+	if !strings.Contains(r.stdout, "proc-sys-read-only") {
+		t.Errorf("/proc/sys is writable in an unprivileged container: %q", r.stdout)
+	}
+	if lines[len(lines)-1] != "50000 100000" {
+		t.Errorf("--cpus 0.5: cpu.max is %q, want \"50000 100000\"", lines[len(lines)-1])
 	}
 }
 

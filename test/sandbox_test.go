@@ -112,6 +112,14 @@ func TestTwoContainersOneSandbox(t *testing.T) {
 	if bootA == string(hostBoot) {
 		t.Fatal("the containers run on the host kernel")
 	}
+	// Each container has its own mount and ipc namespaces.
+	for _, ns := range []string{"mnt", "ipc"} {
+		nsA, _ := execOutput(t, ctx, sb, "a", "ns-"+ns, "readlink", "/proc/self/ns/"+ns)
+		nsB, _ := execOutput(t, ctx, sb, "b", "ns-"+ns, "readlink", "/proc/self/ns/"+ns)
+		if nsA == "" || nsA == nsB {
+			t.Fatalf("%s namespaces %q and %q: each container needs its own", ns, nsA, nsB)
+		}
+	}
 	hA, _ := execOutput(t, ctx, sb, "a", "e2", "hostname")
 	hB, _ := execOutput(t, ctx, sb, "b", "e2", "hostname")
 	if hA != "alpha\n" || hB != "beta\n" {
@@ -143,6 +151,14 @@ func TestTwoContainersOneSandbox(t *testing.T) {
 	}
 	if _, err := sb.Agent.ExecProcess(ctx, &api.ExecProcessRequest{ContainerId: "a", ExecId: "x", Process: []byte(`{"args":["true"],"cwd":"/"}`)}); err == nil {
 		t.Fatal("exec into a removed container succeeded")
+	}
+	// Stop goes through the agent: the guest powers itself off (QEMU
+	// reports a guest shutdown, not the host's quit or a kill).
+	if err := sb.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := sb.ShutdownReason(); r != "guest-shutdown" {
+		t.Fatalf("the pod VM ended with %q, want a guest power-off through the agent", r)
 	}
 }
 

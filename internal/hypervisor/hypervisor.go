@@ -325,6 +325,11 @@ type VM interface {
 	// ExitErr says why the VM ended, once Done is closed: nil for a clean
 	// guest poweroff or a requested quit.
 	ExitErr() error
+	// ShutdownReason is how the VM ended, once Done is closed:
+	// "guest-shutdown" when the guest powered itself off, "host-qmp-quit"
+	// when the host told it to quit, another QMP SHUTDOWN reason, or ""
+	// when the hypervisor reported none (killed, crashed, still running).
+	ShutdownReason() string
 	// Stop shuts the VM down (gracefully, then forcibly) and cleans up.
 	Stop(ctx context.Context) error
 	// Kill ends the hypervisor process immediately.

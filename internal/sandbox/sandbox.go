@@ -263,6 +263,11 @@ func (s *Sandbox) VMError() error { return s.vmError(vmExitedUnexpectedly) }
 // PID is the QEMU process id.
 func (s *Sandbox) PID() int { return s.vm.PID() }
 
+// ShutdownReason is how the VM ended once Done is closed: "guest-shutdown"
+// after the agent powered the guest off, "host-qmp-quit" after a QMP quit,
+// "" if QEMU reported nothing (killed) or still runs.
+func (s *Sandbox) ShutdownReason() string { return s.vm.ShutdownReason() }
+
 // Accel is the accelerator the VM runs with.
 func (s *Sandbox) Accel() hypervisor.Accel { return s.vm.Accel() }
 

@@ -377,6 +377,20 @@ func (v *VM) ExitErr() error {
 	}
 }
 
+// ShutdownReason is the reason of qemu's QMP SHUTDOWN event once Done is
+// closed ("guest-shutdown", "host-qmp-quit", ...), "" if it sent none or
+// is still running.
+func (v *VM) ShutdownReason() string {
+	select {
+	case <-v.done:
+	default:
+		return ""
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.shutdownReason
+}
+
 // ConsoleLogPath is the file receiving the guest serial console.
 func (v *VM) ConsoleLogPath() string { return v.layout.console }
 
