@@ -17,6 +17,7 @@ import (
 	"github.com/coffer-project/coffer/internal/kbs/protocol"
 	"github.com/coffer-project/coffer/internal/kbs/server"
 	"github.com/coffer-project/coffer/internal/policy"
+	"github.com/coffer-project/coffer/internal/store"
 	"github.com/coffer-project/coffer/internal/tee"
 	"github.com/coffer-project/coffer/internal/tee/sim"
 )
@@ -50,9 +51,10 @@ func openDaemon(t *testing.T, dataDir string, dev bool) (*server.Daemon, *httpte
 }
 
 // Everything the operator set survives a restart on the bbolt store:
-// resources, reference values, the resource policy; and an attestation
-// token issued before the restart still verifies (the signer key is kept in
-// the data dir) and still releases the resource to its key.
+// resources, reference values, the resource policy, the attestation
+// (appraisal) policy, and the audit log written before the restart; and an
+// attestation token issued before the restart still verifies (the signer
+// key is kept in the data dir) and still releases the resource to its key.
 func TestPersistenceAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
@@ -79,6 +81,17 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 	if err := adm.SetResourcePolicy(ctx, []byte(affirming)); err != nil {
 		t.Fatal(err)
 	}
+	// The built-in appraisal policy plus an extension that marks tokens
+	// appraised by the operator's policy.
+	cpu, _ := policy.Default(policy.DefaultCPU)
+	marked := cpu + "\nextensions := [{\"name\": \"example.operator-policy\", \"key\": 4242, \"value\": \"v2\"}]\n"
+	if err := adm.SetAttestationPolicy(ctx, policy.DefaultAppraisalPolicyID, []byte(marked)); err != nil {
+		t.Fatal(err)
+	}
+	operatorMark := func(tok string) any {
+		cpu0, _ := tokenClaims(t, tok)["submods"].(map[string]any)["cpu0"].(map[string]any)
+		return cpu0["example.operator-policy"]
+	}
 	// A guest attests (sample, affirming with the reference values) and
 	// keeps its token; a simulated SNP guest too, through Open's trust of
 	// the saved chip (measurement and TCB registered for it).
@@ -87,6 +100,11 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 	if got := g.open(g.getNoCookie("keep/me/please", tok)); !bytes.Equal(got, want) {
 		t.Fatalf("before restart: got %q", got)
 	}
+	if m := operatorMark(tok); m != "v2" {
+		t.Fatalf("before restart: token appraised without the operator's policy (mark %v)", m)
+	}
+	// A refusal for the audit log.
+	wantError(t, g.getNoCookie("keep/me/please", ""), http.StatusUnauthorized, protocol.KindTokenNotFound)
 	m := measurement(0x77)
 	tcb := simChip(t).TCB()
 	for name, v := range map[string]any{"snp_bootloader": tcb.Bootloader, "snp_tee_svn": tcb.TEE, "snp_snp_svn": tcb.SNP, "snp_microcode": tcb.Microcode} {
@@ -106,6 +124,7 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
+	restart := time.Now()
 
 	d2, ts2 := openDaemon(t, dir, true)
 	defer func() {
@@ -140,6 +159,36 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 	}
 	// Sessions are not persisted: the old cookie is unknown, not accepted.
 	wantError(t, g.get("keep/me/please", ""), http.StatusUnauthorized, protocol.KindTokenNotFound)
+	// The operator's appraisal policy is the one in force for a new
+	// handshake (loaded from the store: this process never had it).
+	if m := operatorMark(newGuest(t, ts2.URL, tee.NewSample(), "", "").handshake()); m != "v2" {
+		t.Errorf("after restart: token appraised without the operator's policy (mark %v)", m)
+	}
+	// The audit log written before the restart is still there, in order.
+	ents, err := store.ListAudit(ctx, d2.Store, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before []string
+	for _, en := range ents {
+		var ev struct {
+			Time                             time.Time
+			Kind, Path, Tee, Outcome, Detail string
+		}
+		if err := json.Unmarshal(en.Event, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.Time.Before(restart) && ev.Kind != "admin" {
+			before = append(before, ev.Kind+":"+ev.Tee+":"+ev.Outcome+":"+ev.Path)
+		}
+		if ev.Kind == "release" && ev.Outcome == "denied" && ev.Time.Before(restart) && !strings.Contains(ev.Detail, "no attestation token") {
+			t.Errorf("audit record of the refused release lost its reason: %q", ev.Detail)
+		}
+	}
+	wantBefore := "attest:sample:success: release::released:keep/me/please release::denied:keep/me/please attest:snp:success:"
+	if got := strings.Join(before, " "); got != wantBefore {
+		t.Errorf("audit log from before the restart:\n got %s\nwant %s", got, wantBefore)
+	}
 	// And the signer key file is what made that work; secrets in the data
 	// dir are private to the KBS user.
 	for path, mode := range map[string]os.FileMode{
