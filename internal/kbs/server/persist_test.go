@@ -331,3 +331,67 @@ func TestServeDevTLS(t *testing.T) {
 		t.Fatal("serve did not stop after cancel")
 	}
 }
+
+// [attestation] trust_simulated_roots without --dev: Open trusts the
+// simulated chip saved in the data dir, so simulated SNP evidence verifies
+// and its token says simulated (coffer.simulated and snp.simulated); the
+// production resource policy still refuses to release to it. The same
+// configuration without the option refuses the evidence (vcek-chain).
+func TestTrustSimulatedRootsWithoutDev(t *testing.T) {
+	ctx := context.Background()
+	open := func(trust bool) (*server.Daemon, *httptest.Server) {
+		dir := t.TempDir()
+		if err := simChip(t).Save(filepath.Join(dir, "sim-snp")); err != nil {
+			t.Fatal(err)
+		}
+		cfg := server.DefaultConfig()
+		cfg.DataDir, cfg.InsecureHTTP, cfg.Listen = dir, true, "127.0.0.1:0"
+		cfg.Admin.Mode = server.AdminDenyAll
+		cfg.Attestation.TrustSimulatedRoots = trust
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		d, err := server.Open(ctx, cfg, quietLog)
+		if err != nil {
+			t.Fatalf("open (trust_simulated_roots=%v): %v", trust, err)
+		}
+		ts := httptest.NewServer(d.Server)
+		t.Cleanup(func() {
+			ts.Close()
+			d.Close()
+		})
+		if _, err := d.Store.Put(ctx, store.NSResources, "sim/secret/key", secret("sim"), true); err != nil {
+			t.Fatal(err)
+		}
+		return d, ts
+	}
+
+	d, ts := open(true)
+	if d.SimRoots == nil {
+		t.Fatal("trust_simulated_roots: the daemon does not trust the simulated chip")
+	}
+	if !bytes.Equal(d.SimRoots.RootCertsPEM(), simChip(t).RootCertsPEM()) {
+		t.Fatal("trust_simulated_roots: the daemon trusts another chip than the one in <data-dir>/sim-snp")
+	}
+	g := newGuest(t, ts.URL, simGuest(t, sim.LaunchConfig{Measurement: measurement(0x5a)}), "", "")
+	tok := g.handshake()
+	cpu0, _ := tokenClaims(t, tok)["submods"].(map[string]any)["cpu0"].(map[string]any)
+	if cpu0["coffer.simulated"] != true {
+		t.Errorf(`token submods.cpu0["coffer.simulated"] = %v, want true`, cpu0["coffer.simulated"])
+	}
+	ae, _ := cpu0["ear.veraison.annotated-evidence"].(map[string]any)
+	if snp, _ := ae["snp"].(map[string]any); snp["simulated"] != true {
+		t.Errorf("token annotated-evidence snp.simulated = %v, want true", snp["simulated"])
+	}
+	wantError(t, g.getNoCookie("sim/secret/key", tok), http.StatusUnauthorized, protocol.KindPolicyDeny, "simulated secure processor")
+	wantError(t, g.get("sim/secret/key", ""), http.StatusUnauthorized, protocol.KindPolicyDeny, "simulated secure processor")
+
+	d, ts = open(false)
+	if d.SimRoots != nil {
+		t.Fatal("without trust_simulated_roots the daemon trusts the simulated chip")
+	}
+	g = newGuest(t, ts.URL, simGuest(t, sim.LaunchConfig{Measurement: measurement(0x5a)}), "", "")
+	nonce := g.auth()
+	wantError(t, g.attestRaw(attestBody(t, nonce, g.pub, g.evidence(nonce, g.pub))), http.StatusUnauthorized, protocol.KindAttestationError, "vcek-chain")
+	wantError(t, g.get("sim/secret/key", ""), http.StatusUnauthorized, protocol.KindTokenNotFound)
+}
