@@ -201,19 +201,68 @@ func (s *Service) Attest(ctx context.Context, tee, nonce string, att *protocol.A
 			return nil, fmt.Errorf("appraisal policy %s: %w", polID, err)
 		}
 	}
+	extensions, identifiers, err := earExtensions(polID, appr.Extensions)
+	if err != nil {
+		return nil, err
+	}
 	claimsEAR := ear.NewClaims(s.cfg.Now(), s.cfg.TokenTTL, ear.DefaultIssuer,
 		ear.VerifierID{Developer: ear.DefaultDeveloper, Build: "coffer-kbs " + version.Version})
 	status := ear.Status(vec)
 	claimsEAR.Submods[v.Class()+"0"] = ear.Appraisal{
 		Status: status, TrustVector: vec, PolicyID: "default",
-		AnnotatedEvidence: annotated, Identifiers: map[string]any{"validated": map[string]any{}},
-		Simulated: simulated,
+		AnnotatedEvidence: annotated, Identifiers: identifiers,
+		Simulated: simulated, Extensions: extensions,
 	}
 	token, payload, err := s.cfg.Signer.SignPayload(claimsEAR)
 	if err != nil {
 		return nil, fmt.Errorf("sign the attestation token: %w", err)
 	}
 	return &Result{Token: token, Claims: payload, Expiry: claimsEAR.Expiry, Status: status, Reasons: appr.Reasons, Simulated: simulated}, nil
+}
+
+// earExtensions turns the appraisal policy's data.policy.extensions into
+// members of the token's appraisal. ear.trustee.identifiers (which
+// Trustee's default policy produces) replaces the default identifiers
+// {"validated": {}} and must be an object; any other standard member name
+// (ear.status, coffer.simulated, …) is refused, as is a name given twice:
+// a policy cannot overwrite what the verifier and the trust vector say.
+// The extensions' integer keys only matter for CBOR EARs and are dropped.
+func earExtensions(polID string, exts []policy.Extension) (map[string]json.RawMessage, map[string]any, error) {
+	identifiers := map[string]any{"validated": map[string]any{}}
+	if len(exts) == 0 {
+		return nil, identifiers, nil
+	}
+	refuse := func(format string, args ...any) error {
+		return &CheckError{Check: "appraisal-extensions", Detail: fmt.Sprintf("appraisal policy %s: data.policy.extensions: ", polID) + fmt.Sprintf(format, args...)}
+	}
+	out := make(map[string]json.RawMessage, len(exts))
+	seen := make(map[string]bool, len(exts))
+	for _, e := range exts {
+		if seen[e.Name] {
+			return nil, nil, refuse("%q is given twice", e.Name)
+		}
+		seen[e.Name] = true
+		if e.Name == ear.MemberIdentifiers {
+			obj, ok := e.Value.(map[string]any)
+			if !ok {
+				return nil, nil, refuse("%q must be an object (Trustee's {\"validated\": {...}})", e.Name)
+			}
+			identifiers = obj
+			continue
+		}
+		if ear.IsStandardMember(e.Name) {
+			return nil, nil, refuse("%q is a standard EAR appraisal member, not an extension; rename the extension", e.Name)
+		}
+		raw, err := json.Marshal(e.Value)
+		if err != nil {
+			return nil, nil, refuse("%q: value is not JSON: %v", e.Name, err)
+		}
+		out[e.Name] = raw
+	}
+	if len(out) == 0 {
+		out = nil
+	}
+	return out, identifiers, nil
 }
 
 // annotate builds Trustee's annotated evidence (§3.2): the verifier claims

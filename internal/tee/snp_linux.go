@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/google/go-configfs-tsm/configfs/configfsi"
@@ -12,14 +13,19 @@ import (
 	"github.com/google/go-configfs-tsm/report"
 	"github.com/google/go-sev-guest/abi"
 	"github.com/google/go-sev-guest/client"
+	"golang.org/x/sys/unix"
 )
 
 // SNP is the attester of a real AMD SEV-SNP guest. It asks the secure
 // processor for an extended report through configfs-tsm when the kernel
 // has it (/sys/kernel/config/tsm/report), otherwise through the sev-guest
-// driver's /dev/sev-guest ioctl, and emits Trustee's SNP evidence.
+// driver's ioctl on dev (/dev/sev-guest), and emits Trustee's SNP evidence.
 type SNP struct {
-	dev    string
+	// dev is the sev-guest device the ioctl path opens.
+	dev string
+	// tsmDir decides whether configfs-tsm is used (it exists). The report
+	// itself goes through go-configfs-tsm, whose paths are fixed under
+	// /sys/kernel/config/tsm: a tsmDir elsewhere only works with tsm set.
 	tsmDir string
 	// tsm, when set, replaces the Linux configfs client (tests).
 	tsm configfsi.Client
@@ -55,14 +61,60 @@ func (s *SNP) GetExtendedReport(ctx context.Context, reportData [abi.ReportDataS
 	if !exists(dev) {
 		return nil, nil, fmt.Errorf("neither %s nor %s exists: this is not an SEV-SNP guest, or the sev-guest driver is not loaded (modprobe sev-guest)", tsmDir, dev)
 	}
-	raw, err := (&client.LinuxIoctlQuoteProvider{}).GetRawQuote(reportData)
+	return ioctlReport(dev, reportData)
+}
+
+// ioctlDevice is go-sev-guest's Linux sev-guest device that remembers the
+// error of its last ioctl (go-sev-guest's helpers flatten it into text).
+type ioctlDevice struct {
+	client.LinuxDevice
+	lastErr error
+}
+
+func (d *ioctlDevice) Ioctl(command uintptr, req any) (uintptr, error) {
+	r, err := d.LinuxDevice.Ioctl(command, req)
+	d.lastErr = err
+	return r, err
+}
+
+// ioctlReport gets an extended report (VMPL 0) from the sev-guest device
+// at dev. go-sev-guest's QuoteProvider would open the path of its global
+// -sev_guest_device_path flag (default /dev/sev-guest) whatever dev is, so
+// the device is opened here and go-sev-guest's Device-level calls are used.
+// Like go-sev-guest's provider, a host that does not answer the extended
+// request still gives the plain report (no certificates: the verifier then
+// needs its VCEK cache). go-sev-guest spaces its ioctls on one device by
+// 2 s (its -self_throttle_duration flag), so a report takes ~2 s here.
+func ioctlReport(dev string, reportData [abi.ReportDataSize]byte) ([]byte, []byte, error) {
+	fi, err := os.Stat(dev)
 	if err != nil {
-		return nil, nil, fmt.Errorf("SNP_GET_EXT_REPORT ioctl on %s: %w", dev, err)
+		return nil, nil, fmt.Errorf("SEV-SNP guest device: %w", err)
 	}
-	if len(raw) < abi.ReportSize {
-		return nil, nil, fmt.Errorf("%s returned %d bytes, less than a report", dev, len(raw))
+	if fi.Mode()&os.ModeCharDevice == 0 {
+		return nil, nil, fmt.Errorf("SEV-SNP guest device %s is not a character device (mode %s): configure the sev-guest driver's device", dev, fi.Mode())
 	}
-	return raw[:abi.ReportSize], raw[abi.ReportSize:], nil
+	d := &ioctlDevice{}
+	if err := d.Open(dev); err != nil {
+		return nil, nil, fmt.Errorf("open the SEV-SNP guest device: %w", err)
+	}
+	defer d.Close()
+	//lint:ignore SA1019 the non-deprecated QuoteProvider API cannot be given a device path
+	report, certs, err := client.GetRawExtendedReportAtVmpl(d, reportData, 0)
+	if errors.Is(d.lastErr, unix.ENOTTY) {
+		return nil, nil, fmt.Errorf("%s does not answer SEV-SNP guest requests (%v): it is not the sev-guest device", dev, d.lastErr)
+	}
+	if err != nil {
+		var errPlain error
+		//lint:ignore SA1019 as above
+		if report, errPlain = client.GetRawReportAtVmpl(d, reportData, 0); errPlain != nil {
+			return nil, nil, fmt.Errorf("SNP_GET_EXT_REPORT and SNP_GET_REPORT ioctls on %s: %w", dev, errors.Join(err, errPlain))
+		}
+		certs = nil
+	}
+	if len(report) < abi.ReportSize {
+		return nil, nil, fmt.Errorf("%s returned %d bytes, less than a report", dev, len(report))
+	}
+	return report[:abi.ReportSize], certs, nil
 }
 
 func (s *SNP) configfsReport(tsmDir string, reportData [abi.ReportDataSize]byte) ([]byte, []byte, error) {

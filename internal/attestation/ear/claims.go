@@ -98,7 +98,10 @@ type Appraisal struct {
 // appraisalFields is Appraisal without its methods, for default (un)marshalling.
 type appraisalFields Appraisal
 
-func isKnownAppraisalMember(name string) bool {
+// IsStandardMember reports whether name is one of the appraisal members
+// Appraisal has a field for (the EAR members, Trustee's identifiers and
+// Coffer's simulated flag): such a name cannot be an extension.
+func IsStandardMember(name string) bool {
 	switch name {
 	case MemberStatus, MemberTrustVector, MemberPolicyID, MemberAnnotatedEvidence, MemberIdentifiers, MemberSimulated:
 		return true
@@ -118,7 +121,7 @@ func (a Appraisal) MarshalJSON() ([]byte, error) {
 	}
 	names := make([]string, 0, len(a.Extensions))
 	for name := range a.Extensions {
-		if isKnownAppraisalMember(name) {
+		if IsStandardMember(name) {
 			return nil, fmt.Errorf("EAR appraisal extension %q collides with a standard member", name)
 		}
 		names = append(names, name)
@@ -157,7 +160,7 @@ func (a *Appraisal) UnmarshalJSON(data []byte) error {
 		return err
 	}
 	for name, raw := range all {
-		if isKnownAppraisalMember(name) {
+		if IsStandardMember(name) {
 			continue
 		}
 		if out.Extensions == nil {

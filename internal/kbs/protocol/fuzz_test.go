@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"reflect"
 	"strings"
 	"sync"
@@ -255,4 +256,192 @@ func TestTokenExpiry(t *testing.T) {
 			t.Errorf("TokenExpiry(%q) = %v, %v; want %d, %v", c.token, got.Unix(), ok, c.want, c.ok)
 		}
 	}
+}
+
+// maxErrorText bounds the text of a decode error: the server sends it back
+// in ErrorInformation and writes it to the audit log, the client logs it,
+// so a hostile body must not be echoed whole.
+const maxErrorText = 1024
+
+func checkErrorText(t *testing.T, err error) {
+	t.Helper()
+	if err != nil && len(err.Error()) > maxErrorText {
+		t.Fatalf("decode error is %d bytes: %.200s…", len(err.Error()), err)
+	}
+}
+
+// compactJSON returns the compact form of a JSON text (the form
+// encoding/json writes a json.RawMessage in).
+func compactJSON(t *testing.T, raw []byte) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		t.Fatalf("accepted a member that is not JSON: %q: %v", raw, err)
+	}
+	return b.String()
+}
+
+// FuzzDecodeRequest: the /auth body decoder (the server calls
+// Request.UnmarshalJSON; DecodeRequest adds the size limit) never panics,
+// both agree, and what it accepts is within the limits, names a known TEE
+// and survives a marshal round trip.
+func FuzzDecodeRequest(f *testing.F) {
+	for _, tee := range Tees() {
+		b, _ := json.Marshal(NewRequest(tee))
+		f.Add(b)
+	}
+	for _, s := range []string{
+		`{"version":"0.4.0","tee":"sample","extra-params":""}`,
+		`{"version":"0.3.0","tee":"snp","extra-params":{"supported-hash-algorithms":["sha384"]},"x":[1]}`,
+		`{"version":"0.4.0","tee":"quantum","extra-params":null}`,
+		`{"version":"0.4.0","tee":"sample"}`,
+		`{"version":"0.4.0","tee":"sample","extra-params":"","tee":"snp"}`,
+		`{"Version":"0.4.0","TEE":"sample","extra-params":""}`,
+		`{"version":"\ud800","tee":"sample","extra-params":""}`,
+		`{"version":1,"tee":"sample","extra-params":""}`,
+		` {"version" : "0.4.0" , "tee" : "tdx" , "extra-params" : { "a" : [ 1 , 2 ] } } `,
+		`[]`, `null`, `{`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var req Request
+		err := req.UnmarshalJSON(data)
+		checkErrorText(t, err)
+		dec, derr := DecodeRequest(bytes.NewReader(data))
+		checkErrorText(t, derr)
+		if (err == nil) != (derr == nil) {
+			t.Fatalf("UnmarshalJSON error %v, DecodeRequest error %v", err, derr)
+		}
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrUnknownTee) {
+				t.Fatalf("error wraps none of the sentinels: %v", err)
+			}
+			return
+		}
+		if dec.Version != req.Version || dec.Tee != req.Tee || !bytes.Equal(dec.ExtraParams, req.ExtraParams) {
+			t.Fatalf("DecodeRequest %+v, UnmarshalJSON %+v", dec, req)
+		}
+		if !ValidTee(req.Tee) || len(req.Version) > MaxVersionSize || len(req.ExtraParams) > MaxExtraParamsSize || !utf8.ValidString(req.Version) {
+			t.Fatalf("accepted a request outside the limits: %+v", req)
+		}
+		checkErrorText(t, CheckVersion(req.Version))
+		out, err := json.Marshal(req)
+		if err != nil {
+			t.Fatalf("marshal accepted request: %v", err)
+		}
+		var back Request
+		if err := back.UnmarshalJSON(out); err != nil {
+			t.Fatalf("re-decode %s: %v", out, err)
+		}
+		if back.Version != req.Version || back.Tee != req.Tee || string(back.ExtraParams) != compactJSON(t, req.ExtraParams) {
+			t.Fatalf("round trip changed the request: %+v -> %+v", req, back)
+		}
+	})
+}
+
+// FuzzDecodeChallenge: the client's /auth answer decoder never panics;
+// an accepted challenge round-trips, selects a hash algorithm or refuses
+// with a sentinel error, and with that algorithm the runtime-data digest
+// the client computes next always succeeds.
+func FuzzDecodeChallenge(f *testing.F) {
+	n, _ := NewNonce()
+	for _, extra := range []string{`""`, `{}`, `{"selected-hash-algorithm":"SHA512"}`, `{"selected-hash-algorithm":"md5"}`, `{"selected-hash-algorithm":1}`, `[1]`, `null`} {
+		f.Add([]byte(`{"nonce":"` + n + `","extra-params":` + extra + `}`))
+	}
+	for _, s := range []string{`{"nonce":"n"}`, `{"nonce":1,"extra-params":""}`, `{"nonce":"\u00e9\ud83d\ude00","extra-params":"","x":{}}`, `{"nonce":"a","extra-params":"","nonce":"b"}`, `{"nonce":"\ud800","extra-params":""}`} {
+		f.Add([]byte(s))
+	}
+	_, pub, err := NewTeeKey(AlgECDHESA256KW, CurveP256)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var ch Challenge
+		err := ch.UnmarshalJSON(data)
+		checkErrorText(t, err)
+		dec, derr := DecodeChallenge(bytes.NewReader(data))
+		if (err == nil) != (derr == nil) {
+			t.Fatalf("UnmarshalJSON error %v, DecodeChallenge error %v", err, derr)
+		}
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("error wraps neither ErrMalformed nor ErrTooLarge: %v", err)
+			}
+			return
+		}
+		if dec.Nonce != ch.Nonce || !bytes.Equal(dec.ExtraParams, ch.ExtraParams) {
+			t.Fatalf("DecodeChallenge %+v, UnmarshalJSON %+v", dec, ch)
+		}
+		if len(ch.Nonce) > MaxNonceSize || len(ch.ExtraParams) > MaxExtraParamsSize || len(ch.ExtraParams) == 0 {
+			t.Fatalf("accepted a challenge outside the limits: %d-byte nonce, %d-byte extra-params", len(ch.Nonce), len(ch.ExtraParams))
+		}
+		out, err := json.Marshal(ch)
+		if err != nil {
+			t.Fatalf("marshal accepted challenge: %v", err)
+		}
+		var back Challenge
+		if err := back.UnmarshalJSON(out); err != nil {
+			t.Fatalf("re-decode %s: %v", out, err)
+		}
+		if back.Nonce != ch.Nonce || string(back.ExtraParams) != compactJSON(t, ch.ExtraParams) {
+			t.Fatalf("round trip changed the challenge: %+v -> %+v", ch, back)
+		}
+		alg, err := ch.HashAlgorithm()
+		checkErrorText(t, err)
+		if err != nil {
+			if !errors.Is(err, ErrUnsupportedAlgorithm) && !errors.Is(err, ErrMalformed) {
+				t.Fatalf("HashAlgorithm error wraps no sentinel: %v", err)
+			}
+			return
+		}
+		if again, err := back.HashAlgorithm(); err != nil || again != alg {
+			t.Fatalf("round trip changed the hash algorithm: %q -> %q %v", alg, again, err)
+		}
+		additional := ""
+		if _, err := RuntimeDataDigest(alg, ch.Nonce, pub, &additional); err != nil {
+			t.Fatalf("runtime-data digest (%s) for an accepted challenge: %v", alg, err)
+		}
+	})
+}
+
+// FuzzParseErrorInformation: the client's error-answer decoder never
+// panics; an accepted body has both members within their limits, its Kind
+// agrees with its Type, and it round-trips.
+func FuzzParseErrorInformation(f *testing.F) {
+	for _, k := range []ErrorKind{KindAttestationError, KindTokenNotFound, KindPolicyDeny, KindInvalidRequestPath} {
+		f.Add(MarshalErrorInformation(k, "detail of "+string(k)))
+	}
+	for _, s := range []string{`{"type":"about:blank","detail":""}`, `{"type":"` + ErrorTypePrefix + `","detail":"x"}`, `{"type":"t"}`, `{"type":"t","detail":"d","type":"u"}`, `{"type":null,"detail":"d"}`, `{"type":"\ud800","detail":""}`, `"error"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		info, err := ParseErrorInformation(data)
+		checkErrorText(t, err)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("error wraps neither ErrMalformed nor ErrTooLarge: %v", err)
+			}
+			return
+		}
+		if len(info.Type) > 4096 || len(info.Detail) > MaxRequestBody {
+			t.Fatalf("accepted members over their limits: %d-byte type, %d-byte detail", len(info.Type), len(info.Detail))
+		}
+		k := info.Kind()
+		if k != "" && ErrorTypePrefix+string(k) != info.Type {
+			t.Fatalf("Kind %q does not agree with Type %q", k, info.Type)
+		}
+		if k == "" && strings.HasPrefix(info.Type, ErrorTypePrefix) && info.Type != ErrorTypePrefix {
+			t.Fatalf("Type %q carries the prefix but Kind is empty", info.Type)
+		}
+		_ = info.Error()
+		out, err := json.Marshal(info)
+		if err != nil {
+			t.Fatalf("marshal accepted error information: %v", err)
+		}
+		back, err := ParseErrorInformation(out)
+		if err != nil || *back != *info {
+			t.Fatalf("round trip: %+v -> %+v %v", info, back, err)
+		}
+	})
 }

@@ -27,7 +27,7 @@ func newMetrics(sessionCount func() float64) *metrics {
 			Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1},
 		}, []string{"endpoint"}),
 		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kbs_attestations_total", Help: "Attestations by TEE and outcome (success, failure).",
+			Name: "kbs_attestations_total", Help: "Attestations by TEE and outcome (success, failure). Every refused /auth or /attest is a failure; tee is \"unknown\" when the request named no usable TEE or session.",
 		}, []string{"tee", "outcome"}),
 		releases: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kbs_resource_releases_total", Help: "Resource requests by outcome (released, denied, not_found).",

@@ -17,6 +17,7 @@ import (
 	"github.com/coffer-project/coffer/internal/kbs/protocol"
 	"github.com/coffer-project/coffer/internal/kbs/server"
 	"github.com/coffer-project/coffer/internal/policy"
+	"github.com/coffer-project/coffer/internal/store"
 	"github.com/coffer-project/coffer/internal/tee"
 	"github.com/coffer-project/coffer/internal/tee/sim"
 )
@@ -50,9 +51,10 @@ func openDaemon(t *testing.T, dataDir string, dev bool) (*server.Daemon, *httpte
 }
 
 // Everything the operator set survives a restart on the bbolt store:
-// resources, reference values, the resource policy; and an attestation
-// token issued before the restart still verifies (the signer key is kept in
-// the data dir) and still releases the resource to its key.
+// resources, reference values, the resource policy, the attestation
+// (appraisal) policy, and the audit log written before the restart; and an
+// attestation token issued before the restart still verifies (the signer
+// key is kept in the data dir) and still releases the resource to its key.
 func TestPersistenceAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
@@ -79,6 +81,17 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 	if err := adm.SetResourcePolicy(ctx, []byte(affirming)); err != nil {
 		t.Fatal(err)
 	}
+	// The built-in appraisal policy plus an extension that marks tokens
+	// appraised by the operator's policy.
+	cpu, _ := policy.Default(policy.DefaultCPU)
+	marked := cpu + "\nextensions := [{\"name\": \"example.operator-policy\", \"key\": 4242, \"value\": \"v2\"}]\n"
+	if err := adm.SetAttestationPolicy(ctx, policy.DefaultAppraisalPolicyID, []byte(marked)); err != nil {
+		t.Fatal(err)
+	}
+	operatorMark := func(tok string) any {
+		cpu0, _ := tokenClaims(t, tok)["submods"].(map[string]any)["cpu0"].(map[string]any)
+		return cpu0["example.operator-policy"]
+	}
 	// A guest attests (sample, affirming with the reference values) and
 	// keeps its token; a simulated SNP guest too, through Open's trust of
 	// the saved chip (measurement and TCB registered for it).
@@ -87,6 +100,11 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 	if got := g.open(g.getNoCookie("keep/me/please", tok)); !bytes.Equal(got, want) {
 		t.Fatalf("before restart: got %q", got)
 	}
+	if m := operatorMark(tok); m != "v2" {
+		t.Fatalf("before restart: token appraised without the operator's policy (mark %v)", m)
+	}
+	// A refusal for the audit log.
+	wantError(t, g.getNoCookie("keep/me/please", ""), http.StatusUnauthorized, protocol.KindTokenNotFound)
 	m := measurement(0x77)
 	tcb := simChip(t).TCB()
 	for name, v := range map[string]any{"snp_bootloader": tcb.Bootloader, "snp_tee_svn": tcb.TEE, "snp_snp_svn": tcb.SNP, "snp_microcode": tcb.Microcode} {
@@ -106,6 +124,7 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
+	restart := time.Now()
 
 	d2, ts2 := openDaemon(t, dir, true)
 	defer func() {
@@ -140,6 +159,36 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 	}
 	// Sessions are not persisted: the old cookie is unknown, not accepted.
 	wantError(t, g.get("keep/me/please", ""), http.StatusUnauthorized, protocol.KindTokenNotFound)
+	// The operator's appraisal policy is the one in force for a new
+	// handshake (loaded from the store: this process never had it).
+	if m := operatorMark(newGuest(t, ts2.URL, tee.NewSample(), "", "").handshake()); m != "v2" {
+		t.Errorf("after restart: token appraised without the operator's policy (mark %v)", m)
+	}
+	// The audit log written before the restart is still there, in order.
+	ents, err := store.ListAudit(ctx, d2.Store, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before []string
+	for _, en := range ents {
+		var ev struct {
+			Time                             time.Time
+			Kind, Path, Tee, Outcome, Detail string
+		}
+		if err := json.Unmarshal(en.Event, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.Time.Before(restart) && ev.Kind != "admin" {
+			before = append(before, ev.Kind+":"+ev.Tee+":"+ev.Outcome+":"+ev.Path)
+		}
+		if ev.Kind == "release" && ev.Outcome == "denied" && ev.Time.Before(restart) && !strings.Contains(ev.Detail, "no attestation token") {
+			t.Errorf("audit record of the refused release lost its reason: %q", ev.Detail)
+		}
+	}
+	wantBefore := "attest:sample:success: release::released:keep/me/please release::denied:keep/me/please attest:snp:success:"
+	if got := strings.Join(before, " "); got != wantBefore {
+		t.Errorf("audit log from before the restart:\n got %s\nwant %s", got, wantBefore)
+	}
 	// And the signer key file is what made that work; secrets in the data
 	// dir are private to the KBS user.
 	for path, mode := range map[string]os.FileMode{
@@ -281,4 +330,68 @@ func TestServeDevTLS(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("serve did not stop after cancel")
 	}
+}
+
+// [attestation] trust_simulated_roots without --dev: Open trusts the
+// simulated chip saved in the data dir, so simulated SNP evidence verifies
+// and its token says simulated (coffer.simulated and snp.simulated); the
+// production resource policy still refuses to release to it. The same
+// configuration without the option refuses the evidence (vcek-chain).
+func TestTrustSimulatedRootsWithoutDev(t *testing.T) {
+	ctx := context.Background()
+	open := func(trust bool) (*server.Daemon, *httptest.Server) {
+		dir := t.TempDir()
+		if err := simChip(t).Save(filepath.Join(dir, "sim-snp")); err != nil {
+			t.Fatal(err)
+		}
+		cfg := server.DefaultConfig()
+		cfg.DataDir, cfg.InsecureHTTP, cfg.Listen = dir, true, "127.0.0.1:0"
+		cfg.Admin.Mode = server.AdminDenyAll
+		cfg.Attestation.TrustSimulatedRoots = trust
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		d, err := server.Open(ctx, cfg, quietLog)
+		if err != nil {
+			t.Fatalf("open (trust_simulated_roots=%v): %v", trust, err)
+		}
+		ts := httptest.NewServer(d.Server)
+		t.Cleanup(func() {
+			ts.Close()
+			d.Close()
+		})
+		if _, err := d.Store.Put(ctx, store.NSResources, "sim/secret/key", secret("sim"), true); err != nil {
+			t.Fatal(err)
+		}
+		return d, ts
+	}
+
+	d, ts := open(true)
+	if d.SimRoots == nil {
+		t.Fatal("trust_simulated_roots: the daemon does not trust the simulated chip")
+	}
+	if !bytes.Equal(d.SimRoots.RootCertsPEM(), simChip(t).RootCertsPEM()) {
+		t.Fatal("trust_simulated_roots: the daemon trusts another chip than the one in <data-dir>/sim-snp")
+	}
+	g := newGuest(t, ts.URL, simGuest(t, sim.LaunchConfig{Measurement: measurement(0x5a)}), "", "")
+	tok := g.handshake()
+	cpu0, _ := tokenClaims(t, tok)["submods"].(map[string]any)["cpu0"].(map[string]any)
+	if cpu0["coffer.simulated"] != true {
+		t.Errorf(`token submods.cpu0["coffer.simulated"] = %v, want true`, cpu0["coffer.simulated"])
+	}
+	ae, _ := cpu0["ear.veraison.annotated-evidence"].(map[string]any)
+	if snp, _ := ae["snp"].(map[string]any); snp["simulated"] != true {
+		t.Errorf("token annotated-evidence snp.simulated = %v, want true", snp["simulated"])
+	}
+	wantError(t, g.getNoCookie("sim/secret/key", tok), http.StatusUnauthorized, protocol.KindPolicyDeny, "simulated secure processor")
+	wantError(t, g.get("sim/secret/key", ""), http.StatusUnauthorized, protocol.KindPolicyDeny, "simulated secure processor")
+
+	d, ts = open(false)
+	if d.SimRoots != nil {
+		t.Fatal("without trust_simulated_roots the daemon trusts the simulated chip")
+	}
+	g = newGuest(t, ts.URL, simGuest(t, sim.LaunchConfig{Measurement: measurement(0x5a)}), "", "")
+	nonce := g.auth()
+	wantError(t, g.attestRaw(attestBody(t, nonce, g.pub, g.evidence(nonce, g.pub))), http.StatusUnauthorized, protocol.KindAttestationError, "vcek-chain")
+	wantError(t, g.get("sim/secret/key", ""), http.StatusUnauthorized, protocol.KindTokenNotFound)
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coffer-project/coffer/internal/attestation"
 	"github.com/coffer-project/coffer/internal/kbs/protocol"
@@ -79,6 +80,8 @@ type Server struct {
 
 	// Audit events are written by background writers, off the request
 	// path; a full queue back-pressures requests rather than dropping.
+	// The queue holds at most auditQueueLen events of bounded size (see
+	// audit), so a flood of refused requests cannot grow memory.
 	auditCh   chan auditEvent
 	closing   chan struct{} // closed by Close; auditCh is never closed
 	auditDone sync.WaitGroup
@@ -120,7 +123,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 		return nil, fmt.Errorf("the stored resource policy does not compile: %w", err)
 	}
 	s.policy = p
-	s.auditCh = make(chan auditEvent, 4096)
+	s.auditCh = make(chan auditEvent, auditQueueLen)
 	s.closing = make(chan struct{})
 	s.auditDone.Add(1)
 	go s.auditWriter()
@@ -137,6 +140,16 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 const (
 	auditLinger   = 10 * time.Millisecond
 	auditBatchMax = 1024
+	auditQueueLen = 4096
+)
+
+// Bounds on the request-controlled text of one audit event (a resource
+// path, an error detail quoting the request): with auditQueueLen events
+// queued at most, the queue stays within a few tens of MiB whatever is
+// sent.
+const (
+	auditMaxPath   = 512
+	auditMaxDetail = 4096
 )
 
 func (s *Server) auditWriter() {
@@ -330,7 +343,7 @@ func (s *Server) admined(w http.ResponseWriter, r *http.Request, h func(http.Res
 // auditEvent is one audit log record. It never holds secrets or tokens.
 type auditEvent struct {
 	Time    time.Time `json:"time"`
-	Kind    string    `json:"kind"` // attest | release | admin
+	Kind    string    `json:"kind"` // auth | attest | release | admin
 	Method  string    `json:"method,omitempty"`
 	Path    string    `json:"path,omitempty"`
 	Tee     string    `json:"tee,omitempty"`
@@ -341,6 +354,8 @@ type auditEvent struct {
 
 func (s *Server) audit(ctx context.Context, e auditEvent) {
 	e.Time = s.now().UTC()
+	e.Path = clip(e.Path, auditMaxPath)
+	e.Detail = clip(e.Detail, auditMaxDetail)
 	select {
 	case s.auditCh <- e:
 	case <-s.closing:
@@ -355,6 +370,42 @@ func (s *Server) audit(ctx context.Context, e auditEvent) {
 		lvl = slog.LevelWarn
 	}
 	s.log.Log(ctx, lvl, "audit", "kind", e.Kind, "method", e.Method, "path", e.Path, "tee", e.Tee, "outcome", e.Outcome, "detail", e.Detail, "remote", e.Remote)
+}
+
+// clip cuts s to at most n bytes (at a UTF-8 boundary) and says how much
+// was cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + fmt.Sprintf("... (%d more bytes)", len(s)-cut)
+}
+
+// errDetail is the text of a refusal for the audit log: the detail of a
+// *kbsError (its variant is the reply's type), else the error's text.
+func errDetail(err error) string {
+	var ke *kbsError
+	if errors.As(err, &ke) {
+		return ke.detail
+	}
+	return err.Error()
+}
+
+// attestationDenied counts and audits a refused /auth or /attest. tee is
+// "" when the request did not get as far as naming a usable one; the
+// metric label is then "unknown" (labels stay within the TEE names the
+// protocol decoder accepts).
+func (s *Server) attestationDenied(r *http.Request, kind, tee string, err error) {
+	label := tee
+	if label == "" {
+		label = "unknown"
+	}
+	s.metrics.attestations.WithLabelValues(label, "failure").Inc()
+	s.audit(r.Context(), auditEvent{Kind: kind, Tee: tee, Outcome: "denied", Detail: errDetail(err), Remote: r.RemoteAddr})
 }
 
 // readBody reads a bounded request body.
@@ -380,41 +431,56 @@ func (s *Server) setCookie(w http.ResponseWriter, id string) {
 }
 
 func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) error {
+	tee, err := s.auth(w, r)
+	if err != nil {
+		s.attestationDenied(r, "auth", tee, err)
+	}
+	return err
+}
+
+// auth answers /auth; on a refusal it returns the TEE the request named
+// if the body decoded (a name the protocol knows), else "".
+func (s *Server) auth(w http.ResponseWriter, r *http.Request) (tee string, err error) {
 	body, err := s.readBody(r)
 	if err != nil {
-		return err
+		return "", err
 	}
 	var req protocol.Request
 	// UnmarshalJSON validates the whole body in the same pass.
 	if err := req.UnmarshalJSON(body); err != nil {
-		return errorf(http.StatusUnauthorized, errAttestation, "bad auth request: %v", err)
+		return "", errorf(http.StatusUnauthorized, errAttestation, "bad auth request: %v", err)
 	}
 	if err := protocol.CheckVersion(req.Version); err != nil {
-		return errorf(http.StatusUnauthorized, errAttestation, "%v", err)
+		return req.Tee, errorf(http.StatusUnauthorized, errAttestation, "%v", err)
 	}
 	if !s.deps.Attestation.Supports(req.Tee) {
-		return errorf(http.StatusUnauthorized, errAttestation, "TEE %q is not supported by this KBS (supported: sample, snp)", req.Tee)
+		return req.Tee, errorf(http.StatusUnauthorized, errAttestation, "TEE %q is not supported by this KBS (supported: sample, snp)", req.Tee)
 	}
 	nonce, err := protocol.NewNonce()
 	if err != nil {
-		return err
+		return req.Tee, err
 	}
 	sess, err := s.sessions.create(req.Tee, nonce)
 	if err != nil {
-		return errorf(http.StatusServiceUnavailable, errAttestation, "%v", err)
+		return req.Tee, errorf(http.StatusServiceUnavailable, errAttestation, "%v", err)
 	}
 	s.setCookie(w, sess.id)
 	writeJSON(w, protocol.Challenge{Nonce: nonce, ExtraParams: json.RawMessage(`""`)})
-	return nil
+	return req.Tee, nil
 }
 
 func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) error {
 	c, err := r.Cookie(SessionCookie)
 	if err != nil {
-		return errorf(http.StatusUnauthorized, errAttestation, "no %s cookie: call /auth first", SessionCookie)
+		err := errorf(http.StatusUnauthorized, errAttestation, "no %s cookie: call /auth first", SessionCookie)
+		s.attestationDenied(r, "attest", "", err)
+		return err
 	}
 	sess, attested, err := s.sessions.beginAttest(c.Value)
 	if err != nil {
+		// sess.tee is set when the session existed (expired, or its
+		// nonce already taken by another /attest).
+		s.attestationDenied(r, "attest", sess.tee, err)
 		return errorf(http.StatusUnauthorized, errAttestation, "%v", err)
 	}
 	if attested {
@@ -429,8 +495,7 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) error {
 		}
 	}()
 	fail := func(err error) error {
-		s.metrics.attestations.WithLabelValues(sess.tee, "failure").Inc()
-		s.audit(r.Context(), auditEvent{Kind: "attest", Tee: sess.tee, Outcome: "denied", Detail: err.Error(), Remote: r.RemoteAddr})
+		s.attestationDenied(r, "attest", sess.tee, err)
 		return errorf(http.StatusUnauthorized, errAttestation, "attestation failed: %v", err)
 	}
 	body, err := s.readBody(r)
@@ -487,8 +552,10 @@ func parseResourcePath(p string) (string, error) {
 // the attested session named by the cookie, else the claims of the
 // verified Bearer token (pub is then filled in from the claims later).
 func (s *Server) requestGrant(r *http.Request) (g grant, fromSession bool, err error) {
+	var cookieErr error
 	if c, err := r.Cookie(SessionCookie); err == nil {
-		if g, err := s.sessions.grant(c.Value); err == nil {
+		g, err := s.sessions.grant(c.Value)
+		if err == nil {
 			// The server issued this token and never let it out of its
 			// memory under this session: its signature cannot have changed,
 			// only its time can have run out.
@@ -497,9 +564,13 @@ func (s *Server) requestGrant(r *http.Request) (g grant, fromSession bool, err e
 			}
 			return g, true, nil
 		}
+		cookieErr = err
 	}
 	tok, ok := bearerToken(r)
 	if !ok {
+		if cookieErr != nil {
+			return g, false, errorf(http.StatusUnauthorized, errTokenNotFound, "no attestation token: the %s cookie is not usable (%v) and no Authorization: Bearer <token> was sent", SessionCookie, cookieErr)
+		}
 		return g, false, errorf(http.StatusUnauthorized, errTokenNotFound, "no attestation token: attest first (session cookie) or send Authorization: Bearer <token>")
 	}
 	claims, err := s.deps.Attestation.VerifyToken(tok)
@@ -510,24 +581,20 @@ func (s *Server) requestGrant(r *http.Request) (g grant, fromSession bool, err e
 }
 
 func (s *Server) handleGetResource(w http.ResponseWriter, r *http.Request, sub string) error {
-	path, err := parseResourcePath(sub)
-	if err != nil {
-		return err
-	}
+	// Every refusal is audited, including those anyone can provoke (a bad
+	// path, no token): the audit queue is bounded and back-pressures, and
+	// audit pruning keeps the newest AuditMaxEntries records.
+	path := sub
 	deny := func(outcome string, err error) error {
 		s.metrics.releases.WithLabelValues(outcome).Inc()
 		s.audit(r.Context(), auditEvent{Kind: "release", Path: path, Outcome: outcome, Detail: err.Error(), Remote: r.RemoteAddr})
 		return err
 	}
+	if _, err := parseResourcePath(sub); err != nil {
+		return deny("denied", err)
+	}
 	g, fromSession, err := s.requestGrant(r)
 	if err != nil {
-		var ke *kbsError
-		if errors.As(err, &ke) && ke.variant == errTokenNotFound {
-			// Not audited in the store: anyone can send these, and a flood
-			// must not push real records out of the bounded audit log.
-			s.metrics.releases.WithLabelValues("denied").Inc()
-			return err
-		}
 		return deny("denied", err)
 	}
 	query := map[string]any{}

@@ -48,6 +48,7 @@ var (
 	errNoSession      = errors.New("no such session (expired or never created): call /auth again")
 	errNonceUsed      = errors.New("the session's nonce was already used: call /auth again")
 	errSessionExpired = errors.New("session expired: call /auth again")
+	errNotAttested    = errors.New("the session has not attested: call /attest first")
 )
 
 // sessions is a bounded in-memory session table. Sessions are short-lived
@@ -94,6 +95,8 @@ func (s *sessions) create(tee, nonce string) (*session, error) {
 // beginAttest claims the session's nonce for one /attest: the nonce is
 // single use, a second /attest with it is refused (unless the session is
 // already attested, in which case its token is returned, as Trustee does).
+// When the session exists but is refused (expired, nonce taken), the
+// returned session carries only its tee, for the audit log.
 func (s *sessions) beginAttest(id string) (sess session, alreadyAttested bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -103,13 +106,13 @@ func (s *sessions) beginAttest(id string) (sess session, alreadyAttested bool, e
 	}
 	if s.now().After(ss.expires) {
 		delete(s.byID, id)
-		return session{}, false, errSessionExpired
+		return session{tee: ss.tee}, false, errSessionExpired
 	}
 	switch ss.state {
 	case stateAttested:
 		return *ss, true, nil
 	case stateAttesting:
-		return session{}, false, errNonceUsed
+		return session{tee: ss.tee}, false, errNonceUsed
 	}
 	ss.state = stateAttesting
 	return *ss, false, nil
@@ -137,12 +140,15 @@ func (s *sessions) grant(id string) (grant, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ss, ok := s.byID[id]
-	if !ok || ss.state != stateAttested {
+	if !ok {
 		return grant{}, errNoSession
 	}
 	if s.now().After(ss.expires) {
 		delete(s.byID, id)
 		return grant{}, errSessionExpired
+	}
+	if ss.state != stateAttested {
+		return grant{}, errNotAttested
 	}
 	return ss.grant, nil
 }
