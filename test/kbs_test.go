@@ -203,6 +203,11 @@ func TestKbsDevCLI(t *testing.T) {
 	hc := &http.Client{Timeout: 10 * time.Second}
 	srv := startKbs(t, "http", data, hc, "--dev", "--insecure-http")
 	url := srv.url
+	// --dev says so loudly in the log, naming the open address.
+	if log := srv.log.String(); !strings.Contains(log, "level=WARN") || !strings.Contains(log, "DEVELOPMENT MODE") ||
+		!strings.Contains(log, strings.TrimPrefix(url, "http://")) || !strings.Contains(log, "Never run --dev with real secrets") {
+		t.Errorf("no dev-mode warning in the coffer-kbs log:\n%s", log)
+	}
 
 	secretBytes := make([]byte, 100)
 	if _, err := rand.Read(secretBytes); err != nil {
@@ -407,6 +412,9 @@ allowed_endpoints = "^/kbs/v0/reference-value/.+$"
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	srv := startKbs(t, "https", filepath.Join(dir, "data"), hc, "--config", cfgFile, "--tls-cert", certFile, "--tls-key", keyFile)
 	url := srv.url
+	if strings.Contains(srv.log.String(), "DEVELOPMENT MODE") {
+		t.Errorf("a production coffer-kbs logged the dev-mode warning:\n%s", srv.log.String())
+	}
 
 	tokenFile := func(name, keyDir string, extra ...string) string {
 		args := append([]string{"admin-token", "--key", filepath.Join(keyDir, "admin-key.pem")}, extra...)
