@@ -5,6 +5,7 @@ package test
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -12,6 +13,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -26,6 +28,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coffer-project/coffer/internal/kbs/client"
+	"github.com/coffer-project/coffer/internal/kbs/protocol"
+	"github.com/coffer-project/coffer/internal/tee"
+	jose "github.com/go-jose/go-jose/v4"
 )
 
 // The coffer-kbs integration tests run the real coffer-kbs binary (next to
@@ -545,5 +552,138 @@ func TestKbsRefusesBadConfig(t *testing.T) {
 		if !strings.Contains(string(out), c.want) {
 			t.Errorf("%s: output %q does not mention %q", c.name, out, c.want)
 		}
+	}
+}
+
+// resourceBearerOnly fetches a resource from the KBS at url with only
+// Authorization: Bearer token (none if token is ""): a client without a
+// cookie jar, so no session cookie goes with it.
+func resourceBearerOnly(t *testing.T, url, path, token string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url+"/kbs/v0/resource/"+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, body
+}
+
+// The Bearer path on the real binary (CDH's token client uses it): a
+// guest attests, then fetches the resource with only its token as Bearer,
+// no session cookie, and decrypts it. The token with its tee-pubkey
+// swapped for an attacker's, under the original signature (tampered) or
+// signed again by the attacker's key with that key in the header jwk
+// (re-signed, as the server's own header carries its key), is refused
+// with 401 TokenVerifierError and no secret.
+func TestKbsBearerOnly(t *testing.T) {
+	t.Parallel()
+	home := t.TempDir()
+	hc := &http.Client{Timeout: 10 * time.Second}
+	srv := startKbs(t, "http", filepath.Join(t.TempDir(), "data"), hc, "--dev", "--insecure-http")
+	secret := []byte("bearer-only-secret")
+	secretFile := filepath.Join(home, "secret")
+	if err := os.WriteFile(secretFile, secret, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wantOK(t, kbsCLI(t, home, srv.url, "set-resource", "--path", "bear/er/only", "--file", secretFile))
+
+	// The guest keeps its TEE key to open the JWE itself.
+	priv, _, err := protocol.NewTeeKey(protocol.AlgECDHESA256KW, protocol.CurveP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(srv.url, tee.NewSample(), client.Options{TeeKey: priv.(crypto.Signer)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := c.Attest(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, body := resourceBearerOnly(t, srv.url, "bear/er/only", token)
+	if status != http.StatusOK {
+		t.Fatalf("Bearer-only resource request: %d %s", status, body)
+	}
+	var jwe protocol.Response
+	if err := json.Unmarshal(body, &jwe); err != nil {
+		t.Fatalf("not a JWE: %v: %s", err, body)
+	}
+	got, err := protocol.DecryptResponse(priv, &jwe)
+	if err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("decrypted %q (%v), want %q", got, err, secret)
+	}
+
+	// The attacker's TEE key and token signing key.
+	_, attackerPub, err := protocol.NewTeeKey(protocol.AlgECDHESA256KW, protocol.CurveP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(token, ".")
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims map[string]any
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		t.Fatal(err)
+	}
+	var pubJSON any
+	pb, _ := json.Marshal(attackerPub)
+	_ = json.Unmarshal(pb, &pubJSON)
+	sub, _ := claims["submods"].(map[string]any)
+	cpu, _ := sub["cpu0"].(map[string]any)
+	ev, _ := cpu["ear.veraison.annotated-evidence"].(map[string]any)
+	rd, _ := ev["runtime_data_claims"].(map[string]any)
+	if rd == nil || rd["tee-pubkey"] == nil {
+		t.Fatalf("the token has no runtime_data_claims.tee-pubkey: %s", payload)
+	}
+	rd["tee-pubkey"] = pubJSON
+	forged, _ := json.Marshal(claims)
+	tampered := parts[0] + "." + base64.RawURLEncoding.EncodeToString(forged) + "." + parts[2]
+	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: signKey, Algorithm: "ES256"}},
+		(&jose.SignerOptions{EmbedJWK: true}).WithType("JWT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := sig.Sign(forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resigned, err := obj.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tok := range map[string]string{"tampered": tampered, "re-signed": resigned} {
+		status, body := resourceBearerOnly(t, srv.url, "bear/er/only", tok)
+		t.Logf("%s token: %d %s", name, status, body)
+		if status != http.StatusUnauthorized || !bytes.Contains(body, []byte("/errors/TokenVerifierError")) {
+			t.Errorf("%s token: %d %s, want 401 TokenVerifierError", name, status, body)
+		}
+		if bytes.Contains(body, []byte("ciphertext")) || bytes.Contains(body, secret) {
+			t.Errorf("%s token: the answer carries the resource: %s", name, body)
+		}
+	}
+	// No token at all: 401 TokenNotFound; the genuine token still works.
+	status, body = resourceBearerOnly(t, srv.url, "bear/er/only", "")
+	if status != http.StatusUnauthorized || !bytes.Contains(body, []byte("/errors/TokenNotFound")) {
+		t.Errorf("no token: %d %s", status, body)
+	}
+	if status, body := resourceBearerOnly(t, srv.url, "bear/er/only", token); status != http.StatusOK {
+		t.Errorf("the genuine token after the forgeries: %d %s", status, body)
 	}
 }
