@@ -687,3 +687,69 @@ func TestKbsBearerOnly(t *testing.T) {
 		t.Errorf("the genuine token after the forgeries: %d %s", status, body)
 	}
 }
+
+// `coffer kbs admin-token` mints with an EC P-256 key (SEC 1 PEM, as
+// `openssl ecparam -genkey` writes it): a coffer-kbs trusting the public
+// key accepts the ES256 token for admin calls, which take effect; a token
+// with a role outside the ACL is refused.
+func TestKbsAdminEC(t *testing.T) {
+	t.Parallel()
+	home, dir := t.TempDir(), t.TempDir()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec1, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile, pubFile := filepath.Join(dir, "ec-key.pem"), filepath.Join(dir, "ec-pub.pem")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pubFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := filepath.Join(dir, "kbs.toml")
+	if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf("[admin]\nmode = \"jwt\"\npublic_keys = [%q]\n", pubFile)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: 10 * time.Second}
+	srv := startKbs(t, "http", filepath.Join(dir, "data"), hc, "--config", cfgFile, "--insecure-http")
+
+	mint := func(name string, extra ...string) string {
+		tok := wantOK(t, kbsCLI(t, home, "", append([]string{"admin-token", "--key", keyFile}, extra...)...))
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(tok+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	adminTok := mint("admin.tok")
+	otherRole := mint("other.tok", "--role", "auditor")
+	tok, _ := os.ReadFile(adminTok)
+	hdr, err := base64.RawURLEncoding.DecodeString(strings.Split(strings.TrimSpace(string(tok)), ".")[0])
+	if err != nil || !bytes.Contains(hdr, []byte(`"alg":"ES256"`)) {
+		t.Fatalf("admin token header %s (%v), want alg ES256", hdr, err)
+	}
+	secretFile := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secretFile, []byte("ec-admin"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	admin := func(tokFile string, args ...string) result {
+		return kbsCLI(t, home, srv.url, append([]string{"--admin-token-file", tokFile}, args...)...)
+	}
+	wantFail(t, admin(otherRole, "set-resource", "--path", "ec/admin/key", "--file", secretFile), "AdminAuthAccess", `role "auditor" may not`)
+	wantOK(t, admin(adminTok, "set-resource", "--path", "ec/admin/key", "--file", secretFile))
+	if got := wantOK(t, admin(adminTok, "list-resources")); got != "ec/admin/key" {
+		t.Fatalf("list-resources: %q", got)
+	}
+	wantOK(t, admin(adminTok, "set-reference-value", "svn", "2"))
+	if got := wantOK(t, admin(adminTok, "get-reference-value", "svn")); got != `["2"]` {
+		t.Fatalf("get-reference-value: %q", got)
+	}
+}
