@@ -31,6 +31,7 @@ import (
 
 	"github.com/coffer-project/coffer/internal/kbs/client"
 	"github.com/coffer-project/coffer/internal/kbs/protocol"
+	builtinpolicy "github.com/coffer-project/coffer/internal/policy/builtin"
 	"github.com/coffer-project/coffer/internal/tee"
 	jose "github.com/go-jose/go-jose/v4"
 )
@@ -751,5 +752,137 @@ func TestKbsAdminEC(t *testing.T) {
 	wantOK(t, admin(adminTok, "set-reference-value", "svn", "2"))
 	if got := wantOK(t, admin(adminTok, "get-reference-value", "svn")); got != `["2"]` {
 		t.Fatalf("get-reference-value: %q", got)
+	}
+}
+
+// earStatusOf returns submods.cpu0["ear.status"] of an EAR token.
+func earStatusOf(t *testing.T, token string) string {
+	t.Helper()
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		t.Fatalf("%q is not a JWT", token)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims struct {
+		Submods map[string]map[string]any `json:"submods"`
+	}
+	if err := json.Unmarshal(b, &claims); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := claims.Submods["cpu0"]["ear.status"].(string)
+	return s
+}
+
+// The policy verbs on the real binary: set-resource-policy --policy-file
+// installs the file's Rego (its deny reason is what a refused guest
+// sees); set-attestation-policy --policy-file replaces the appraisal
+// policy, so the same sample guest goes from affirming (released) to
+// contraindicated (refused) and back; a policy that does not compile is
+// refused and the one in force stays. get-reference-value takes --id or a
+// positional ID.
+func TestKbsPolicyVerbs(t *testing.T) {
+	t.Parallel()
+	home := t.TempDir()
+	hc := &http.Client{Timeout: 10 * time.Second}
+	url := startKbs(t, "http", filepath.Join(t.TempDir(), "data"), hc, "--dev", "--insecure-http").url
+	write := func(name, content string) string {
+		p := filepath.Join(home, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	secret := []byte("policy-verbs")
+	wantOK(t, kbsCLI(t, home, url, "set-resource", "--path", "pol/icy/verbs", "--file", write("secret", string(secret))))
+	wantB64 := base64.StdEncoding.EncodeToString(secret)
+	get := func() result {
+		return kbsCLI(t, home, url, "get-resource", "--path", "pol/icy/verbs", "--tee", "sample")
+	}
+	attestStatus := func() string {
+		return earStatusOf(t, wantOK(t, kbsCLI(t, home, url, "attest", "--tee", "sample")))
+	}
+
+	// Dev resource policy: released although the sample guest, with no
+	// reference values registered, is contraindicated.
+	if s := attestStatus(); s != "contraindicated" {
+		t.Fatalf("ear.status without reference values: %q", s)
+	}
+	if got := wantOK(t, get()); got != wantB64 {
+		t.Fatalf("dev policy: %q", got)
+	}
+	// A resource policy from a file: affirming TEEs only, with its own
+	// deny reason.
+	resourcePolicy := write("affirming-only.rego", `package policy
+
+import rego.v1
+
+default allow := false
+
+allow if {
+	data.plugin == "resource"
+	input.submods.cpu0["ear.status"] == "affirming"
+}
+
+deny_reasons contains "policy-file: the TEE is not affirming" if not allow
+`)
+	wantOK(t, kbsCLI(t, home, url, "set-resource-policy", "--policy-file", resourcePolicy))
+	wantFail(t, get(), "PolicyDeny", "policy-file: the TEE is not affirming")
+
+	// Reference values that make the sample TEE affirming under the
+	// default appraisal policy (as Trustee's integration tests).
+	wantOK(t, kbsCLI(t, home, url, "set-reference-value", "svn", "1"))
+	wantOK(t, kbsCLI(t, home, url, "set-reference-value", "launch_digest", "abcde"))
+	wantOK(t, kbsCLI(t, home, url, "set-reference-value", "major_version", "1", "--as-integer", "--as-single-value"))
+	wantOK(t, kbsCLI(t, home, url, "set-reference-value", "minimum_minor_version", "1", "--as-integer", "--as-single-value"))
+	if got := wantOK(t, kbsCLI(t, home, url, "get-reference-value", "--id", "launch_digest")); got != `["abcde"]` {
+		t.Fatalf("get-reference-value --id: %q", got)
+	}
+	if got := wantOK(t, kbsCLI(t, home, url, "get-reference-value", "launch_digest")); got != `["abcde"]` {
+		t.Fatalf("get-reference-value ID: %q", got)
+	}
+	wantFail(t, kbsCLI(t, home, url, "get-reference-value", "--id", "svn", "svn"), "not both")
+	wantFail(t, kbsCLI(t, home, url, "get-reference-value", "--id", "nope"), "404")
+	if s := attestStatus(); s != "affirming" {
+		t.Fatalf("ear.status with reference values: %q", s)
+	}
+	if got := wantOK(t, get()); got != wantB64 {
+		t.Fatalf("affirming guest: %q", got)
+	}
+
+	// An appraisal policy that does not recognize any hardware: the same
+	// guest is contraindicated and refused.
+	contra := write("contraindicated.rego", `package policy
+
+import rego.v1
+
+# 97: the Verifier does not recognize the Attester's hardware.
+trust_claims := {"hardware": 97, "executables": 3, "configuration": 2}
+`)
+	wantOK(t, kbsCLI(t, home, url, "set-attestation-policy", "--policy-file", contra))
+	if s := attestStatus(); s != "contraindicated" {
+		t.Fatalf("ear.status under the uploaded policy: %q", s)
+	}
+	wantFail(t, get(), "PolicyDeny", "policy-file: the TEE is not affirming")
+
+	// A broken policy is refused; the uploaded one stays in force.
+	wantFail(t, kbsCLI(t, home, url, "set-attestation-policy", "--policy-file", write("broken.rego", "package policy\ntrust_claims := {\n")), "ParsePolicyError")
+	if s := attestStatus(); s != "contraindicated" {
+		t.Fatalf("ear.status after a refused upload: %q", s)
+	}
+
+	// The built-in default uploaded again (explicit --id): released again.
+	cpu, err := builtinpolicy.Text(builtinpolicy.DefaultCPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantOK(t, kbsCLI(t, home, url, "set-attestation-policy", "--id", "default_cpu", "--policy-file", write("default_cpu.rego", cpu)))
+	if s := attestStatus(); s != "affirming" {
+		t.Fatalf("ear.status under the default policy again: %q", s)
+	}
+	if got := wantOK(t, get()); got != wantB64 {
+		t.Fatalf("after restoring the default appraisal policy: %q", got)
 	}
 }
