@@ -15,7 +15,7 @@ export COFFER_GUEST_DIR := $(GUEST_DIR)
 TEST_ENV := COFFER_TEST_KERNEL=$(GUEST_DIR)/vmlinuz \
 	COFFER_TEST_KERNEL_DIR=$$(ls -d $(GUEST_DIR)/kernel/*/ 2>/dev/null | head -1)
 
-.PHONY: all build setup guest demo test unit integration lint proto bench clean
+.PHONY: all build setup guest demo test unit race integration lint proto bench clean
 
 all: build
 
@@ -47,6 +47,12 @@ lint:
 # Fast tests: no VM boots (-short), no root needed.
 unit:
 	$(GO) test -count=1 -short ./...
+	$(MAKE) race
+
+# The KBS's 200 concurrent sessions under the race detector (~10 s on the
+# 2-core machine once the race build is cached; needs cgo).
+race:
+	$(GO) test -race -count=1 -run 'TestConcurrentSessions' ./internal/kbs/server/
 
 # Integration tests boot real VMs (TCG here); they need root.
 integration: guest
@@ -54,6 +60,7 @@ integration: guest
 
 test: setup guest lint
 	$(TEST_ENV) $(GO) test -count=1 -timeout 10m ./...
+	$(MAKE) race
 	COFFER_BIN=$(BIN)/coffer $(GO) test -count=1 -timeout 25m -tags integration ./test/...
 
 bench: guest

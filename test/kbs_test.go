@@ -5,6 +5,7 @@ package test
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -12,6 +13,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -26,6 +28,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coffer-project/coffer/internal/kbs/client"
+	"github.com/coffer-project/coffer/internal/kbs/protocol"
+	builtinpolicy "github.com/coffer-project/coffer/internal/policy/builtin"
+	"github.com/coffer-project/coffer/internal/tee"
+	jose "github.com/go-jose/go-jose/v4"
 )
 
 // The coffer-kbs integration tests run the real coffer-kbs binary (next to
@@ -203,6 +211,11 @@ func TestKbsDevCLI(t *testing.T) {
 	hc := &http.Client{Timeout: 10 * time.Second}
 	srv := startKbs(t, "http", data, hc, "--dev", "--insecure-http")
 	url := srv.url
+	// --dev says so loudly in the log, naming the open address.
+	if log := srv.log.String(); !strings.Contains(log, "level=WARN") || !strings.Contains(log, "DEVELOPMENT MODE") ||
+		!strings.Contains(log, strings.TrimPrefix(url, "http://")) || !strings.Contains(log, "Never run --dev with real secrets") {
+		t.Errorf("no dev-mode warning in the coffer-kbs log:\n%s", log)
+	}
 
 	secretBytes := make([]byte, 100)
 	if _, err := rand.Read(secretBytes); err != nil {
@@ -407,6 +420,9 @@ allowed_endpoints = "^/kbs/v0/reference-value/.+$"
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	srv := startKbs(t, "https", filepath.Join(dir, "data"), hc, "--config", cfgFile, "--tls-cert", certFile, "--tls-key", keyFile)
 	url := srv.url
+	if strings.Contains(srv.log.String(), "DEVELOPMENT MODE") {
+		t.Errorf("a production coffer-kbs logged the dev-mode warning:\n%s", srv.log.String())
+	}
 
 	tokenFile := func(name, keyDir string, extra ...string) string {
 		args := append([]string{"admin-token", "--key", filepath.Join(keyDir, "admin-key.pem")}, extra...)
@@ -537,5 +553,336 @@ func TestKbsRefusesBadConfig(t *testing.T) {
 		if !strings.Contains(string(out), c.want) {
 			t.Errorf("%s: output %q does not mention %q", c.name, out, c.want)
 		}
+	}
+}
+
+// resourceBearerOnly fetches a resource from the KBS at url with only
+// Authorization: Bearer token (none if token is ""): a client without a
+// cookie jar, so no session cookie goes with it.
+func resourceBearerOnly(t *testing.T, url, path, token string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url+"/kbs/v0/resource/"+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, body
+}
+
+// The Bearer path on the real binary (CDH's token client uses it): a
+// guest attests, then fetches the resource with only its token as Bearer,
+// no session cookie, and decrypts it. The token with its tee-pubkey
+// swapped for an attacker's, under the original signature (tampered) or
+// signed again by the attacker's key with that key in the header jwk
+// (re-signed, as the server's own header carries its key), is refused
+// with 401 TokenVerifierError and no secret.
+func TestKbsBearerOnly(t *testing.T) {
+	t.Parallel()
+	home := t.TempDir()
+	hc := &http.Client{Timeout: 10 * time.Second}
+	srv := startKbs(t, "http", filepath.Join(t.TempDir(), "data"), hc, "--dev", "--insecure-http")
+	secret := []byte("bearer-only-secret")
+	secretFile := filepath.Join(home, "secret")
+	if err := os.WriteFile(secretFile, secret, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wantOK(t, kbsCLI(t, home, srv.url, "set-resource", "--path", "bear/er/only", "--file", secretFile))
+
+	// The guest keeps its TEE key to open the JWE itself.
+	priv, _, err := protocol.NewTeeKey(protocol.AlgECDHESA256KW, protocol.CurveP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(srv.url, tee.NewSample(), client.Options{TeeKey: priv.(crypto.Signer)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := c.Attest(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, body := resourceBearerOnly(t, srv.url, "bear/er/only", token)
+	if status != http.StatusOK {
+		t.Fatalf("Bearer-only resource request: %d %s", status, body)
+	}
+	var jwe protocol.Response
+	if err := json.Unmarshal(body, &jwe); err != nil {
+		t.Fatalf("not a JWE: %v: %s", err, body)
+	}
+	got, err := protocol.DecryptResponse(priv, &jwe)
+	if err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("decrypted %q (%v), want %q", got, err, secret)
+	}
+
+	// The attacker's TEE key and token signing key.
+	_, attackerPub, err := protocol.NewTeeKey(protocol.AlgECDHESA256KW, protocol.CurveP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(token, ".")
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims map[string]any
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		t.Fatal(err)
+	}
+	var pubJSON any
+	pb, _ := json.Marshal(attackerPub)
+	_ = json.Unmarshal(pb, &pubJSON)
+	sub, _ := claims["submods"].(map[string]any)
+	cpu, _ := sub["cpu0"].(map[string]any)
+	ev, _ := cpu["ear.veraison.annotated-evidence"].(map[string]any)
+	rd, _ := ev["runtime_data_claims"].(map[string]any)
+	if rd == nil || rd["tee-pubkey"] == nil {
+		t.Fatalf("the token has no runtime_data_claims.tee-pubkey: %s", payload)
+	}
+	rd["tee-pubkey"] = pubJSON
+	forged, _ := json.Marshal(claims)
+	tampered := parts[0] + "." + base64.RawURLEncoding.EncodeToString(forged) + "." + parts[2]
+	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: signKey, Algorithm: "ES256"}},
+		(&jose.SignerOptions{EmbedJWK: true}).WithType("JWT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := sig.Sign(forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resigned, err := obj.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tok := range map[string]string{"tampered": tampered, "re-signed": resigned} {
+		status, body := resourceBearerOnly(t, srv.url, "bear/er/only", tok)
+		t.Logf("%s token: %d %s", name, status, body)
+		if status != http.StatusUnauthorized || !bytes.Contains(body, []byte("/errors/TokenVerifierError")) {
+			t.Errorf("%s token: %d %s, want 401 TokenVerifierError", name, status, body)
+		}
+		if bytes.Contains(body, []byte("ciphertext")) || bytes.Contains(body, secret) {
+			t.Errorf("%s token: the answer carries the resource: %s", name, body)
+		}
+	}
+	// No token at all: 401 TokenNotFound; the genuine token still works.
+	status, body = resourceBearerOnly(t, srv.url, "bear/er/only", "")
+	if status != http.StatusUnauthorized || !bytes.Contains(body, []byte("/errors/TokenNotFound")) {
+		t.Errorf("no token: %d %s", status, body)
+	}
+	if status, body := resourceBearerOnly(t, srv.url, "bear/er/only", token); status != http.StatusOK {
+		t.Errorf("the genuine token after the forgeries: %d %s", status, body)
+	}
+}
+
+// `coffer kbs admin-token` mints with an EC P-256 key (SEC 1 PEM, as
+// `openssl ecparam -genkey` writes it): a coffer-kbs trusting the public
+// key accepts the ES256 token for admin calls, which take effect; a token
+// with a role outside the ACL is refused.
+func TestKbsAdminEC(t *testing.T) {
+	t.Parallel()
+	home, dir := t.TempDir(), t.TempDir()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec1, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile, pubFile := filepath.Join(dir, "ec-key.pem"), filepath.Join(dir, "ec-pub.pem")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pubFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := filepath.Join(dir, "kbs.toml")
+	if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf("[admin]\nmode = \"jwt\"\npublic_keys = [%q]\n", pubFile)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: 10 * time.Second}
+	srv := startKbs(t, "http", filepath.Join(dir, "data"), hc, "--config", cfgFile, "--insecure-http")
+
+	mint := func(name string, extra ...string) string {
+		tok := wantOK(t, kbsCLI(t, home, "", append([]string{"admin-token", "--key", keyFile}, extra...)...))
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(tok+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	adminTok := mint("admin.tok")
+	otherRole := mint("other.tok", "--role", "auditor")
+	tok, _ := os.ReadFile(adminTok)
+	hdr, err := base64.RawURLEncoding.DecodeString(strings.Split(strings.TrimSpace(string(tok)), ".")[0])
+	if err != nil || !bytes.Contains(hdr, []byte(`"alg":"ES256"`)) {
+		t.Fatalf("admin token header %s (%v), want alg ES256", hdr, err)
+	}
+	secretFile := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secretFile, []byte("ec-admin"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	admin := func(tokFile string, args ...string) result {
+		return kbsCLI(t, home, srv.url, append([]string{"--admin-token-file", tokFile}, args...)...)
+	}
+	wantFail(t, admin(otherRole, "set-resource", "--path", "ec/admin/key", "--file", secretFile), "AdminAuthAccess", `role "auditor" may not`)
+	wantOK(t, admin(adminTok, "set-resource", "--path", "ec/admin/key", "--file", secretFile))
+	if got := wantOK(t, admin(adminTok, "list-resources")); got != "ec/admin/key" {
+		t.Fatalf("list-resources: %q", got)
+	}
+	wantOK(t, admin(adminTok, "set-reference-value", "svn", "2"))
+	if got := wantOK(t, admin(adminTok, "get-reference-value", "svn")); got != `["2"]` {
+		t.Fatalf("get-reference-value: %q", got)
+	}
+}
+
+// earStatusOf returns submods.cpu0["ear.status"] of an EAR token.
+func earStatusOf(t *testing.T, token string) string {
+	t.Helper()
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		t.Fatalf("%q is not a JWT", token)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims struct {
+		Submods map[string]map[string]any `json:"submods"`
+	}
+	if err := json.Unmarshal(b, &claims); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := claims.Submods["cpu0"]["ear.status"].(string)
+	return s
+}
+
+// The policy verbs on the real binary: set-resource-policy --policy-file
+// installs the file's Rego (its deny reason is what a refused guest
+// sees); set-attestation-policy --policy-file replaces the appraisal
+// policy, so the same sample guest goes from affirming (released) to
+// contraindicated (refused) and back; a policy that does not compile is
+// refused and the one in force stays. get-reference-value takes --id or a
+// positional ID.
+func TestKbsPolicyVerbs(t *testing.T) {
+	t.Parallel()
+	home := t.TempDir()
+	hc := &http.Client{Timeout: 10 * time.Second}
+	url := startKbs(t, "http", filepath.Join(t.TempDir(), "data"), hc, "--dev", "--insecure-http").url
+	write := func(name, content string) string {
+		p := filepath.Join(home, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	secret := []byte("policy-verbs")
+	wantOK(t, kbsCLI(t, home, url, "set-resource", "--path", "pol/icy/verbs", "--file", write("secret", string(secret))))
+	wantB64 := base64.StdEncoding.EncodeToString(secret)
+	get := func() result {
+		return kbsCLI(t, home, url, "get-resource", "--path", "pol/icy/verbs", "--tee", "sample")
+	}
+	attestStatus := func() string {
+		return earStatusOf(t, wantOK(t, kbsCLI(t, home, url, "attest", "--tee", "sample")))
+	}
+
+	// Dev resource policy: released although the sample guest, with no
+	// reference values registered, is contraindicated.
+	if s := attestStatus(); s != "contraindicated" {
+		t.Fatalf("ear.status without reference values: %q", s)
+	}
+	if got := wantOK(t, get()); got != wantB64 {
+		t.Fatalf("dev policy: %q", got)
+	}
+	// A resource policy from a file: affirming TEEs only, with its own
+	// deny reason.
+	resourcePolicy := write("affirming-only.rego", `package policy
+
+import rego.v1
+
+default allow := false
+
+allow if {
+	data.plugin == "resource"
+	input.submods.cpu0["ear.status"] == "affirming"
+}
+
+deny_reasons contains "policy-file: the TEE is not affirming" if not allow
+`)
+	wantOK(t, kbsCLI(t, home, url, "set-resource-policy", "--policy-file", resourcePolicy))
+	wantFail(t, get(), "PolicyDeny", "policy-file: the TEE is not affirming")
+
+	// Reference values that make the sample TEE affirming under the
+	// default appraisal policy (as Trustee's integration tests).
+	wantOK(t, kbsCLI(t, home, url, "set-reference-value", "svn", "1"))
+	wantOK(t, kbsCLI(t, home, url, "set-reference-value", "launch_digest", "abcde"))
+	wantOK(t, kbsCLI(t, home, url, "set-reference-value", "major_version", "1", "--as-integer", "--as-single-value"))
+	wantOK(t, kbsCLI(t, home, url, "set-reference-value", "minimum_minor_version", "1", "--as-integer", "--as-single-value"))
+	if got := wantOK(t, kbsCLI(t, home, url, "get-reference-value", "--id", "launch_digest")); got != `["abcde"]` {
+		t.Fatalf("get-reference-value --id: %q", got)
+	}
+	if got := wantOK(t, kbsCLI(t, home, url, "get-reference-value", "launch_digest")); got != `["abcde"]` {
+		t.Fatalf("get-reference-value ID: %q", got)
+	}
+	wantFail(t, kbsCLI(t, home, url, "get-reference-value", "--id", "svn", "svn"), "not both")
+	wantFail(t, kbsCLI(t, home, url, "get-reference-value", "--id", "nope"), "404")
+	if s := attestStatus(); s != "affirming" {
+		t.Fatalf("ear.status with reference values: %q", s)
+	}
+	if got := wantOK(t, get()); got != wantB64 {
+		t.Fatalf("affirming guest: %q", got)
+	}
+
+	// An appraisal policy that does not recognize any hardware: the same
+	// guest is contraindicated and refused.
+	contra := write("contraindicated.rego", `package policy
+
+import rego.v1
+
+# 97: the Verifier does not recognize the Attester's hardware.
+trust_claims := {"hardware": 97, "executables": 3, "configuration": 2}
+`)
+	wantOK(t, kbsCLI(t, home, url, "set-attestation-policy", "--policy-file", contra))
+	if s := attestStatus(); s != "contraindicated" {
+		t.Fatalf("ear.status under the uploaded policy: %q", s)
+	}
+	wantFail(t, get(), "PolicyDeny", "policy-file: the TEE is not affirming")
+
+	// A broken policy is refused; the uploaded one stays in force.
+	wantFail(t, kbsCLI(t, home, url, "set-attestation-policy", "--policy-file", write("broken.rego", "package policy\ntrust_claims := {\n")), "ParsePolicyError")
+	if s := attestStatus(); s != "contraindicated" {
+		t.Fatalf("ear.status after a refused upload: %q", s)
+	}
+
+	// The built-in default uploaded again (explicit --id): released again.
+	cpu, err := builtinpolicy.Text(builtinpolicy.DefaultCPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantOK(t, kbsCLI(t, home, url, "set-attestation-policy", "--id", "default_cpu", "--policy-file", write("default_cpu.rego", cpu)))
+	if s := attestStatus(); s != "affirming" {
+		t.Fatalf("ear.status under the default policy again: %q", s)
+	}
+	if got := wantOK(t, get()); got != wantB64 {
+		t.Fatalf("after restoring the default appraisal policy: %q", got)
 	}
 }

@@ -372,14 +372,21 @@ func newKbsSetReferenceValueCmd(o *kbsOpts) *cobra.Command {
 }
 
 func newKbsGetReferenceValueCmd(o *kbsOpts) *cobra.Command {
-	return &cobra.Command{
-		Use: "get-reference-value ID", Short: "Print a reference value (admin)", Args: cobra.ExactArgs(1),
+	var id string
+	cmd := &cobra.Command{
+		Use:   "get-reference-value --id ID",
+		Short: "Print a reference value (admin); the ID may also be given as an argument",
+		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := referenceValueID(id, args)
+			if err != nil {
+				return kbsErr(err)
+			}
 			a, err := o.admin()
 			if err != nil {
 				return kbsErr(err)
 			}
-			v, err := a.GetReferenceValue(cmd.Context(), args[0])
+			v, err := a.GetReferenceValue(cmd.Context(), id)
 			if err != nil {
 				return kbsErr(err)
 			}
@@ -387,6 +394,22 @@ func newKbsGetReferenceValueCmd(o *kbsOpts) *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&id, "id", "", "reference value ID (as Trustee's kbs-client)")
+	return cmd
+}
+
+// referenceValueID takes the ID from --id (Trustee's kbs-client) or the
+// positional argument (Coffer's earlier form), not both.
+func referenceValueID(flag string, args []string) (string, error) {
+	switch {
+	case flag != "" && len(args) > 0:
+		return "", errors.New("give the reference value ID with --id or as an argument, not both")
+	case flag != "":
+		return flag, nil
+	case len(args) > 0 && args[0] != "":
+		return args[0], nil
+	}
+	return "", errors.New("give the reference value ID: --id ID")
 }
 
 func newKbsAdminTokenCmd() *cobra.Command {

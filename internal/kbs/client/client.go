@@ -277,23 +277,35 @@ func tokenExpiry(token string) time.Time {
 	return t
 }
 
+// tokenMargin: a cached token this close to its exp is not used (it could
+// expire on the way to the KBS); the client attests again instead.
+const tokenMargin = 10 * time.Second
+
 // validTokenLocked returns a cached token that is not about to expire.
 func (c *Client) validTokenLocked() string {
-	if c.token == "" || c.now().Add(10*time.Second).After(c.tokenExp) {
+	if c.token == "" || c.now().Add(tokenMargin).After(c.tokenExp) {
 		return ""
 	}
 	return c.token
 }
 
+// resourceAttempts bounds the resource requests of one GetResource: the
+// first, and one more after a 401 and a fresh attestation. A 401 that
+// survives a fresh token (a policy denial, a token the KBS will not take)
+// is not cured by attesting again, so it is returned rather than retried
+// (guest-components tries three times).
+const resourceAttempts = 2
+
 // GetResource fetches and decrypts kbs:///repo/type/tag (path
-// "repo/type/tag"). It attests first when it holds no valid token and
-// re-attests on 401, up to three attempts in all, as guest-components.
+// "repo/type/tag"). It attests first when it holds no valid token (cached
+// until shortly before its exp); on a 401 it drops the token, re-attests
+// once and retries; a second 401 is returned.
 func (c *Client) GetResource(ctx context.Context, path string) ([]byte, error) {
 	path = strings.TrimPrefix(strings.TrimPrefix(path, "kbs://"), "/")
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
+	for attempt := 0; attempt < resourceAttempts; attempt++ {
 		tok := c.validTokenLocked()
 		if tok == "" {
 			var err error

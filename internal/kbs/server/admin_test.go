@@ -194,3 +194,52 @@ func TestAdminIssuerAudience(t *testing.T) {
 		wantError(t, r, http.StatusUnauthorized, protocol.KindAdminAuthAccess)
 	}
 }
+
+// Admin tokens signed with a trusted EC key (P-256, P-384, P-521: ES256,
+// ES384, ES512) are accepted for every admin endpoint their role's ACL
+// allows, and refused for the others; a token from another key on the
+// same curve is refused.
+func TestAdminECKeys(t *testing.T) {
+	for _, c := range []struct {
+		curve elliptic.Curve
+		alg   string
+	}{{elliptic.P256(), "ES256"}, {elliptic.P384(), "ES384"}, {elliptic.P521(), "ES512"}} {
+		t.Run(c.alg, func(t *testing.T) {
+			key, err := ecdsa.GenerateKey(c.curve, rand.Reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := newEnv(t, envConfig{adminKey: key, acls: []server.AdminACL{
+				{Role: "admin", AllowedEndpoints: "^/kbs/v0/.+$"},
+				{Role: "rv-reader", AllowedEndpoints: "^/kbs/v0/reference-value/.+$"},
+			}})
+			hdr, err := base64.RawURLEncoding.DecodeString(strings.Split(e.adminToken, ".")[0])
+			if err != nil || !bytes.Contains(hdr, []byte(`"alg":"`+c.alg+`"`)) {
+				t.Fatalf("admin token header %s (%v), want alg %s", hdr, err, c.alg)
+			}
+			for _, call := range adminCalls(t) {
+				if r := call.send(t, e, e.adminToken); r.status != http.StatusOK {
+					t.Fatalf("%s with an %s admin token: %d %s", call.name, c.alg, r.status, r.body)
+				}
+			}
+			// The calls took effect: the resource written is listed.
+			list := adminCall{"list", http.MethodGet, "/kbs/v0/resource", nil, ""}.send(t, e, e.adminToken)
+			if list.status != http.StatusOK || string(bytes.TrimSpace(list.body)) != `["adm/res/two"]` {
+				t.Fatalf("resources: %d %s", list.status, list.body)
+			}
+			reader := e.mintAdmin("rv-reader", time.Hour)
+			if r := (adminCall{"", http.MethodGet, "/kbs/v0/reference-value/svn", nil, ""}).send(t, e, reader); r.status != http.StatusOK {
+				t.Fatalf("rv-reader get-reference-value: %d %s", r.status, r.body)
+			}
+			wantError(t, adminCall{"", http.MethodGet, "/kbs/v0/resource", nil, ""}.send(t, e, reader),
+				http.StatusUnauthorized, protocol.KindAdminAuthAccess, `role "rv-reader" may not`)
+			other, _ := ecdsa.GenerateKey(c.curve, rand.Reader)
+			forged, err := admintoken.Mint(other, "admin", "", "", time.Hour, e.clock.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantError(t, adminCall{"", http.MethodGet, "/kbs/v0/resource", nil, ""}.send(t, e, forged),
+				http.StatusUnauthorized, protocol.KindAdminAuthAccess, "not from a trusted key")
+		})
+	}
+}

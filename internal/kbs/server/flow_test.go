@@ -29,9 +29,12 @@ func attesters(t *testing.T) []struct {
 	}
 }
 
-// The guest library (Bearer path, re-attestation) fetches and decrypts a
-// resource with every TEE key type, for sample and simulated SNP, against a
-// dev KBS.
+// The guest library fetches and decrypts a resource with every TEE key
+// type, for sample and simulated SNP, against a dev KBS. It sends its
+// session cookie and the token as Bearer, and the server takes the cookie:
+// the Bearer-only path is TestHandshakeBearerAndCookie's (and, against the
+// binary, test/ TestKbsBearerOnly's); token caching and re-attestation on
+// 401 are tested in internal/kbs/client.
 func TestClientEveryKeyType(t *testing.T) {
 	e := newEnv(t, envConfig{dev: true})
 	want := secret("client-every-key")

@@ -108,6 +108,8 @@ type envConfig struct {
 	acls           []server.AdminACL
 	issuer, aud    string
 	noSimulatedTTR bool // do not trust the simulated chip
+	// adminKey is the trusted admin key (non-dev); nil: a fresh Ed25519 key.
+	adminKey crypto.Signer
 }
 
 // env is an in-process coffer-kbs on an httptest server, wired as Open
@@ -121,7 +123,7 @@ type env struct {
 	signer *ear.Signer
 	// adminKey signs admin tokens (non-dev); adminToken is a valid token
 	// with role admin ("" in dev mode, where admin is allow-all).
-	adminKey   ed25519.PrivateKey
+	adminKey   crypto.Signer
 	adminToken string
 }
 
@@ -192,11 +194,18 @@ func newEnv(t testing.TB, c envConfig) *env {
 	cfg.Attestation.TokenTTL.Duration = c.tokenTTL
 	e := &env{t: t, st: st, clock: clk, signer: signer}
 	if !c.dev {
-		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		priv := c.adminKey
+		if priv == nil {
+			_, edKey, err := ed25519.GenerateKey(rand.Reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			priv = edKey
+		}
+		pb, err := x509.MarshalPKIXPublicKey(priv.Public())
 		if err != nil {
 			t.Fatal(err)
 		}
-		pb, _ := x509.MarshalPKIXPublicKey(pub)
 		pubPath := filepath.Join(cfg.DataDir, "admin-pub.pem")
 		if err := os.WriteFile(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pb}), 0o644); err != nil {
 			t.Fatal(err)

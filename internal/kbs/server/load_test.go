@@ -45,7 +45,8 @@ func metricValue(t *testing.T, url, name, labels string) float64 {
 // 200 guests at once, each a full sample handshake (auth, attest) and a
 // resource fetch with the guest library, against one server: all succeed
 // with the right bytes, and the session table holds one session per guest,
-// no more. Run with -race.
+// no more. `make race` (part of `make unit` and `make test`) runs it with
+// -race.
 func TestConcurrentSessions(t *testing.T) {
 	const n = 200
 	e := newEnv(t, envConfig{dev: true, sessionMax: 1000})
