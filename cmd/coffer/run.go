@@ -40,6 +40,7 @@ type runOpts struct {
 	vmMemory                     string
 	vcpus                        int
 	accel                        string
+	transport                    string
 	guestDir                     string
 	bootTimeout                  time.Duration
 	volumes                      []string
@@ -62,6 +63,11 @@ and used with its config's entrypoint, cmd, env, workdir and user.
 The exit code is the container's: 128+N when killed by signal N, 137 for an
 out-of-memory kill. Coffer's own failures exit 125; 126 means the command
 could not be executed and 127 that it was not found.
+
+The host talks to the guest agent over a virtio-serial port. --transport
+vsock uses vsock instead (the host needs /dev/vhost-vsock); it is opt-in
+because any host process can connect to a guest's vsock port and the agent
+does not authenticate its peer yet.
 
 --log-level info shows which accelerator (kvm or tcg) was chosen and why;
 coffer ps shows it in its ACCEL column.`,
@@ -108,6 +114,7 @@ coffer ps shows it in its ACCEL column.`,
 	f.StringVar(&o.vmMemory, "vm-memory", "", "guest RAM (default: 256m, or the memory limit plus 128m)")
 	f.IntVar(&o.vcpus, "vcpus", 0, "guest vCPUs (default: the CPU limit rounded up, at least 1)")
 	f.StringVar(&o.accel, "accel", "", "accelerator: kvm, tcg or auto (default auto, or $COFFER_ACCEL)")
+	f.StringVar(&o.transport, "transport", "auto", "how the host reaches the guest agent: serial, vsock (needs /dev/vhost-vsock; any host process can connect to the guest's vsock port) or auto (serial)")
 	f.StringVar(&o.guestDir, "guest-dir", "", "directory of the guest image built by `coffer guest build` (default: the cache dir)")
 	f.DurationVar(&o.bootTimeout, "boot-timeout", sandbox.DefaultBootTimeout, "how long to wait for the VM to boot")
 	o.image.addRunFlags(cmd)
@@ -192,6 +199,13 @@ func buildRequest(g *globalOpts, o *runOpts, args []string) (*sandbox.PodRequest
 	if err != nil {
 		return nil, fmt.Errorf("--accel: %w", err)
 	}
+	transport, err := sandbox.ParseTransport(o.transport)
+	if err == nil {
+		_, err = sandbox.CheckTransport(transport)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--transport: %w", err)
+	}
 	vmMiB := 256
 	if so.MemoryMax > 0 {
 		vmMiB = max(vmMiB, int(so.MemoryMax>>20)+128)
@@ -227,7 +241,7 @@ func buildRequest(g *globalOpts, o *runOpts, args []string) (*sandbox.PodRequest
 	return &sandbox.PodRequest{
 		Name: o.name, Rootfs: rootfs, RootfsType: o.rootfsType, Spec: spec,
 		Kernel: m.KernelPath(), Initrd: m.InitrdPath(), Cmdline: m.Cmdline,
-		MemoryMiB: vmMiB, VCPUs: vcpus, Accel: accel, AgentDebug: g.debug, BootTimeout: o.bootTimeout,
+		MemoryMiB: vmMiB, VCPUs: vcpus, Accel: accel, Transport: transport, AgentDebug: g.debug, BootTimeout: o.bootTimeout,
 		StartNow: true, Volumes: volumes,
 	}, nil
 }

@@ -46,7 +46,7 @@ func fakeGuestDir(t *testing.T) string {
 // goodOpts are the flags of a valid `coffer run --rootfs DIR`, with the
 // defaults cobra gives.
 func goodOpts(t *testing.T, guestDir string) *runOpts {
-	return &runOpts{name: "unit", rootfs: t.TempDir(), rootfsType: sandbox.FSErofs,
+	return &runOpts{name: "unit", rootfs: t.TempDir(), rootfsType: sandbox.FSErofs, transport: "auto",
 		guestDir: guestDir, bootTimeout: sandbox.DefaultBootTimeout}
 }
 
@@ -88,6 +88,7 @@ func TestBuildRequestRejects(t *testing.T) {
 		{"rootfs missing", func(o *runOpts) { o.rootfs = filepath.Join(t.TempDir(), "nope") }, nil, []string{"rootfs", "nope"}},
 		{"sysctl", func(o *runOpts) { o.sysctls = []string{"kernel.shmmax"} }, nil, []string{"sysctl", "name=value"}},
 		{"volume", func(o *runOpts) { o.volumes = []string{"data"} }, nil, []string{"-v"}},
+		{"transport", func(o *runOpts) { o.transport = "tcp" }, nil, []string{"--transport", `"tcp"`, "auto, serial or vsock"}},
 		{"no command", func(o *runOpts) {}, []string{}, []string{"no command given"}},
 		{"no guest", func(o *runOpts) { o.guestDir = t.TempDir() }, nil, []string{"coffer guest build"}},
 	}
@@ -116,6 +117,23 @@ func TestBuildRequestRejects(t *testing.T) {
 	}
 }
 
+// TestBuildRequestVsockWithoutDevice: --transport vsock on a host whose
+// /dev/vhost-vsock does not open fails before anything starts, naming the
+// flag and the device.
+func TestBuildRequestVsockWithoutDevice(t *testing.T) {
+	if f, err := os.OpenFile(sandbox.VhostVsockDevice, os.O_RDWR, 0); err == nil {
+		f.Close()
+		t.Skipf("this host has a usable %s", sandbox.VhostVsockDevice)
+	}
+	o := goodOpts(t, fakeGuestDir(t))
+	o.transport = "vsock"
+	_, err := buildRequest(&globalOpts{}, o, []string{"true"})
+	if err == nil || !strings.Contains(err.Error(), "--transport") || !strings.Contains(err.Error(), sandbox.VhostVsockDevice) ||
+		!strings.Contains(err.Error(), "serial") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("--transport vsock without %s: %v", sandbox.VhostVsockDevice, err)
+	}
+}
+
 func TestBuildRequestAccepts(t *testing.T) {
 	guestDir := fakeGuestDir(t)
 	o := goodOpts(t, guestDir)
@@ -126,6 +144,7 @@ func TestBuildRequestAccepts(t *testing.T) {
 	o.cpus = 1.5
 	o.pids = 50
 	o.accel = "TCG"
+	o.transport = "Serial"
 	o.sysctls = []string{"net.ipv4.ip_forward=1"}
 	req, err := buildRequest(&globalOpts{debug: true}, o, []string{"sh", "-c", "echo hi"})
 	if err != nil {
@@ -156,8 +175,8 @@ func TestBuildRequestAccepts(t *testing.T) {
 	if req.MemoryMiB != 512+128 || req.VCPUs != 2 {
 		t.Errorf("VM %d MiB %d vCPUs, want 640 and 2", req.MemoryMiB, req.VCPUs)
 	}
-	if req.Accel != hypervisor.AccelTCG || !req.AgentDebug {
-		t.Errorf("accel %q agent debug %v", req.Accel, req.AgentDebug)
+	if req.Accel != hypervisor.AccelTCG || req.Transport != sandbox.TransportSerial || !req.AgentDebug {
+		t.Errorf("accel %q transport %q agent debug %v", req.Accel, req.Transport, req.AgentDebug)
 	}
 	if req.Kernel != filepath.Join(guestDir, "vmlinuz") || req.Initrd != filepath.Join(guestDir, "initrd.img") || req.Cmdline != "console=ttyS0 panic=-1" {
 		t.Errorf("guest %q %q %q", req.Kernel, req.Initrd, req.Cmdline)
@@ -170,14 +189,15 @@ func TestBuildRequestAccepts(t *testing.T) {
 	o = goodOpts(t, guestDir)
 	o.name = ""
 	o.user = "7"
+	o.transport = "auto"
 	if req, err = buildRequest(&globalOpts{}, o, []string{"true"}); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(req.Name, "coffer-") || req.Spec.Hostname != req.Name {
 		t.Errorf("generated name %q hostname %q", req.Name, req.Spec.Hostname)
 	}
-	if req.MemoryMiB != 256 || req.VCPUs != 1 || req.Accel != hypervisor.AccelAuto {
-		t.Errorf("defaults: %d MiB %d vCPUs accel %q", req.MemoryMiB, req.VCPUs, req.Accel)
+	if req.MemoryMiB != 256 || req.VCPUs != 1 || req.Accel != hypervisor.AccelAuto || req.Transport != sandbox.TransportAuto {
+		t.Errorf("defaults: %d MiB %d vCPUs accel %q transport %q", req.MemoryMiB, req.VCPUs, req.Accel, req.Transport)
 	}
 	if u := req.Spec.Process.User; u.UID != 7 || u.GID != 0 || req.Spec.Process.Cwd != "/" {
 		t.Errorf("-u 7: uid %d gid %d cwd %q", u.UID, u.GID, req.Spec.Process.Cwd)
@@ -228,6 +248,7 @@ func TestRunFlagErrors(t *testing.T) {
 		{[]string{"--vcpus", "99"}, "--vcpus 99", exitCofferError},
 		{[]string{"--memory", "lots"}, "--memory", exitCofferError},
 		{[]string{"--accel", "xen"}, "--accel", exitCofferError},
+		{[]string{"--transport", "pipe"}, "--transport", exitCofferError},
 		{[]string{"-e", "X"}, "-e/--env", exitCofferError},
 		{[]string{"-d", "-i"}, "-d cannot be combined with -i or -t", exitCofferError},
 		{[]string{"-d", "-t"}, "-d cannot be combined with -i or -t", exitCofferError},
