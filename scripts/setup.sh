@@ -50,6 +50,62 @@ if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock || true)" ]; then
   $SUDO apt-get update -qq
 fi
 
+# Go itself. go.mod names the Go version the code needs (1.26.x); Debian 12
+# ships 1.19, which cannot build it. A `go` on PATH that builds this module
+# (e.g. /usr/local/go from go.dev, or any go that switches toolchains) is
+# kept as it is. Otherwise Debian's golang-go from bookworm-backports (1.21 or
+# later: it understands GOTOOLCHAIN) is installed, and it fetches the exact
+# toolchain go.mod names from the Go module proxy (the module
+# golang.org/toolchain, checked against the checksum database, which
+# proxy.golang.org also serves), into the module cache. Inside this
+# repository that happens by itself (Debian's go.env says GOTOOLCHAIN=auto);
+# this script sets GOTOOLCHAIN for the tools it builds outside it.
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+GO_WANT="$(sed -n 's/^go \([0-9][0-9.]*\)$/\1/p' "$ROOT/go.mod")"
+version_ge() { # A B: A >= B, both dotted versions
+  [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]
+}
+# The Go version that builds this module with the go on PATH (after any
+# toolchain switch), or nothing.
+repo_go_version() { go_version_in "$ROOT"; }
+go_version_in() { # DIR [env...]: the version `go env GOVERSION` gives in DIR
+  local dir="$1" v
+  shift
+  command -v go >/dev/null 2>&1 || return 0
+  v="$(cd "$dir" && env "$@" go env GOVERSION 2>/dev/null)" || return 0
+  printf '%s\n' "$v" | sed -n 's/^go\([0-9][0-9.]*\).*/\1/p'
+}
+have="$(repo_go_version)"
+if [ -z "$have" ] || ! version_ge "$have" "$GO_WANT"; then
+  local_go="$(go_version_in / GOTOOLCHAIN=local)"
+  if [ -z "$local_go" ] || ! version_ge "$local_go" 1.21; then
+    . /etc/os-release
+    if [ "${VERSION_CODENAME:-}" != bookworm ]; then
+      echo "setup: this needs Go >= $GO_WANT (go.mod); install it (https://go.dev/dl/, e.g. into /usr/local/go with /usr/local/go/bin on PATH) and run again" >&2
+      exit 1
+    fi
+    if ! grep -rqs --include='*.list' --include='*.sources' 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      echo "setup: adding Debian's bookworm-backports to apt's sources (for golang-go >= 1.21)"
+      printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: bookworm-backports' 'Components: main' \
+        'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' |
+        $SUDO tee /etc/apt/sources.list.d/coffer-bookworm-backports.sources >/dev/null
+    fi
+    echo "setup: installing golang-go from bookworm-backports (bootstrap for Go $GO_WANT)"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends -t bookworm-backports golang-go >/dev/null
+    hash -r
+  fi
+  export GOTOOLCHAIN="go$GO_WANT"
+  echo "setup: fetching the Go $GO_WANT toolchain from the module proxy (GOTOOLCHAIN=$GOTOOLCHAIN)"
+  if ! (cd "$ROOT" && go version) || [ "$(repo_go_version)" != "$GO_WANT" ]; then
+    echo "setup: could not get Go $GO_WANT through $(command -v go) (GOTOOLCHAIN=$GOTOOLCHAIN; GOPROXY=$(go env GOPROXY)): it needs the Go module proxy; or install Go $GO_WANT from https://go.dev/dl/ into /usr/local/go" >&2
+    exit 1
+  fi
+  if [ "$(go_version_in "$ROOT" -u GOTOOLCHAIN)" != "$GO_WANT" ]; then
+    echo "setup: note: this go does not switch to Go $GO_WANT by itself (GOTOOLCHAIN is local in its environment or go env): run make with GOTOOLCHAIN=$GOTOOLCHAIN or set \`go env -w GOTOOLCHAIN=auto\`" >&2
+  fi
+fi
+
 GOBIN="$(go env GOPATH)/bin"
 export PATH="$PATH:$GOBIN"
 need_go_tool() { # name module@version
@@ -64,7 +120,7 @@ need_go_tool gotestsum gotest.tools/gotestsum@v1.13.0
 # the system PATH so they do not replace Debian's containerd 1.6.
 TOOLS=/usr/local/lib/coffer-tools
 need_tool_in() { # dir name tags module@version
-  [ -x "$1/$2" ] || { echo "setup: go install $4 into $1"; $SUDO mkdir -p "$1"; $SUDO env GOBIN="$1" PATH="$PATH" go install -tags "$3" "$4"; }
+  [ -x "$1/$2" ] || { echo "setup: go install $4 into $1"; $SUDO mkdir -p "$1"; $SUDO env GOBIN="$1" PATH="$PATH" GOTOOLCHAIN="${GOTOOLCHAIN:-}" go install -tags "$3" "$4"; }
 }
 need_tool_in $TOOLS containerd no_btrfs,no_devmapper,no_zfs github.com/containerd/containerd/v2/cmd/containerd@v2.4.2
 need_tool_in $TOOLS ctr no_btrfs,no_devmapper,no_zfs github.com/containerd/containerd/v2/cmd/ctr@v2.4.2

@@ -758,8 +758,18 @@ func imageRunConfig(ref image.Reference, img *image.Image, o *runOpts, dest stri
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("image %s has no entrypoint or cmd: give the command after the image", ref)
 	}
+	// The merged values are checked again as flags (checkProcessFlags):
+	// the image's own must be right here, for an error that names it.
+	for _, e := range c.Env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return nil, fmt.Errorf("image %s: its config has a bad environment variable %q (not KEY=VALUE)", ref, e)
+		}
+	}
 	o.env = append(append([]string{}, c.Env...), o.env...)
 	if o.workdir == "" {
+		if c.WorkingDir != "" && !strings.HasPrefix(c.WorkingDir, "/") {
+			return nil, fmt.Errorf("image %s: its config's working directory %q is not absolute: pass -w DIR", ref, c.WorkingDir)
+		}
 		o.workdir = c.WorkingDir
 	}
 	if o.user == "" && c.User != "" {

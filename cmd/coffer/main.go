@@ -57,6 +57,13 @@ func newRootCmd() *cobra.Command {
 		Version:       version.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			var l slog.Level
+			if g.logLevel != "" && l.UnmarshalText([]byte(g.logLevel)) != nil {
+				return &exitError{code: exitCofferError, err: fmt.Errorf("bad --log-level %q: use debug, info, warn or error", g.logLevel)}
+			}
+			return nil
+		},
 	}
 	root.PersistentFlags().BoolVar(&g.debug, "debug", false, "debug logging (host and guest agent)")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (default error)")

@@ -254,13 +254,14 @@ func newPsCmd(g *globalOpts) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			out := cmd.OutOrStdout()
 			if quiet {
 				for _, p := range pods {
-					fmt.Println(p.Name)
+					fmt.Fprintln(out, p.Name)
 				}
 				return nil
 			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tSTATUS\tCREATED\tACCEL\tQEMU PID\tCOMMAND")
 			for _, p := range pods {
 				status := p.EffectiveStatus()
@@ -373,10 +374,8 @@ func newExecCmd(g *globalOpts) *cobra.Command {
 				cmdArgs = cmdArgs[1:]
 			}
 			so := sandbox.SpecOptions{Args: cmdArgs, Env: env, Cwd: workdir, Terminal: tty}
-			if user != "" {
-				if so.UID, so.GID, err = sandbox.ParseUser(user); err != nil {
-					return &exitError{code: exitCofferError, err: err}
-				}
+			if so.UID, so.GID, err = checkProcessFlags(env, workdir, user); err != nil {
+				return &exitError{code: exitCofferError, err: err}
 			}
 			spec, err := sandbox.BuildSpec(so)
 			if err != nil {

@@ -40,6 +40,7 @@ type runOpts struct {
 	vmMemory                     string
 	vcpus                        int
 	accel                        string
+	transport                    string
 	guestDir                     string
 	bootTimeout                  time.Duration
 	volumes                      []string
@@ -61,7 +62,15 @@ and used with its config's entrypoint, cmd, env, workdir and user.
 
 The exit code is the container's: 128+N when killed by signal N, 137 for an
 out-of-memory kill. Coffer's own failures exit 125; 126 means the command
-could not be executed and 127 that it was not found.`,
+could not be executed and 127 that it was not found.
+
+The host talks to the guest agent over a virtio-serial port. --transport
+vsock uses vsock instead (the host needs /dev/vhost-vsock); it is opt-in
+because any host process can connect to a guest's vsock port and the agent
+does not authenticate its peer yet.
+
+--log-level info shows which accelerator (kvm or tcg) was chosen and why;
+coffer ps shows it in its ACCEL column.`,
 		Example: `  coffer run --rm --rootfs ./busybox -- uname -a
   coffer run --rm -it --rootfs ./busybox -- sh
   coffer run -d --name web --memory 128m --rootfs ./rootfs -- httpd -f
@@ -105,6 +114,7 @@ could not be executed and 127 that it was not found.`,
 	f.StringVar(&o.vmMemory, "vm-memory", "", "guest RAM (default: 256m, or the memory limit plus 128m)")
 	f.IntVar(&o.vcpus, "vcpus", 0, "guest vCPUs (default: the CPU limit rounded up, at least 1)")
 	f.StringVar(&o.accel, "accel", "", "accelerator: kvm, tcg or auto (default auto, or $COFFER_ACCEL)")
+	f.StringVar(&o.transport, "transport", "auto", "how the host reaches the guest agent: serial, vsock (needs /dev/vhost-vsock; any host process can connect to the guest's vsock port) or auto (serial)")
 	f.StringVar(&o.guestDir, "guest-dir", "", "directory of the guest image built by `coffer guest build` (default: the cache dir)")
 	f.DurationVar(&o.bootTimeout, "boot-timeout", sandbox.DefaultBootTimeout, "how long to wait for the VM to boot")
 	o.image.addRunFlags(cmd)
@@ -123,7 +133,7 @@ func buildRequest(g *globalOpts, o *runOpts, args []string) (*sandbox.PodRequest
 		o.name = randomName()
 	}
 	if err := sandbox.CheckName(o.name); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--name: %w", err)
 	}
 	if err := sandbox.CheckRootfsDir(o.rootfs); err != nil {
 		return nil, err
@@ -142,10 +152,8 @@ func buildRequest(g *globalOpts, o *runOpts, args []string) (*sandbox.PodRequest
 	if so.Hostname == "" {
 		so.Hostname = o.name
 	}
-	if o.user != "" {
-		if so.UID, so.GID, err = sandbox.ParseUser(o.user); err != nil {
-			return nil, err
-		}
+	if so.UID, so.GID, err = checkProcessFlags(o.env, o.workdir, o.user); err != nil {
+		return nil, err
 	}
 	if o.memory != "" {
 		if so.MemoryMax, err = sandbox.ParseMemory(o.memory); err != nil {
@@ -156,7 +164,7 @@ func buildRequest(g *globalOpts, o *runOpts, args []string) (*sandbox.PodRequest
 		}
 	}
 	if o.cpus < 0 || math.IsNaN(o.cpus) || o.cpus > 256 {
-		return nil, fmt.Errorf("bad --cpus %v: use a positive number of CPUs", o.cpus)
+		return nil, fmt.Errorf("bad --cpus %v: use a positive number of CPUs, at most 256", o.cpus)
 	}
 	so.CPUs = o.cpus
 	if o.pids < 0 {
@@ -189,7 +197,14 @@ func buildRequest(g *globalOpts, o *runOpts, args []string) (*sandbox.PodRequest
 	}
 	accel, err := hypervisor.ParseAccel(o.accel)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--accel: %w", err)
+	}
+	transport, err := sandbox.ParseTransport(o.transport)
+	if err == nil {
+		_, err = sandbox.CheckTransport(transport)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--transport: %w", err)
 	}
 	vmMiB := 256
 	if so.MemoryMax > 0 {
@@ -208,6 +223,9 @@ func buildRequest(g *globalOpts, o *runOpts, args []string) (*sandbox.PodRequest
 	vcpus := o.vcpus
 	if vcpus == 0 {
 		vcpus = max(1, int(math.Ceil(o.cpus)))
+		if vcpus > 64 {
+			return nil, fmt.Errorf("--cpus %v needs %d vCPUs and a pod VM has at most 64: lower --cpus or set --vcpus", o.cpus, vcpus)
+		}
 	}
 	if vcpus < 1 || vcpus > 64 {
 		return nil, fmt.Errorf("bad --vcpus %d: use 1 to 64", vcpus)
@@ -223,9 +241,29 @@ func buildRequest(g *globalOpts, o *runOpts, args []string) (*sandbox.PodRequest
 	return &sandbox.PodRequest{
 		Name: o.name, Rootfs: rootfs, RootfsType: o.rootfsType, Spec: spec,
 		Kernel: m.KernelPath(), Initrd: m.InitrdPath(), Cmdline: m.Cmdline,
-		MemoryMiB: vmMiB, VCPUs: vcpus, Accel: accel, AgentDebug: g.debug, BootTimeout: o.bootTimeout,
+		MemoryMiB: vmMiB, VCPUs: vcpus, Accel: accel, Transport: transport, AgentDebug: g.debug, BootTimeout: o.bootTimeout,
 		StartNow: true, Volumes: volumes,
 	}, nil
+}
+
+// checkProcessFlags validates the process flags of `coffer run` and
+// `coffer exec` (-e, -w, -u), naming the flag at fault, and returns the
+// UID and GID of -u (0 without it).
+func checkProcessFlags(env []string, workdir, user string) (uid, gid uint32, err error) {
+	for _, e := range env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return 0, 0, fmt.Errorf("bad -e/--env %q: use KEY=VALUE", e)
+		}
+	}
+	if workdir != "" && !strings.HasPrefix(workdir, "/") {
+		return 0, 0, fmt.Errorf("bad -w/--workdir %q: use an absolute path inside the container", workdir)
+	}
+	if user != "" {
+		if uid, gid, err = sandbox.ParseUser(user); err != nil {
+			return 0, 0, fmt.Errorf("-u/--user: %w", err)
+		}
+	}
+	return uid, gid, nil
 }
 
 // startError turns a pod start failure into the right exit code.

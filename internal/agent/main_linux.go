@@ -52,6 +52,16 @@ func parseCmdline(cmdline string) bootConfig {
 	return cfg
 }
 
+// agentTransport is where the agent serves its API, and its name: vsock
+// with coffer.transport=vsock, else (default, or any other value) the
+// virtio-serial port.
+func (c bootConfig) agentTransport() (Transport, string) {
+	if c.transport == "vsock" {
+		return Vsock{Port: VsockPort}, "vsock"
+	}
+	return VirtioSerial{Name: AgentPortName}, "serial"
+}
+
 // Main runs the agent as the guest's PID 1. It returns only on a fatal
 // error; the caller powers off.
 func Main() error {
@@ -76,7 +86,8 @@ func Main() error {
 	var boot *bootWork
 	if pid1 {
 		want := func(name string) bool {
-			return channelModules[name] || (cfg.transport == "vsock" && vsockModules[name])
+			_, tname := cfg.agentTransport()
+			return channelModules[name] || (tname == "vsock" && vsockModules[name])
 		}
 		if err := loadModules(log, want); err != nil {
 			return err
@@ -126,9 +137,9 @@ func Main() error {
 	if boot != nil {
 		srv.storage.ready = boot.wait
 	}
-	var tr Transport = VirtioSerial{Name: AgentPortName}
-	if cfg.transport == "vsock" {
-		tr = Vsock{Port: VsockPort}
+	tr, tname := cfg.agentTransport()
+	if tname != cfg.transport {
+		log.Warn("unknown coffer.transport on the kernel command line: serving on the serial port", "transport", cfg.transport)
 	}
 	lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
 	l, err := tr.Listen(lctx)
@@ -141,7 +152,7 @@ func Main() error {
 		return fmt.Errorf("create ttrpc server: %w", err)
 	}
 	api.RegisterAgentService(ts, srv)
-	log.Info("agent API ready", "transport", cfg.transport, "addr", l.Addr().String())
+	log.Info("agent API ready", "transport", tname, "addr", l.Addr().String())
 	return ts.Serve(ctx, l)
 }
 

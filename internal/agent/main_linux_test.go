@@ -41,6 +41,33 @@ func TestParseCmdline(t *testing.T) {
 	}
 }
 
+// TestAgentTransport: the agent serves on vsock exactly when the host put
+// coffer.transport=vsock on the kernel command line (as sandbox.Start does
+// for the vsock transport), else on the virtio-serial port the host
+// configures.
+func TestAgentTransport(t *testing.T) {
+	tests := []struct {
+		cmdline string
+		want    Transport
+		name    string
+	}{
+		{"console=ttyS0 panic=-1", VirtioSerial{Name: "coffer.agent"}, "serial"},
+		{"console=ttyS0 coffer.transport=vsock", Vsock{Port: 1024}, "vsock"},
+		{"coffer.transport=serial", VirtioSerial{Name: "coffer.agent"}, "serial"},
+		{"coffer.transport=vsock coffer.transport=serial", VirtioSerial{Name: "coffer.agent"}, "serial"},
+		// Anything else falls back to the port the host always has.
+		{"coffer.transport=VSOCK", VirtioSerial{Name: "coffer.agent"}, "serial"},
+		{"coffer.transport=", VirtioSerial{Name: "coffer.agent"}, "serial"},
+		{"coffer.transport=tcp", VirtioSerial{Name: "coffer.agent"}, "serial"},
+	}
+	for _, tt := range tests {
+		tr, name := parseCmdline(tt.cmdline).agentTransport()
+		if tr != tt.want || name != tt.name {
+			t.Errorf("%q: transport %#v (%s), want %#v (%s)", tt.cmdline, tr, name, tt.want, tt.name)
+		}
+	}
+}
+
 func FuzzParseCmdline(f *testing.F) {
 	for _, s := range []string{
 		"", "console=ttyS0 coffer.log=debug coffer.transport=vsock",

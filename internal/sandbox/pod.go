@@ -31,7 +31,9 @@ type PodRequest struct {
 	MachineType string            `json:"machine_type,omitempty"`
 	GuestSysctl map[string]string `json:"guest_sysctl,omitempty"`
 	AgentDebug  bool              `json:"agent_debug,omitempty"`
-	BootTimeout time.Duration     `json:"boot_timeout,omitempty"`
+	// Transport is the agent transport (Config.Transport).
+	Transport   string        `json:"transport,omitempty"`
+	BootTimeout time.Duration `json:"boot_timeout,omitempty"`
 	// StartNow starts the container's process with its creation (one
 	// round trip less); Pod.Start then only records the pod as running.
 	// The process's output waits in the guest until it is read.
@@ -88,7 +90,7 @@ func StartPod(ctx context.Context, dir string, req *PodRequest, detached bool, l
 		ID: req.Name, StateDir: dir, Kernel: req.Kernel, Initrd: req.Initrd, Cmdline: req.Cmdline,
 		MemoryMiB: req.MemoryMiB, VCPUs: req.VCPUs, Accel: req.Accel, MachineType: req.MachineType,
 		Disks:       []hypervisor.Disk{{Serial: "rootfs0", Path: img, ReadOnly: true}},
-		BootTimeout: req.BootTimeout, AgentDebug: req.AgentDebug, Log: log,
+		BootTimeout: req.BootTimeout, AgentDebug: req.AgentDebug, Transport: req.Transport, Log: log,
 		SharedFS: len(req.Volumes) > 0,
 	})
 	if err != nil {

@@ -50,8 +50,9 @@ type Config struct {
 	BootTimeout  time.Duration
 	// AgentDebug turns on debug logging in the guest agent.
 	AgentDebug bool
-	// Transport is how the host reaches the agent: serial, vsock or
-	// auto (vsock when /dev/vhost-vsock is usable).
+	// Transport is how the host reaches the agent: TransportSerial,
+	// TransportVsock (needs /dev/vhost-vsock; Start fails without it) or
+	// TransportAuto, which is serial (see chooseTransport).
 	Transport string
 	// SharedFS gives the pod a virtio-fs share for volumes (AddVolume):
 	// virtiofsd runs beside QEMU and guest RAM becomes a shared memfd.
@@ -95,7 +96,7 @@ func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
 	if cfg.AgentDebug {
 		cmdline += " coffer.log=debug"
 	}
-	transport, err := chooseTransport(cfg.Transport, vhostVsockUsable)
+	transport, err := CheckTransport(cfg.Transport)
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +108,7 @@ func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
 	if transport == TransportVsock {
 		cid = newGuestCID()
 		extra = append(extra, vsockArgs(cid)...)
-		cmdline += " coffer.transport=vsock"
+		cmdline += " " + vsockCmdline
 	}
 	vmDir := VMDir(cfg.StateDir)
 	hv := hypervisor.Config{

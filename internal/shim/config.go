@@ -17,6 +17,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/coffer-project/coffer/internal/guest"
 	"github.com/coffer-project/coffer/internal/hypervisor"
+	"github.com/coffer-project/coffer/internal/sandbox"
 	"github.com/containerd/containerd/errdefs"
 	runtimeoptions "github.com/containerd/containerd/pkg/runtimeoptions/v1"
 	"google.golang.org/protobuf/proto"
@@ -77,6 +78,9 @@ type Config struct {
 	// SharedFS gives CRI pod sandboxes a virtio-fs share for their
 	// containers' volumes from the start (see podNeedsSharedFS).
 	SharedFS bool
+	// Transport is the agent transport (sandbox.Config.Transport):
+	// sandbox.TransportAuto (serial), TransportSerial or TransportVsock.
+	Transport string
 }
 
 // FileConfig is the TOML configuration file (/etc/coffer/config.toml).
@@ -98,6 +102,10 @@ type FileConfig struct {
 	// volumes (default true); pods of one container get one exactly when
 	// they have bind mounts.
 	SharedFS bool `toml:"shared_fs"`
+	// Transport is how the shim reaches the guest agent: serial, vsock
+	// (needs /dev/vhost-vsock; any host process can connect to a guest's
+	// vsock port) or auto, which is serial (default auto).
+	Transport string `toml:"transport"`
 }
 
 // DefaultConfig is the built-in configuration, before any config file:
@@ -169,7 +177,7 @@ func readConfigFile(path string) (*fileConfig, error) {
 		for i, k := range u {
 			keys[i] = k.String()
 		}
-		return nil, fmt.Errorf("config file %s: unknown keys %s (known: hypervisor_path, guest_dir, memory_mib, vcpus, accelerator, log_level, shared_fs): %w",
+		return nil, fmt.Errorf("config file %s: unknown keys %s (known: hypervisor_path, guest_dir, memory_mib, vcpus, accelerator, log_level, shared_fs, transport): %w",
 			path, strings.Join(keys, ", "), errdefs.ErrInvalidArgument)
 	}
 	for _, k := range md.Keys() {
@@ -222,6 +230,13 @@ func (c *Config) apply(path string, fc *fileConfig) error {
 	}
 	if fc.defined["shared_fs"] {
 		c.SharedFS = fc.SharedFS
+	}
+	if fc.defined["transport"] {
+		t, err := sandbox.ParseTransport(fc.Transport)
+		if err != nil {
+			return bad("transport", err.Error())
+		}
+		c.Transport = t
 	}
 	return nil
 }

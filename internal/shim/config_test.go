@@ -2,6 +2,7 @@ package shim
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/coffer-project/coffer/internal/hypervisor"
+	"github.com/coffer-project/coffer/internal/sandbox"
 	"github.com/containerd/containerd/errdefs"
 	runtimeoptions "github.com/containerd/containerd/pkg/runtimeoptions/v1"
 	"google.golang.org/protobuf/proto"
@@ -122,6 +124,8 @@ func TestResolveErrors(t *testing.T) {
 		{name: "vcpus too many", file: "vcpus = 1000\n", want: []string{"vcpus", "out of range"}},
 		{name: "accelerator", file: "accelerator = \"hvf\"\n", want: []string{"accelerator", "hvf"}},
 		{name: "log level", file: "log_level = \"loud\"\n", want: []string{"log_level", "loud"}},
+		{name: "transport", file: "transport = \"tcp\"\n", want: []string{"transport", `"tcp"`, "auto, serial or vsock"}},
+		{name: "transport type", file: "transport = 1\n", want: []string{"parse", "transport"}},
 		{name: "relative path", file: "hypervisor_path = \"qemu\"\n", want: []string{"hypervisor_path", "absolute"}},
 		{name: "missing ConfigPath", configPath: filepath.Join(dir, "nope.toml"), want: []string{"nope.toml", "no such file"}},
 		{name: "annotation memory", ann: map[string]string{AnnotationMemoryMiB: "lots"}, want: []string{AnnotationMemoryMiB, "lots"}},
@@ -148,6 +152,25 @@ func TestResolveErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestResolveTransport: the transport key selects the agent transport;
+// without it the shim uses auto (serial).
+func TestResolveTransport(t *testing.T) {
+	dir := t.TempDir()
+	if got, err := baseConfig(filepath.Join(dir, "absent.toml")).Resolve("", nil); err != nil || got.Transport != sandbox.TransportAuto {
+		t.Errorf("no key: %q, %v", got.Transport, err)
+	}
+	for i, tc := range []struct{ value, want string }{
+		{"vsock", sandbox.TransportVsock}, {"serial", sandbox.TransportSerial}, {"Serial", sandbox.TransportSerial},
+		{"auto", sandbox.TransportAuto}, {"", sandbox.TransportAuto},
+	} {
+		f := writeFile(t, dir, fmt.Sprintf("t%d.toml", i), fmt.Sprintf("transport = %q\n", tc.value))
+		got, err := baseConfig(f).Resolve("", nil)
+		if err != nil || got.Transport != tc.want {
+			t.Errorf("transport = %q: %q, %v; want %q", tc.value, got.Transport, err, tc.want)
+		}
 	}
 }
 

@@ -168,7 +168,11 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		s.level.Set(cfg.LogLevel)
 	}
 	s.log.Info("pod config", "id", r.ID, "config_path", configPath, "memory_mib", cfg.MemoryMiB, "vcpus", cfg.VCPUs,
-		"accel", cfg.Accel, "hypervisor", cfg.HypervisorPath, "guest_dir", cfg.GuestDir)
+		"accel", cfg.Accel, "transport", cfg.Transport, "hypervisor", cfg.HypervisorPath, "guest_dir", cfg.GuestDir)
+	// Before anything is built: vsock needs the host's vhost-vsock.
+	if _, err := sandbox.CheckTransport(cfg.Transport); err != nil {
+		return nil, grpcErr(fmt.Errorf("create container %s: config key transport: %w: %w", r.ID, err, errdefs.ErrFailedPrecondition))
+	}
 	dir := s.cfg.PodDir(s.ns, r.ID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, grpcErr(fmt.Errorf("create pod dir: %w", err))
@@ -196,6 +200,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		Disks:        []hypervisor.Disk{{Serial: "rootfs0", Path: img, ReadOnly: true}},
 		HotplugSlots: slots,
 		SharedFS:     podNeedsSharedFS(cfg, spec),
+		Transport:    cfg.Transport,
 		Log:          s.log,
 	})
 	if err != nil {

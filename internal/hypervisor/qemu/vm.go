@@ -86,16 +86,11 @@ func Start(ctx context.Context, cfg hypervisor.Config, log *slog.Logger) (*VM, e
 		defer cancel()
 	}
 
-	accel := cfg.Accel
-	if accel == hypervisor.AccelAuto {
-		a, reason, err := hypervisor.DetectAccel(ctx, hypervisor.DetectOptions{
-			Kernel: cfg.Kernel, QEMUPath: qemuBin, CacheDir: cfg.AccelCacheDir, Logger: log,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("start vm %s: %w", cfg.ID, err)
-		}
-		log.Info("accelerator chosen", "accel", a, "reason", reason)
-		accel = a
+	accel, err := chooseAccel(ctx, hypervisor.DetectOptions{
+		Requested: cfg.Accel, Kernel: cfg.Kernel, QEMUPath: qemuBin, CacheDir: cfg.AccelCacheDir, Logger: log,
+	}, log)
+	if err != nil {
+		return nil, fmt.Errorf("start vm %s: %w", cfg.ID, err)
 	}
 
 	l, err := newLayout(cfg)
@@ -140,6 +135,19 @@ func Start(ctx context.Context, cfg hypervisor.Config, log *slog.Logger) (*VM, e
 	}
 	log.Info("qemu started", "pid", v.pid, "accel", accel, "qmp_ready_after", time.Since(begin).Round(time.Millisecond))
 	return v, nil
+}
+
+// chooseAccel decides the VM's accelerator (opts.Requested, else
+// $COFFER_ACCEL, else detection: see hypervisor.DetectAccel) and logs the
+// choice with its reason at Info, once per VM: `coffer --log-level info`
+// shows it, the default (errors only) does not.
+func chooseAccel(ctx context.Context, opts hypervisor.DetectOptions, log *slog.Logger) (hypervisor.Accel, error) {
+	a, reason, err := hypervisor.DetectAccel(ctx, opts)
+	if err != nil {
+		return hypervisor.AccelAuto, err
+	}
+	log.Info("accelerator chosen", "accel", a, "reason", reason)
+	return a, nil
 }
 
 // prepareStateDir creates dir, or accepts it when it exists empty.
