@@ -254,3 +254,24 @@ func TestFloorRatioBracket(t *testing.T) {
 		t.Errorf("with a broken bracket: %v, want the separate floor's 0.3", got)
 	}
 }
+
+// A ratio is flagged when a floor it was computed from was disturbed: the
+// bracketing floors when the case has them, else the separate one.
+func TestDisturbedBracket(t *testing.T) {
+	fl := func(busy time.Duration) *floorResult {
+		return &floorResult{TEE: teeSample, Goroutines: 2, Window: time.Second, Ops: 5000, CPU: time.Second, Host: hostCPU{busy: time.Second + busy}}
+	}
+	c := &caseResult{TEE: teeSample, Clients: 64, Window: time.Second, Handshakes: 3000}
+	r := &report{Machine: machineInfo{CPUs: 2}, Opts: options{maxOther: 0.1}, Floors: []*floorResult{fl(time.Second)}, Cases: []*caseResult{c}}
+	if !r.disturbed(c) {
+		t.Error("no bracket, disturbed separate floor: not flagged")
+	}
+	c.Bracket = []*floorResult{fl(0), fl(0)}
+	if r.disturbed(c) {
+		t.Error("quiet bracket flagged because of the separate floor it does not use")
+	}
+	c.Bracket = []*floorResult{fl(0), fl(500 * time.Millisecond)}
+	if !r.disturbed(c) {
+		t.Error("a disturbed floor after the case: not flagged")
+	}
+}

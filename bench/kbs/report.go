@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -170,10 +171,14 @@ func (r *report) hostNote(others float64, q quietStats) string {
 }
 
 // disturbed reports whether any of the measurements a target uses was
-// disturbed by other processes.
+// disturbed by other processes: the case and the floors it is compared
+// with (the bracketing ones when it has them, else the separate one).
 func (r *report) disturbed(c *caseResult) bool {
 	if c.otherCores() > r.Opts.maxOther {
 		return true
+	}
+	if c.bracketRate() > 0 {
+		return slices.ContainsFunc(c.Bracket, func(f *floorResult) bool { return f.otherCores() > r.Opts.maxOther })
 	}
 	f := r.floorFor(c)
 	return f != nil && f.otherCores() > r.Opts.maxOther

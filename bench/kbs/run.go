@@ -128,14 +128,31 @@ func run(ctx context.Context, opts options, progress io.Writer) (*report, error)
 		}
 		kit.freshKey, kit.verifyToken = opts.freshClient, opts.floorTokenVerify
 		kits[t] = kit
-		bracket := func(n int) (*floorResult, error) {
+		// The floors bracketing a case are repeated like the cases when
+		// other processes disturb them: one disturbed floor moves the
+		// ratio as much as a disturbed case.
+		bracket := func(n int, when string) (*floorResult, error) {
 			if opts.bracketDur <= 0 {
 				return nil, nil
 			}
-			return runFloor(ctx, kit, min(n, runtime.NumCPU()), 0, opts.bracketDur)
+			g := min(n, runtime.NumCPU())
+			var f *floorResult
+			label := fmt.Sprintf("crypto floor %s the case, %s, %d goroutine(s): %s", when, t, g, opts.bracketDur)
+			q, err := repeatUntilQuiet(ctx, opts, progress, label, func() (float64, error) {
+				var err error
+				if f, err = runFloor(ctx, kit, g, 0, opts.bracketDur); err != nil {
+					return 0, err
+				}
+				return f.otherCores(), nil
+			})
+			if err != nil {
+				return nil, err
+			}
+			f.Quiet = q
+			return f, nil
 		}
 		for _, n := range opts.clients {
-			before, err := bracket(n)
+			before, err := bracket(n, "before")
 			if err != nil {
 				return rep, err
 			}
@@ -154,7 +171,7 @@ func run(ctx context.Context, opts options, progress io.Writer) (*report, error)
 				return rep, err
 			}
 			res.Quiet = q
-			after, err := bracket(n)
+			after, err := bracket(n, "after")
 			if err != nil {
 				return rep, err
 			}
