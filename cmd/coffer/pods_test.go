@@ -10,11 +10,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/coffer-project/coffer/internal/sandbox"
+	"github.com/coffer-project/coffer/internal/testlog"
 	"golang.org/x/sys/unix"
 )
 
@@ -40,35 +40,6 @@ func TestParseSignal(t *testing.T) {
 			t.Errorf("parseSignal(%q) error %q: want the value and an example", in, err)
 		}
 	}
-}
-
-// recorder is a slog handler that keeps the records it is given.
-type recorder struct {
-	mu      sync.Mutex
-	records []slog.Record
-}
-
-func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
-func (r *recorder) WithAttrs([]slog.Attr) slog.Handler       { return r }
-func (r *recorder) WithGroup(string) slog.Handler            { return r }
-func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.records = append(r.records, rec.Clone())
-	return nil
-}
-
-// attr returns the value of attribute key of rec as a string.
-func attr(rec slog.Record, key string) string {
-	var v string
-	rec.Attrs(func(a slog.Attr) bool {
-		if a.Key == key {
-			v = a.Value.String()
-			return false
-		}
-		return true
-	})
-	return v
 }
 
 // deadPID is a pid no process has: pids stay below pid_max.
@@ -139,7 +110,7 @@ func TestSweepStale(t *testing.T) {
 		}
 	}
 
-	rec := &recorder{}
+	rec := &testlog.Recorder{}
 	sweepStale(rt, slog.New(rec))
 
 	removed := map[string]bool{"fg-dead": true, "fg-starting": true, "fg-pid-reused": true, "fg-dead-q": true, "fg-dead-alien": true}
@@ -153,9 +124,9 @@ func TestSweepStale(t *testing.T) {
 		}
 	}
 	var logged []string
-	for _, r := range rec.records {
+	for _, r := range rec.Records() {
 		if r.Message == "removing stale pod" && r.Level == slog.LevelInfo {
-			logged = append(logged, attr(r, "name"))
+			logged = append(logged, testlog.Attr(r, "name"))
 		}
 	}
 	if len(logged) != len(removed) {

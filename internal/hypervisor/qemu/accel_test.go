@@ -6,49 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/coffer-project/coffer/internal/hypervisor"
+	"github.com/coffer-project/coffer/internal/testlog"
 )
-
-// recorder is a slog handler that keeps the records it is given.
-type recorder struct {
-	mu      sync.Mutex
-	records []slog.Record
-}
-
-func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
-func (r *recorder) WithAttrs([]slog.Attr) slog.Handler       { return r }
-func (r *recorder) WithGroup(string) slog.Handler            { return r }
-func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.records = append(r.records, rec.Clone())
-	return nil
-}
-
-// find returns the records with message msg.
-func (r *recorder) find(msg string) []slog.Record {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []slog.Record
-	for _, rec := range r.records {
-		if rec.Message == msg {
-			out = append(out, rec)
-		}
-	}
-	return out
-}
-
-func recordAttrs(rec slog.Record) map[string]string {
-	m := map[string]string{}
-	rec.Attrs(func(a slog.Attr) bool {
-		m[a.Key] = a.Value.String()
-		return true
-	})
-	return m
-}
 
 // TestChooseAccelLogs: the accelerator Start uses is logged once, at Info
 // (what `coffer --log-level info` shows), with the reason: no vmx/svm,
@@ -89,19 +51,19 @@ func TestChooseAccelLogs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rec := &recorder{}
+			rec := &testlog.Recorder{}
 			a, err := chooseAccel(context.Background(), tt.opts, slog.New(rec))
 			if err != nil || a != tt.want {
 				t.Fatalf("chooseAccel = %q, %v; want %q", a, err, tt.want)
 			}
-			got := rec.find("accelerator chosen")
+			got := rec.Find("accelerator chosen")
 			if len(got) != 1 {
-				t.Fatalf("%d \"accelerator chosen\" records, want 1 (all: %v)", len(got), rec.records)
+				t.Fatalf("%d \"accelerator chosen\" records, want 1 (all: %v)", len(got), rec.Records())
 			}
 			if got[0].Level != slog.LevelInfo {
 				t.Errorf("logged at %v, want INFO", got[0].Level)
 			}
-			attrs := recordAttrs(got[0])
+			attrs := testlog.Attrs(got[0])
 			if attrs["accel"] != string(tt.want) {
 				t.Errorf("accel attribute %q, want %q", attrs["accel"], tt.want)
 			}
@@ -114,12 +76,12 @@ func TestChooseAccelLogs(t *testing.T) {
 	}
 
 	// A bad COFFER_ACCEL is an error, and nothing is claimed as chosen.
-	rec := &recorder{}
+	rec := &testlog.Recorder{}
 	_, err := chooseAccel(context.Background(), hypervisor.DetectOptions{Getenv: func(string) string { return "hvf" }}, slog.New(rec))
 	if err == nil || !strings.Contains(err.Error(), "COFFER_ACCEL") {
 		t.Errorf("COFFER_ACCEL=hvf: %v", err)
 	}
-	if n := len(rec.find("accelerator chosen")); n != 0 {
+	if n := len(rec.Find("accelerator chosen")); n != 0 {
 		t.Errorf("%d \"accelerator chosen\" records after an error", n)
 	}
 }
