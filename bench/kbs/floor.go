@@ -43,9 +43,9 @@ const (
 var stepInfo = [numSteps]struct{ name, side, what string }{
 	stepNonce:       {"nonce", sideServer, "32-byte challenge nonce"},
 	stepTeeKey:      {"tee-key", sideClient, "generate the P-256 TEE key"},
-	stepDigest:      {"digest", sideClient, "SHA-384 of the JCS runtime data (the server computes it again)"},
+	stepDigest:      {"digest", sideClient, "SHA-384 of the JCS runtime data, the guest's (the server computes its own in verify)"},
 	stepEvidence:    {"evidence", sideClient, "produce evidence (sample JSON / sim SNP report signed with P-384)"},
-	stepVerify:      {"verify", sideServer, "verify the evidence (attestation verifier)"},
+	stepVerify:      {"verify", sideServer, "recompute the runtime-data digest and verify the evidence against it (attestation verifier)"},
 	stepSign:        {"ear-sign", sideServer, "build and sign the EAR token (ES256)"},
 	stepTokenVerify: {"ear-verify", sideServer, "verify the EAR token (ES256): only with -floor-token-verify (the server checks Bearer tokens; the client's cookie session needs none)"},
 	stepEncrypt:     {"jwe-encrypt", sideServer, "encrypt the resource (ECDH-ES+A256KW, A256GCM)"},
@@ -149,7 +149,14 @@ func (k *floorKit) once(ctx context.Context, t *[numSteps]time.Duration, key *te
 		return fmt.Errorf("%s evidence: %w", k.tee, err)
 	}
 	lap(stepEvidence)
-	claims, err := k.verifier.Verify(ctx, attestation.VerifyInput{Evidence: ev, ReportData: digest})
+	// The server does not take the guest's digest: it recomputes it from
+	// the nonce it issued and the key the guest sent (attestation.Service
+	// .Attest), and checks the evidence against its own.
+	bound, err := protocol.RuntimeDataDigest("sha384", nonce, pub, &additional)
+	if err != nil {
+		return err
+	}
+	claims, err := k.verifier.Verify(ctx, attestation.VerifyInput{Evidence: ev, ReportData: bound})
 	if err != nil {
 		return fmt.Errorf("%s verification: %w", k.tee, err)
 	}

@@ -39,6 +39,8 @@ type options struct {
 	freshClient bool
 	// netHTTP makes the clients share a net/http Transport.
 	netHTTP bool
+	// clientProcs is GOMAXPROCS of the load generator during the cases.
+	clientProcs int
 	// floorTokenVerify adds the token's signature check to the floor.
 	floorTokenVerify bool
 	maxLoad          float64
@@ -72,6 +74,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.sessionsMax, "sessions-max", 1<<20, "the server's [sessions] max; 0 keeps coffer-kbs's default (10000 open sessions for 5 minutes each, which caps a sustained handshake rate at 33/s)")
 	fs.BoolVar(&o.referenceValues, "reference-values", true, "register reference values matching the benchmark's guests, so appraisals are affirming as in a deployment; false measures a bare --dev server, where every appraisal is contraindicated and explained")
 	fs.BoolVar(&o.freshClient, "fresh-client", false, "give every handshake a new KBS client and a new TEE key pair; by default each client worker keeps one client and one key pair across its handshakes, as a guest does for one boot (every handshake is still a full auth, attest and get-resource on a new session)")
+	fs.IntVar(&o.clientProcs, "client-procs", 0, "GOMAXPROCS of the load generator (this process) while a case runs against the coffer-kbs binary, as wrk -t sets its threads; 0 keeps Go's default (all CPUs). The crypto floor always runs with every CPU")
 	fs.BoolVar(&o.netHTTP, "client-net-http", false, "the clients share one net/http Transport (as before), instead of each worker sending its requests on its own keep-alive connection from its own goroutine (a cheaper load generator; the server and the KBS client library are the same)")
 	fs.BoolVar(&o.floorTokenVerify, "floor-token-verify", false, "include the ES256 check of the token in the crypto floor (the server makes it for Bearer-only requests; the benchmark's clients send their session cookie, whose token the server issued and kept, so it needs none)")
 	fs.IntVar(&o.resourceSize, "resource-size", 256, "size in bytes of the resource each handshake fetches")

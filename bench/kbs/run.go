@@ -161,7 +161,7 @@ func run(ctx context.Context, opts options, progress io.Writer) (*report, error)
 			q, err := repeatUntilQuiet(ctx, opts, progress, label, func() (float64, error) {
 				var err error
 				res, err = runLoad(ctx, loadConfig{tee: t, clients: n, warmup: opts.warmup, dur: opts.dur,
-					url: p.url, path: benchResourcePath, want: resource, attester: att, freshClient: opts.freshClient, netHTTP: opts.netHTTP, addr: hostPort(p.url), serverCPU: p.cpuTime})
+					url: p.url, path: benchResourcePath, want: resource, attester: att, freshClient: opts.freshClient, netHTTP: opts.netHTTP, addr: hostPort(p.url), serverCPU: p.cpuTime, procs: opts.clientProcs})
 				if err != nil {
 					return 0, fmt.Errorf("%w\n%s", err, p.logTail(1500))
 				}

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -442,6 +443,42 @@ func FuzzParseErrorInformation(f *testing.F) {
 		back, err := ParseErrorInformation(out)
 		if err != nil || *back != *info {
 			t.Fatalf("round trip: %+v -> %+v %v", info, back, err)
+		}
+	})
+}
+
+// FuzzCanonicalRuntimeData: the direct writer of the runtime data gives the
+// generic RFC 8785 path's bytes for any strings (the peer chooses the
+// nonce echo, the key members and the additional evidence), and declines
+// only what the generic path treats differently.
+func FuzzCanonicalRuntimeData(f *testing.F) {
+	f.Add("K0vYm8nJBHKJSzT0GBSmg5D9S4ZHQvw9M2jHcQtEVM8=", KtyEC, "ES256", "P-256", "x-coord", "y-coord", "", "", "{}", true)
+	f.Add("n", KtyRSA, "RSA-OAEP-256", "", "", "", "modulus", "AQAB", "", false)
+	f.Add("<&>\u2028\"\\\x01\x7f", KtyEC, "a\tb", "c\nd", "\xff", "é", "", "", "\x00", true)
+	f.Add("n", "OKP", "EdDSA", "Ed25519", "x", "", "", "", "", false)
+	f.Fuzz(func(t *testing.T, nonce, kty, alg, crv, x, y, n, e, extra string, withExtra bool) {
+		pub := TeePubKey{Kty: kty, Alg: alg, Crv: crv, X: x, Y: y, N: n, E: e}
+		var ae *string
+		if withExtra {
+			ae = &extra
+		}
+		want, werr := canonicalRuntimeDataGeneric(nonce, pub, ae)
+		got, ok := canonicalRuntimeDataDirect(nonce, pub, ae)
+		if !ok {
+			valid := func(ss ...string) bool {
+				return !slices.ContainsFunc(ss, func(s string) bool { return !utf8.ValidString(s) })
+			}
+			relevant := valid(nonce, alg, crv, x, y) && kty == KtyEC || valid(nonce, alg, n, e) && kty == KtyRSA
+			if relevant && (!withExtra || valid(extra)) {
+				t.Fatalf("direct writer declined valid input %+v", pub)
+			}
+			return
+		}
+		if werr != nil {
+			t.Fatalf("direct writer accepted what the generic path refuses (%v): %q", werr, got)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("direct %q, generic %q", got, want)
 		}
 	})
 }
