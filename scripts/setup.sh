@@ -84,15 +84,20 @@ if [ -z "$have" ] || ! version_ge "$have" "$GO_WANT"; then
       echo "setup: this needs Go >= $GO_WANT (go.mod); install it (https://go.dev/dl/, e.g. into /usr/local/go with /usr/local/go/bin on PATH) and run again" >&2
       exit 1
     fi
-    if ! grep -rqs --include='*.list' --include='*.sources' 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    # apt's own view (a commented-out or disabled entry does not count).
+    if ! apt-cache policy 2>/dev/null | grep -q ' bookworm-backports/'; then
       echo "setup: adding Debian's bookworm-backports to apt's sources (for golang-go >= 1.21)"
       printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: bookworm-backports' 'Components: main' \
         'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' |
         $SUDO tee /etc/apt/sources.list.d/coffer-bookworm-backports.sources >/dev/null
     fi
-    echo "setup: installing golang-go from bookworm-backports (bootstrap for Go $GO_WANT)"
+    echo "setup: installing golang-go from bookworm-backports (bootstrap for Go $GO_WANT; this replaces Debian 12's golang-go 1.19 if it is installed)"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends -t bookworm-backports golang-go >/dev/null
+    # The go just installed comes first, even if an older one (e.g. an old
+    # /usr/local/go) is earlier on PATH.
+    PATH="$(dirname "$(readlink -f /usr/bin/go)"):$PATH"
+    export PATH
     hash -r
   fi
   export GOTOOLCHAIN="go$GO_WANT"

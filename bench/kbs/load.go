@@ -198,7 +198,10 @@ type workerResult struct {
 // to back for the warm-up plus the measured window.
 func runLoad(ctx context.Context, cfg loadConfig) (*caseResult, error) {
 	if cfg.procs > 0 && cfg.serverCPU != nil {
-		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(cfg.procs))
+		runtime.GOMAXPROCS(cfg.procs)
+		// Back to the runtime's own choice (a plain GOMAXPROCS(old) would
+		// also turn off its automatic updates).
+		defer runtime.SetDefaultGOMAXPROCS()
 	}
 	var dials atomic.Int64
 	shared, closeShared := cfg.sharedClient(&dials)

@@ -93,6 +93,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.dur <= 0 || o.floorDur <= 0 || o.warmup < 0 {
 		return o, errors.New("-d and -floor-d must be positive and -warmup not negative")
 	}
+	if o.clientProcs < 0 {
+		return o, fmt.Errorf("-client-procs %d: use 0 (Go's default) or a positive number", o.clientProcs)
+	}
 	if o.profileDur == 0 {
 		o.profileDur = o.dur
 	}

@@ -237,6 +237,7 @@ func earExtensions(polID string, exts []policy.Extension) (map[string]json.RawMe
 	}
 	out := make(map[string]json.RawMessage, len(exts))
 	seen := make(map[string]bool, len(exts))
+	size := 0
 	for _, e := range exts {
 		if seen[e.Name] {
 			return nil, nil, refuse("%q is given twice", e.Name)
@@ -251,11 +252,17 @@ func earExtensions(polID string, exts []policy.Extension) (map[string]json.RawMe
 			continue
 		}
 		if ear.IsStandardMember(e.Name) {
-			return nil, nil, refuse("%q is a standard EAR appraisal member, not an extension; rename the extension", e.Name)
+			return nil, nil, refuse("%q is a standard EAR appraisal member (letter case aside), not an extension; rename the extension", e.Name)
 		}
 		raw, err := json.Marshal(e.Value)
 		if err != nil {
 			return nil, nil, refuse("%q: value is not JSON: %v", e.Name, err)
+		}
+		// Every token carries them, and the server keeps each session's
+		// token: a policy that copies its whole input must not make
+		// megabyte tokens.
+		if size += len(e.Name) + len(raw); size > maxExtensionBytes {
+			return nil, nil, refuse("the extensions exceed %d bytes of JSON; keep them small (they travel in every token)", maxExtensionBytes)
 		}
 		out[e.Name] = raw
 	}
@@ -264,6 +271,9 @@ func earExtensions(polID string, exts []policy.Extension) (map[string]json.RawMe
 	}
 	return out, identifiers, nil
 }
+
+// maxExtensionBytes bounds the JSON of a policy's EAR extensions.
+const maxExtensionBytes = 16 << 10
 
 // annotate builds Trustee's annotated evidence (§3.2): the verifier claims
 // under the TEE name, report_data and init_data lifted out, and the

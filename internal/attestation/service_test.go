@@ -131,6 +131,13 @@ func TestAttestRefusesCollidingExtensions(t *testing.T) {
 		{"vector", `{"name": "ear.trustworthiness-vector", "key": 1, "value": {}}`, `"ear.trustworthiness-vector" is a standard`},
 		{"twice", `{"name": "x", "key": 1, "value": 1}, {"name": "x", "key": 2, "value": 2}`, `"x" is given twice`},
 		{"identifiers not an object", `{"name": "ear.trustee.identifiers", "key": -18, "value": [1]}`, `"ear.trustee.identifiers" must be an object`},
+		// encoding/json matches member names case-insensitively, with
+		// Unicode folding ("ſ" is "s"): these would override the status
+		// or the annotated evidence (the tee-pubkey) when a token is read.
+		{"status, other case", `{"name": "EAR.STATUS", "key": 1, "value": "affirming"}`, `"EAR.STATUS" is a standard EAR appraisal member`},
+		{"status, folded", `{"name": "ear.ſtatus", "key": 1, "value": "affirming"}`, `is a standard EAR appraisal member`},
+		{"evidence, other case", `{"name": "EAR.veraison.annotated-evidence", "key": 1, "value": {}}`, `is a standard EAR appraisal member`},
+		{"too big", `{"name": "big", "key": 1, "value": concat("", [x | some i in numbers.range(1, 2000); x := "0123456789"])}`, `exceed 16384 bytes`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := newSampleService(t, "package policy\nimport rego.v1\ntrust_claims := {\"executables\": 3}\nextensions := ["+c.ext+"]\n")

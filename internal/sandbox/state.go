@@ -144,7 +144,8 @@ func ReadState(dir string) (*State, error) {
 }
 
 // ProcessStart returns the start time of pid (clock ticks since boot), or
-// 0 if there is no such process.
+// 0 if there is no such process or it has exited and waits to be reaped (a
+// zombie: a dead owner re-parented to an init that does not reap).
 func ProcessStart(pid int) uint64 {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
@@ -158,7 +159,7 @@ func ProcessStart(pid int) uint64 {
 		return 0
 	}
 	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
+	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
 		return 0
 	}
 	v, _ := strconv.ParseUint(f[19], 10, 64)

@@ -491,3 +491,32 @@ func TestCreatePodDirRespectsPodBeingCreated(t *testing.T) {
 		t.Fatalf("second create during the detached hand-off: %v", err)
 	}
 }
+
+// A process that has exited but is not reaped yet (a zombie) is not alive:
+// a dead pod owner re-parented to an init that does not reap must show as
+// dead.
+func TestProcessStartZombie(t *testing.T) {
+	cmd := exec.Command("true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	pid := cmd.Process.Pid
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if s := string(b); strings.Contains(s[strings.LastIndexByte(s, ')')+1:], " Z ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d did not become a zombie: %q", pid, b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := ProcessStart(pid); got != 0 {
+		t.Errorf("ProcessStart of a zombie = %d, want 0", got)
+	}
+	if ProcessStart(os.Getpid()) == 0 {
+		t.Error("ProcessStart of this process = 0")
+	}
+}

@@ -100,6 +100,13 @@ func vsockArgs(cid uint32) []string {
 // up when ctx ends or done (the VM's exit) is closed, even in the middle
 // of a connect, which can block for seconds while the guest is not up.
 func dialVsock(ctx context.Context, cid uint32, done <-chan struct{}) (net.Conn, error) {
+	return dialVsockWith(ctx, cid, done, func(ctx context.Context, cid, port uint32) (net.Conn, error) {
+		return vsock.DialContext(ctx, cid, port, nil)
+	})
+}
+
+// dialVsockWith is dialVsock with the connect call given (tests).
+func dialVsockWith(ctx context.Context, cid uint32, done <-chan struct{}, dial func(ctx context.Context, cid, port uint32) (net.Conn, error)) (net.Conn, error) {
 	dctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -111,7 +118,7 @@ func dialVsock(ctx context.Context, cid uint32, done <-chan struct{}) (net.Conn,
 	}()
 	vmExited := errors.New("the VM exited before the agent answered on vsock")
 	for {
-		c, err := vsock.DialContext(dctx, cid, agentVsockPort, nil)
+		c, err := dial(dctx, cid, agentVsockPort)
 		if err == nil {
 			return c, nil
 		}

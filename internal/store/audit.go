@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -35,6 +36,9 @@ func AppendAudit(ctx context.Context, st Store, event any) error {
 type AuditItem struct {
 	At    time.Time
 	Event any
+	// Refused files the event under NSAuditRefused (a request refused
+	// before any session or token), pruned apart from the rest.
+	Refused bool
 }
 
 // AppendAuditBatch appends several events as AppendAudit does, in one
@@ -43,6 +47,22 @@ type AuditItem struct {
 // order in the log, even with equal times (later ones get a nanosecond
 // more).
 func AppendAuditBatch(ctx context.Context, st Store, items []AuditItem) error {
+	var main, refused []AuditItem
+	for _, it := range items {
+		if it.Refused {
+			refused = append(refused, it)
+		} else {
+			main = append(main, it)
+		}
+	}
+	if err := appendAudit(ctx, st, NSAudit, main); err != nil {
+		return err
+	}
+	return appendAudit(ctx, st, NSAuditRefused, refused)
+}
+
+// appendAudit appends items to the audit namespace ns in one batch.
+func appendAudit(ctx context.Context, st Store, ns string, items []AuditItem) error {
 	if len(items) == 0 {
 		return nil
 	}
@@ -74,7 +94,7 @@ func AppendAuditBatch(ctx context.Context, st Store, items []AuditItem) error {
 		for i := range pending {
 			pending[i].Key = stamps[idx[i]] + "-" + hex.EncodeToString(rnd[8*i:8*i+8])
 		}
-		written, err := st.PutBatch(ctx, NSAudit, pending, false)
+		written, err := st.PutBatch(ctx, ns, pending, false)
 		if err != nil {
 			return fmt.Errorf("audit: append %d events: %w", len(pending), err)
 		}
@@ -93,51 +113,75 @@ func AppendAuditBatch(ctx context.Context, st Store, items []AuditItem) error {
 	return errors.New("audit: append event: could not find an unused key after 4 attempts")
 }
 
-// ListAudit returns the newest limit audit entries (all if limit <= 0), in
+// ListAudit returns the newest limit audit entries (all if limit <= 0) of
+// both audit namespaces (NSAudit and NSAuditRefused), merged in
 // chronological order (oldest first).
 func ListAudit(ctx context.Context, st Store, limit int) ([]AuditEntry, error) {
-	keys, err := st.List(ctx, NSAudit, "")
-	if err != nil {
-		return nil, fmt.Errorf("audit: list: %w", err)
+	type ref struct{ ns, key string }
+	var refs []ref
+	for _, ns := range []string{NSAudit, NSAuditRefused} {
+		keys, err := st.List(ctx, ns, "")
+		if err != nil {
+			return nil, fmt.Errorf("audit: list: %w", err)
+		}
+		for _, k := range keys {
+			refs = append(refs, ref{ns, k})
+		}
 	}
-	if limit > 0 && len(keys) > limit {
-		keys = keys[len(keys)-limit:]
+	// Keys start with their UTC time in a fixed-width layout: byte order
+	// is time order across both namespaces.
+	slices.SortFunc(refs, func(a, b ref) int { return strings.Compare(a.key, b.key) })
+	if limit > 0 && len(refs) > limit {
+		refs = refs[len(refs)-limit:]
 	}
-	out := make([]AuditEntry, 0, len(keys))
-	for _, k := range keys {
-		v, err := st.Get(ctx, NSAudit, k)
+	out := make([]AuditEntry, 0, len(refs))
+	for _, r := range refs {
+		v, err := st.Get(ctx, r.ns, r.key)
 		if errors.Is(err, ErrNotFound) {
 			continue // pruned concurrently
 		}
 		if err != nil {
 			return nil, fmt.Errorf("audit: read entry: %w", err)
 		}
-		e := AuditEntry{Key: k, Event: json.RawMessage(v)}
-		if i := strings.IndexByte(k, '-'); i > 0 {
-			e.Time, _ = time.Parse(auditTimeLayout, k[:i])
+		e := AuditEntry{Key: r.key, Event: json.RawMessage(v)}
+		if i := strings.IndexByte(r.key, '-'); i > 0 {
+			e.Time, _ = time.Parse(auditTimeLayout, r.key[:i])
 		}
 		out = append(out, e)
 	}
 	return out, nil
 }
 
-// PruneAudit deletes the oldest audit entries so that at most keep remain,
-// and returns how many it deleted. The audit log otherwise grows without
-// bound; callers decide the retention.
+// PruneAudit deletes the oldest entries of NSAudit so that at most keep
+// remain, and returns how many it deleted. The audit log otherwise grows
+// without bound; callers decide the retention.
 func PruneAudit(ctx context.Context, st Store, keep int) (int, error) {
-	if keep < 0 {
-		keep = 0
-	}
-	keys, err := st.List(ctx, NSAudit, "")
+	return pruneAudit(ctx, st, NSAudit, keep)
+}
+
+// PruneRefusedAudit is PruneAudit for NSAuditRefused.
+func PruneRefusedAudit(ctx context.Context, st Store, keep int) (int, error) {
+	return pruneAudit(ctx, st, NSAuditRefused, keep)
+}
+
+// pruneBatch bounds one delete transaction.
+const pruneBatch = 4096
+
+func pruneAudit(ctx context.Context, st Store, ns string, keep int) (int, error) {
+	keep = max(keep, 0)
+	keys, err := st.List(ctx, ns, "")
 	if err != nil {
 		return 0, fmt.Errorf("audit: prune: %w", err)
 	}
+	old := keys[:max(len(keys)-keep, 0)]
 	n := 0
-	for i := 0; i < len(keys)-keep; i++ {
-		if err := st.Delete(ctx, NSAudit, keys[i]); err != nil && !errors.Is(err, ErrNotFound) {
+	for len(old) > 0 {
+		chunk := old[:min(len(old), pruneBatch)]
+		if err := st.DeleteBatch(ctx, ns, chunk); err != nil {
 			return n, fmt.Errorf("audit: prune: %w", err)
 		}
-		n++
+		n += len(chunk)
+		old = old[len(chunk):]
 	}
 	return n, nil
 }

@@ -283,6 +283,37 @@ func (b *Bolt) Delete(ctx context.Context, ns, key string) error {
 	return nil
 }
 
+// DeleteBatch implements Store: one transaction, one fsync.
+func (b *Bolt) DeleteBatch(ctx context.Context, ns string, keys []string) error {
+	if err := ctx.Err(); err != nil {
+		return b.wrap("delete", ns, fmt.Sprintf("(batch of %d)", len(keys)), err)
+	}
+	for _, k := range keys {
+		if err := checkOp(ns, k); err != nil {
+			return b.wrap("delete", ns, k, err)
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	err := b.write(func(tx *bolt.Tx) error {
+		bk := tx.Bucket([]byte(ns))
+		if bk == nil {
+			return nil
+		}
+		for _, k := range keys {
+			if err := bk.Delete([]byte(k)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return b.wrap("delete", ns, fmt.Sprintf("(batch of %d)", len(keys)), err)
+	}
+	return nil
+}
+
 // List returns the keys of ns starting with prefix, in byte order.
 func (b *Bolt) List(ctx context.Context, ns, prefix string) ([]string, error) {
 	if err := ctx.Err(); err != nil {

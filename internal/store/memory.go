@@ -116,6 +116,21 @@ func (m *Memory) Delete(ctx context.Context, ns, key string) error {
 	return nil
 }
 
+// DeleteBatch implements Store.
+func (m *Memory) DeleteBatch(ctx context.Context, ns string, keys []string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, k := range keys {
+		if err := m.check(ctx, "delete", ns, k); err != nil {
+			return err
+		}
+	}
+	for _, k := range keys {
+		delete(m.data[ns], k)
+	}
+	return nil
+}
+
 // List implements Store.
 func (m *Memory) List(ctx context.Context, ns, prefix string) ([]string, error) {
 	m.mu.RLock()

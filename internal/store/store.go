@@ -15,6 +15,11 @@ const (
 	NSResourcePolicy = "resource-policy"    // "policy" -> rego
 	NSReferenceValue = "reference-value"    // name -> JSON record
 	NSAudit          = "audit"              // time-ordered key -> JSON event
+	// NSAuditRefused holds the audit records of requests refused before
+	// any session or token was established (anyone can send those), so
+	// that a flood of them, pruned on its own, never pushes the records
+	// of attestations, releases and admin calls out of NSAudit.
+	NSAuditRefused = "audit-refused"
 )
 
 // KV is one key and value for PutBatch.
@@ -37,6 +42,10 @@ type Store interface {
 	// or none does.
 	PutBatch(ctx context.Context, ns string, kvs []KV, overwrite bool) (written []bool, err error)
 	Delete(ctx context.Context, ns, key string) error
+	// DeleteBatch removes every key of keys from ns in one transaction
+	// (for persistent stores: one fsync); keys that do not exist are
+	// skipped.
+	DeleteBatch(ctx context.Context, ns string, keys []string) error
 	// List returns the keys in ns that start with prefix, sorted.
 	List(ctx context.Context, ns, prefix string) ([]string, error)
 	Close() error

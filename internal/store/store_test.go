@@ -471,6 +471,59 @@ func TestAudit(t *testing.T) {
 	})
 }
 
+// Refused-request records live in their own namespace: ListAudit merges
+// both in time order, and each prunes on its own bound, so refusals never
+// push other records out.
+func TestAuditRefusedApart(t *testing.T) {
+	impls(t, func(t *testing.T, st Store) {
+		ctx := context.Background()
+		base := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+		var items []AuditItem
+		for i := range 10 {
+			items = append(items, AuditItem{At: base.Add(time.Duration(i) * time.Millisecond), Event: map[string]int{"n": i}, Refused: i%3 != 0})
+		}
+		if err := AppendAuditBatch(ctx, st, items); err != nil {
+			t.Fatal(err)
+		}
+		main, _ := st.List(ctx, NSAudit, "")
+		refused, _ := st.List(ctx, NSAuditRefused, "")
+		if len(main) != 4 || len(refused) != 6 {
+			t.Fatalf("%d main and %d refused keys, want 4 and 6", len(main), len(refused))
+		}
+		all, err := ListAudit(ctx, st, 0)
+		if err != nil || len(all) != 10 {
+			t.Fatalf("ListAudit = %d, %v", len(all), err)
+		}
+		for i, e := range all {
+			if got := string(e.Event); got != fmt.Sprintf(`{"n":%d}`, i) {
+				t.Errorf("merged entry %d = %s", i, got)
+			}
+		}
+		if n, err := PruneRefusedAudit(ctx, st, 2); err != nil || n != 4 {
+			t.Fatalf("PruneRefusedAudit = %d, %v", n, err)
+		}
+		rest, _ := ListAudit(ctx, st, 0)
+		var got []string
+		for _, e := range rest {
+			got = append(got, string(e.Event))
+		}
+		want := []string{`{"n":0}`, `{"n":3}`, `{"n":6}`, `{"n":7}`, `{"n":8}`, `{"n":9}`}
+		if !slices.Equal(got, want) {
+			t.Fatalf("after pruning the refusals to 2: %v, want %v", got, want)
+		}
+		// DeleteBatch skips missing keys and refuses bad ones.
+		if err := st.DeleteBatch(ctx, NSAudit, []string{main[0], "no-such-key"}); err != nil {
+			t.Fatal(err)
+		}
+		if keys, _ := st.List(ctx, NSAudit, ""); len(keys) != 3 {
+			t.Fatalf("%d keys after DeleteBatch, want 3", len(keys))
+		}
+		if err := st.DeleteBatch(ctx, NSAudit, []string{"../x"}); !errors.Is(err, ErrInvalidKey) {
+			t.Fatalf("DeleteBatch of a bad key: %v", err)
+		}
+	})
+}
+
 // TestGroupCommitMixed runs concurrent writes where some fail their
 // precondition (deleting a missing key): the failures must not affect the
 // writes committed in the same transaction.

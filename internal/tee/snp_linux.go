@@ -101,7 +101,7 @@ func ioctlReport(dev string, reportData [abi.ReportDataSize]byte) ([]byte, []byt
 	//lint:ignore SA1019 the non-deprecated QuoteProvider API cannot be given a device path
 	report, certs, err := client.GetRawExtendedReportAtVmpl(d, reportData, 0)
 	if errors.Is(d.lastErr, unix.ENOTTY) {
-		return nil, nil, fmt.Errorf("%s does not answer SEV-SNP guest requests (%v): it is not the sev-guest device", dev, d.lastErr)
+		return nil, nil, fmt.Errorf("%s does not answer SEV-SNP guest requests (%v): either it is not the sev-guest device, or the sev-guest driver has disabled its VMPCK key after a failed guest request (the kernel log says \"disabling vmpck\"; the host can cause this, and only a reboot of the guest restores it)", dev, d.lastErr)
 	}
 	if err != nil {
 		var errPlain error

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -100,11 +101,15 @@ type appraisalFields Appraisal
 
 // IsStandardMember reports whether name is one of the appraisal members
 // Appraisal has a field for (the EAR members, Trustee's identifiers and
-// Coffer's simulated flag): such a name cannot be an extension.
+// Coffer's simulated flag) in any letter case: such a name cannot be an
+// extension. Case matters because encoding/json matches struct fields
+// case-insensitively (with Unicode folding: "ſ" for "s"), so an extension
+// "EAR.STATUS" written after "ear.status" would win when a token is read.
 func IsStandardMember(name string) bool {
-	switch name {
-	case MemberStatus, MemberTrustVector, MemberPolicyID, MemberAnnotatedEvidence, MemberIdentifiers, MemberSimulated:
-		return true
+	for _, m := range [...]string{MemberStatus, MemberTrustVector, MemberPolicyID, MemberAnnotatedEvidence, MemberIdentifiers, MemberSimulated} {
+		if strings.EqualFold(name, m) {
+			return true
+		}
 	}
 	return false
 }

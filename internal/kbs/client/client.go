@@ -298,8 +298,9 @@ const resourceAttempts = 2
 
 // GetResource fetches and decrypts kbs:///repo/type/tag (path
 // "repo/type/tag"). It attests first when it holds no valid token (cached
-// until shortly before its exp); on a 401 it drops the token, re-attests
-// once and retries; a second 401 is returned.
+// until shortly before its exp); on a 401 to a cached token it drops the
+// token, re-attests once and retries. A 401 to a token this call just
+// obtained is returned at once: attesting again would not cure it.
 func (c *Client) GetResource(ctx context.Context, path string) ([]byte, error) {
 	path = strings.TrimPrefix(strings.TrimPrefix(path, "kbs://"), "/")
 	c.mu.Lock()
@@ -307,7 +308,8 @@ func (c *Client) GetResource(ctx context.Context, path string) ([]byte, error) {
 	var lastErr error
 	for attempt := 0; attempt < resourceAttempts; attempt++ {
 		tok := c.validTokenLocked()
-		if tok == "" {
+		fresh := tok == ""
+		if fresh {
 			var err error
 			if tok, err = c.attestLocked(ctx); err != nil {
 				return nil, err
@@ -327,7 +329,10 @@ func (c *Client) GetResource(ctx context.Context, path string) ([]byte, error) {
 		if !IsStatus(err, http.StatusUnauthorized) {
 			return nil, fmt.Errorf("get resource %s: %w", path, err)
 		}
-		c.token = "" // re-attest
+		c.token = "" // the next call attests again
+		if fresh {
+			break
+		}
 	}
 	return nil, fmt.Errorf("get resource %s: %w", path, lastErr)
 }

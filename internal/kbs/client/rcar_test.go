@@ -204,16 +204,21 @@ func TestTokenCachedUntilExp(t *testing.T) {
 	get(t, c, f, 4, 7)
 }
 
-// A 401 to a resource request makes the client drop its token, re-attest
-// once and retry; a second 401 is returned as the error (no loop), and
-// other errors (404) are returned without re-attesting.
+// A 401 to a cached token makes the client drop it, re-attest once and
+// retry; a 401 to a token just obtained is returned as the error (no
+// loop), and other errors (404) are returned without re-attesting.
 func TestReattestOn401(t *testing.T) {
 	clock := &testClock{t: time.Unix(1_700_000_000, 0)}
 	f, url := newFakeKBS(t, clock, 5*time.Minute)
 	c := newTestClient(t, url, clock)
 
-	// A fresh token refused once: re-attest, succeed.
+	// A token this call just obtained, refused: attesting again would not
+	// help, so the 401 is the answer (and the token is dropped).
 	f.rejectNext(1)
+	if _, err := c.GetResource(context.Background(), "a/b/c"); !IsStatus(err, http.StatusUnauthorized) {
+		t.Fatalf("err %v, want the 401 to the fresh token", err)
+	}
+	wantCounts(t, f, 1, 1)
 	get(t, c, f, 2, 2)
 	// A cached token refused (e.g. the KBS's signing key changed).
 	f.rejectNext(1)

@@ -90,9 +90,9 @@ func auditRecords(t *testing.T, e *env) []auditRecord {
 
 // Every refusal of /auth, /attest and a resource request — including
 // those anyone can provoke before a session exists — is in the audit log
-// with the check that failed, and refused handshakes count as attestation
-// failures in /metrics (label tee="unknown" when the request named none
-// the KBS could use). No refusal releases a secret (wantError).
+// with the check that failed. Those made before any session or token count
+// in kbs_refused_requests_total, not as attestation failures or release
+// denials. No refusal releases a secret (wantError).
 func TestAuditEveryRefusal(t *testing.T) {
 	e := negEnv(t, envConfig{sessionTimeout: time.Minute})
 	hc := &http.Client{Timeout: 30 * time.Second}
@@ -176,11 +176,13 @@ func TestAuditEveryRefusal(t *testing.T) {
 		name, labels string
 		want         float64
 	}{
-		{"kbs_attestations_total", `outcome="failure",tee="unknown"`, 5},
-		{"kbs_attestations_total", `outcome="failure",tee="sample"`, 4},
-		{"kbs_attestations_total", `outcome="failure",tee="tdx"`, 1},
+		{"kbs_refused_requests_total", `endpoint="auth"`, 5},
+		{"kbs_refused_requests_total", `endpoint="attest"`, 4},
+		{"kbs_refused_requests_total", `endpoint="resource"`, 5},
+		{"kbs_attestations_total", `outcome="failure",tee="sample"`, 1},
+		{"kbs_attestations_total", `outcome="failure",tee="unknown"`, -1},
 		{"kbs_attestations_total", `outcome="success",tee="sample"`, 1},
-		{"kbs_resource_releases_total", `outcome="denied"`, 6},
+		{"kbs_resource_releases_total", `outcome="denied"`, 1},
 		{"kbs_resource_releases_total", `outcome="released"`, -1},
 	} {
 		if got := metricValue(t, e.url, c.name, c.labels); got != c.want {
@@ -229,5 +231,43 @@ func TestAuditEveryRefusal(t *testing.T) {
 	// Request-controlled text is bounded in the log (and in the queue).
 	if r := got[14]; len(r.Path) > 600 || len(r.Detail) > 4200 {
 		t.Errorf("a 10 KB path gave an audit record of %d+%d bytes", len(r.Path), len(r.Detail))
+	}
+}
+
+// A flood of requests anyone can send (no session, no token) cannot push
+// the records of attestations and releases out of the audit log: refusals
+// are kept apart, pruned to their own bound as they arrive.
+func TestAuditRefusalFloodKeepsReleases(t *testing.T) {
+	e := negEnv(t, envConfig{auditMaxRefused: 20})
+	ok := newGuest(t, e.url, tee.NewSample(), "", "")
+	ok.handshake()
+	if r := ok.get(negPath, ""); r.status != http.StatusOK {
+		t.Fatalf("release before the flood: %d %s", r.status, r.body)
+	}
+	hc := &http.Client{Timeout: 30 * time.Second}
+	for range 300 {
+		wantError(t, send(t, hc, http.MethodGet, e.url, "/kbs/v0/resource/"+negPath, nil, nil), http.StatusUnauthorized, protocol.KindTokenNotFound, "no attestation token")
+	}
+	if got := metricValue(t, e.url, "kbs_refused_requests_total", `endpoint="resource"`); got != 300 {
+		t.Errorf("kbs_refused_requests_total{endpoint=\"resource\"} = %v, want 300", got)
+	}
+	got := auditRecords(t, e)
+	var attested, released, refused int
+	for _, r := range got {
+		switch {
+		case r.Kind == "attest" && r.Outcome == "success":
+			attested++
+		case r.Kind == "release" && r.Outcome == "released":
+			released++
+		case r.Kind == "release" && r.Outcome == "denied":
+			refused++
+		}
+	}
+	if attested != 1 || released != 1 {
+		t.Errorf("after the flood: %d attestation and %d release records, want 1 and 1", attested, released)
+	}
+	// Pruned as they arrive: at most the bound plus one tenth of it.
+	if refused == 0 || refused > 22 {
+		t.Errorf("%d refusal records kept, want 1..22 (bound 20)", refused)
 	}
 }

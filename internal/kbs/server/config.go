@@ -24,6 +24,10 @@ type Config struct {
 	// AuditMaxEntries bounds the audit log: older entries are pruned
 	// (default 100000).
 	AuditMaxEntries int `toml:"audit_max_entries"`
+	// AuditMaxRefused bounds the records of requests refused before any
+	// session or token (kept apart, so that a flood of them cannot push
+	// the other records out; default 10000).
+	AuditMaxRefused int `toml:"audit_max_refused"`
 
 	Sessions    SessionConfig     `toml:"sessions"`
 	Admin       AdminConfig       `toml:"admin"`
@@ -72,7 +76,7 @@ func DefaultConfig() Config {
 	return Config{
 		Listen:       "127.0.0.1:8080",
 		DataDir:      "/var/lib/coffer-kbs",
-		MaxBodyBytes: 2 << 20, AuditMaxEntries: 100000,
+		MaxBodyBytes: 2 << 20, AuditMaxEntries: 100000, AuditMaxRefused: 10000,
 		Sessions:    SessionConfig{Timeout: Duration{5 * time.Minute}, Max: 10000},
 		Admin:       AdminConfig{Mode: AdminJWT},
 		Attestation: AttestationConfig{TokenTTL: Duration{5 * time.Minute}},
@@ -112,6 +116,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AuditMaxEntries <= 0 {
 		c.AuditMaxEntries = 100000
+	}
+	if c.AuditMaxRefused <= 0 {
+		c.AuditMaxRefused = 10000
 	}
 	if c.Sessions.Timeout.Duration <= 0 {
 		c.Sessions.Timeout.Duration = 5 * time.Minute

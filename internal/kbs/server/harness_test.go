@@ -110,6 +110,8 @@ type envConfig struct {
 	noSimulatedTTR bool // do not trust the simulated chip
 	// adminKey is the trusted admin key (non-dev); nil: a fresh Ed25519 key.
 	adminKey crypto.Signer
+	// auditMaxRefused bounds the refused-request audit records (0: default).
+	auditMaxRefused int
 }
 
 // env is an in-process coffer-kbs on an httptest server, wired as Open
@@ -191,6 +193,9 @@ func newEnv(t testing.TB, c envConfig) *env {
 	cfg.DataDir = t.TempDir()
 	cfg.Sessions.Max = c.sessionMax
 	cfg.Sessions.Timeout.Duration = c.sessionTimeout
+	if c.auditMaxRefused > 0 {
+		cfg.AuditMaxRefused = c.auditMaxRefused
+	}
 	cfg.Attestation.TokenTTL.Duration = c.tokenTTL
 	e := &env{t: t, st: st, clock: clk, signer: signer}
 	if !c.dev {

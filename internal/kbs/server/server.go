@@ -87,6 +87,15 @@ type Server struct {
 	auditDone sync.WaitGroup
 	closeOnce sync.Once
 
+	// refusedLog rate-limits the server log lines of refused requests
+	// (anyone can send those; the audit store and a metric count them all).
+	refusedLog struct {
+		mu         sync.Mutex
+		second     time.Time
+		n          int
+		suppressed int
+	}
+
 	mu     sync.RWMutex
 	policy ResourcePolicy
 	// policyWrite serializes resource policy updates so the stored policy
@@ -158,13 +167,29 @@ func (s *Server) auditWriter() {
 	// Keys sort by time: a clock that stands still or steps back must not
 	// reorder the log, so each event's key time is after the previous one.
 	var last time.Time
+	refusedSincePrune := 0
 	add := func(e auditEvent) {
 		at := e.Time
 		if !at.After(last) {
 			at = last.Add(time.Nanosecond)
 		}
 		last = at
-		batch = append(batch, store.AuditItem{At: at, Event: e})
+		batch = append(batch, store.AuditItem{At: at, Event: e, Refused: e.refused})
+		if e.refused {
+			refusedSincePrune++
+		}
+	}
+	// Refusals can arrive as fast as anyone sends requests: their
+	// namespace is pruned here as soon as it has grown by a tenth of its
+	// bound, not only by the periodic sweep.
+	pruneRefused := func() {
+		if refusedSincePrune < max(1, s.cfg.AuditMaxRefused/10) {
+			return
+		}
+		refusedSincePrune = 0
+		if _, err := store.PruneRefusedAudit(context.Background(), s.deps.Store, s.cfg.AuditMaxRefused); err != nil {
+			s.log.Warn("prune the audit log of refused requests", "err", err)
+		}
 	}
 	flush := func() {
 		if len(batch) == 0 {
@@ -181,6 +206,7 @@ func (s *Server) auditWriter() {
 		}
 		clear(batch)
 		batch = batch[:0]
+		pruneRefused()
 	}
 	linger := time.NewTimer(auditLinger)
 	linger.Stop()
@@ -241,6 +267,11 @@ func (s *Server) RunSweeper(ctx context.Context, interval time.Duration) {
 				s.log.Warn("prune the audit log", "err", err)
 			} else if n > 0 {
 				s.log.Debug("pruned the audit log", "removed", n)
+			}
+			if n, err := store.PruneRefusedAudit(ctx, s.deps.Store, s.cfg.AuditMaxRefused); err != nil {
+				s.log.Warn("prune the audit log of refused requests", "err", err)
+			} else if n > 0 {
+				s.log.Debug("pruned the audit log of refused requests", "removed", n)
 			}
 		}
 	}
@@ -350,7 +381,15 @@ type auditEvent struct {
 	Outcome string    `json:"outcome"`
 	Detail  string    `json:"detail,omitempty"`
 	Remote  string    `json:"remote,omitempty"`
+
+	// refused marks a request refused before any session or token was
+	// established: filed under store.NSAuditRefused, pruned on its own,
+	// and logged at a bounded rate.
+	refused bool
 }
+
+// refusedLogPerSecond bounds the server log lines of refused requests.
+const refusedLogPerSecond = 10
 
 func (s *Server) audit(ctx context.Context, e auditEvent) {
 	e.Time = s.now().UTC()
@@ -369,7 +408,32 @@ func (s *Server) audit(ctx context.Context, e auditEvent) {
 	if e.Outcome != "ok" && e.Outcome != "released" && e.Outcome != "success" {
 		lvl = slog.LevelWarn
 	}
+	if e.refused && !s.logRefusal(ctx, e.Time) {
+		return
+	}
 	s.log.Log(ctx, lvl, "audit", "kind", e.Kind, "method", e.Method, "path", e.Path, "tee", e.Tee, "outcome", e.Outcome, "detail", e.Detail, "remote", e.Remote)
+}
+
+// logRefusal reports whether the refusal at now may be logged: at most
+// refusedLogPerSecond a second; the first one of a new second also logs
+// how many were left out in the one before.
+func (s *Server) logRefusal(ctx context.Context, now time.Time) bool {
+	rl := &s.refusedLog
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	if sec := now.Truncate(time.Second); !sec.Equal(rl.second) {
+		if rl.suppressed > 0 {
+			s.log.Log(ctx, slog.LevelWarn, "refused requests not logged one by one", "count", rl.suppressed,
+				"see", "kbs_refused_requests_total and the audit log")
+		}
+		rl.second, rl.n, rl.suppressed = sec, 0, 0
+	}
+	if rl.n >= refusedLogPerSecond {
+		rl.suppressed++
+		return false
+	}
+	rl.n++
+	return true
 }
 
 // clip cuts s to at most n bytes (at a UTF-8 boundary) and says how much
@@ -395,17 +459,15 @@ func errDetail(err error) string {
 	return err.Error()
 }
 
-// attestationDenied counts and audits a refused /auth or /attest. tee is
-// "" when the request did not get as far as naming a usable one; the
-// metric label is then "unknown" (labels stay within the TEE names the
-// protocol decoder accepts).
-func (s *Server) attestationDenied(r *http.Request, kind, tee string, err error) {
-	label := tee
-	if label == "" {
-		label = "unknown"
-	}
-	s.metrics.attestations.WithLabelValues(label, "failure").Inc()
-	s.audit(r.Context(), auditEvent{Kind: kind, Tee: tee, Outcome: "denied", Detail: errDetail(err), Remote: r.RemoteAddr})
+// refuse counts and audits a request refused before any session or token
+// was established (kind auth, attest or release; tee and path when the
+// request named them). Anyone can send such requests: they are counted
+// in kbs_refused_requests_total and filed apart (store.NSAuditRefused),
+// so that a flood of them cannot push out the records of attestations,
+// releases and admin calls, nor inflate the attestation metrics.
+func (s *Server) refuse(r *http.Request, endpoint, kind, tee, path string, err error) {
+	s.metrics.refused.WithLabelValues(endpoint).Inc()
+	s.audit(r.Context(), auditEvent{Kind: kind, Tee: tee, Path: path, Outcome: "denied", Detail: errDetail(err), Remote: r.RemoteAddr, refused: true})
 }
 
 // readBody reads a bounded request body.
@@ -433,7 +495,7 @@ func (s *Server) setCookie(w http.ResponseWriter, id string) {
 func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) error {
 	tee, err := s.auth(w, r)
 	if err != nil {
-		s.attestationDenied(r, "auth", tee, err)
+		s.refuse(r, "auth", "auth", tee, "", err)
 	}
 	return err
 }
@@ -473,14 +535,14 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) error {
 	c, err := r.Cookie(SessionCookie)
 	if err != nil {
 		err := errorf(http.StatusUnauthorized, errAttestation, "no %s cookie: call /auth first", SessionCookie)
-		s.attestationDenied(r, "attest", "", err)
+		s.refuse(r, "attest", "attest", "", "", err)
 		return err
 	}
 	sess, attested, err := s.sessions.beginAttest(c.Value)
 	if err != nil {
 		// sess.tee is set when the session existed (expired, or its
 		// nonce already taken by another /attest).
-		s.attestationDenied(r, "attest", sess.tee, err)
+		s.refuse(r, "attest", "attest", sess.tee, "", err)
 		return errorf(http.StatusUnauthorized, errAttestation, "%v", err)
 	}
 	if attested {
@@ -495,7 +557,8 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) error {
 		}
 	}()
 	fail := func(err error) error {
-		s.attestationDenied(r, "attest", sess.tee, err)
+		s.metrics.attestations.WithLabelValues(sess.tee, "failure").Inc()
+		s.audit(r.Context(), auditEvent{Kind: "attest", Tee: sess.tee, Outcome: "denied", Detail: errDetail(err), Remote: r.RemoteAddr})
 		return errorf(http.StatusUnauthorized, errAttestation, "attestation failed: %v", err)
 	}
 	body, err := s.readBody(r)
@@ -581,9 +644,9 @@ func (s *Server) requestGrant(r *http.Request) (g grant, fromSession bool, err e
 }
 
 func (s *Server) handleGetResource(w http.ResponseWriter, r *http.Request, sub string) error {
-	// Every refusal is audited, including those anyone can provoke (a bad
-	// path, no token): the audit queue is bounded and back-pressures, and
-	// audit pruning keeps the newest AuditMaxEntries records.
+	// Every refusal is audited. Those anyone can provoke (a bad path, no
+	// usable token) are refusals before any token (see refuse); the rest
+	// are release denials of an attested guest.
 	path := sub
 	deny := func(outcome string, err error) error {
 		s.metrics.releases.WithLabelValues(outcome).Inc()
@@ -591,11 +654,13 @@ func (s *Server) handleGetResource(w http.ResponseWriter, r *http.Request, sub s
 		return err
 	}
 	if _, err := parseResourcePath(sub); err != nil {
-		return deny("denied", err)
+		s.refuse(r, "resource", "release", "", path, err)
+		return err
 	}
 	g, fromSession, err := s.requestGrant(r)
 	if err != nil {
-		return deny("denied", err)
+		s.refuse(r, "resource", "release", "", path, err)
+		return err
 	}
 	query := map[string]any{}
 	for k, v := range r.URL.Query() {
