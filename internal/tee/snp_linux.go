@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-configfs-tsm/report"
 	"github.com/google/go-sev-guest/abi"
 	"github.com/google/go-sev-guest/client"
+	labi "github.com/google/go-sev-guest/client/linuxabi"
 	"golang.org/x/sys/unix"
 )
 
@@ -74,7 +75,35 @@ type ioctlDevice struct {
 func (d *ioctlDevice) Ioctl(command uintptr, req any) (uintptr, error) {
 	r, err := d.LinuxDevice.Ioctl(command, req)
 	d.lastErr = err
+	if cerr := checkCertsLength(req); cerr != nil {
+		return r, cerr
+	}
 	return r, err
+}
+
+// maxSNPCertsLength bounds the certificate table the host may announce for
+// an extended report (VCEK, ASK and ARK take a few KiB). go-sev-guest
+// allocates whatever length the host reports (up to 4 GiB) for its second
+// request; refusing a larger one makes the extended request fail, and the
+// plain report (no certificates) is used instead.
+const maxSNPCertsLength = 64 << 10
+
+// checkCertsLength refuses an extended report request whose certificate
+// length, as the host set it, is over maxSNPCertsLength.
+func checkCertsLength(req any) error {
+	g, ok := req.(*labi.SnpUserGuestRequest)
+	if !ok {
+		return nil
+	}
+	x, ok := g.ReqData.(*labi.SnpExtendedReportReq)
+	if !ok || x.CertsLength <= maxSNPCertsLength {
+		return nil
+	}
+	n := x.CertsLength
+	// message() would report a firmware error code in preference to ours.
+	g.FwErr = 0
+	x.CertsLength = 0
+	return fmt.Errorf("the host announced a %d-byte SEV-SNP certificate table, over the %d-byte limit", n, maxSNPCertsLength)
 }
 
 // ioctlReport gets an extended report (VMPL 0) from the sev-guest device

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	labi "github.com/google/go-sev-guest/client/linuxabi"
 )
 
 // The ioctl path uses the configured device, not go-sev-guest's default
@@ -42,5 +44,28 @@ func TestSNPConfiguredDevicePath(t *testing.T) {
 	_, _, err = (&SNP{dev: "/dev/null", tsmDir: noTSM}).GetExtendedReport(context.Background(), rd)
 	if err == nil || !strings.Contains(err.Error(), "/dev/null does not answer SEV-SNP guest requests") || strings.Contains(err.Error(), SevGuestDevice) {
 		t.Errorf("/dev/null: %v, want an error naming /dev/null as not the sev-guest device", err)
+	}
+}
+
+// The host decides how long a certificate table it announces, and
+// go-sev-guest allocates that much for its next request: over
+// maxSNPCertsLength the extended request fails (the plain report is used)
+// with our error, not a firmware code.
+func TestSNPCertsLengthBounded(t *testing.T) {
+	ext := &labi.SnpExtendedReportReq{CertsLength: 1 << 30}
+	req := &labi.SnpUserGuestRequest{ReqData: ext, FwErr: 0x1234}
+	if err := checkCertsLength(req); err == nil || !strings.Contains(err.Error(), "1073741824-byte") {
+		t.Fatalf("a 1 GiB certificate table: %v", err)
+	}
+	if req.FwErr != 0 || ext.CertsLength != 0 {
+		t.Errorf("after the refusal: FwErr %#x, CertsLength %d; want both 0", req.FwErr, ext.CertsLength)
+	}
+	ok := &labi.SnpUserGuestRequest{ReqData: &labi.SnpExtendedReportReq{CertsLength: 4096}}
+	if err := checkCertsLength(ok); err != nil {
+		t.Errorf("a 4 KiB table: %v", err)
+	}
+	plain := &labi.SnpUserGuestRequest{ReqData: &labi.SnpReportReqABI{}}
+	if err := checkCertsLength(plain); err != nil {
+		t.Errorf("a plain report request: %v", err)
 	}
 }
