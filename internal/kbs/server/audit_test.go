@@ -271,3 +271,40 @@ func TestAuditRefusalFloodKeepsReleases(t *testing.T) {
 		t.Errorf("%d refusal records kept, want 1..22 (bound 20)", refused)
 	}
 }
+
+// Failed attestations cost anyone two requests (/auth, then bad evidence):
+// past failureRecordsPerMinute a minute from one host they are filed with
+// the refusals, so they cannot push release records out of the main log
+// either. Every one is still recorded and counted.
+func TestAuditAttestFailuresPerHost(t *testing.T) {
+	e := negEnv(t, envConfig{auditMaxRefused: 5})
+	ok := newGuest(t, e.url, tee.NewSample(), "", "")
+	ok.handshake()
+	if r := ok.get(negPath, ""); r.status != http.StatusOK {
+		t.Fatalf("release: %d %s", r.status, r.body)
+	}
+	const n = 45
+	bad := newGuest(t, e.url, tee.NewSample(), "", "")
+	for range n {
+		bad.auth()
+		other, _ := protocol.NewNonce()
+		wantError(t, bad.attestRaw(attestBody(t, other, bad.pub, bad.evidence(other, bad.pub))), http.StatusUnauthorized, protocol.KindAttestationError, "attestation failed")
+	}
+	if got := metricValue(t, e.url, "kbs_attestations_total", `outcome="failure",tee="sample"`); got != n {
+		t.Errorf("attestation failures counted: %v, want %d", got, n)
+	}
+	var failures, released int
+	for _, r := range auditRecords(t, e) {
+		switch {
+		case r.Kind == "attest" && r.Outcome == "denied":
+			failures++
+		case r.Kind == "release" && r.Outcome == "released":
+			released++
+		}
+	}
+	// 30 in the main log, the other 15 filed with the refusals and pruned
+	// to their bound of 5 (+ a tenth).
+	if released != 1 || failures < 30 || failures > 36 {
+		t.Errorf("%d release and %d attestation-failure records; want 1 and 30 + at most 6", released, failures)
+	}
+}

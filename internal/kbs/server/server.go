@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -86,6 +87,14 @@ type Server struct {
 	closing   chan struct{} // closed by Close; auditCh is never closed
 	auditDone sync.WaitGroup
 	closeOnce sync.Once
+
+	// failures counts failed attestations per remote host in the current
+	// minute (see failureRecordsPerMinute).
+	failures struct {
+		mu     sync.Mutex
+		minute time.Time
+		n      map[string]int
+	}
 
 	// refusedLog rate-limits the server log lines of refused requests
 	// (anyone can send those; the audit store and a metric count them all).
@@ -391,6 +400,34 @@ type auditEvent struct {
 // refusedLogPerSecond bounds the server log lines of refused requests.
 const refusedLogPerSecond = 10
 
+// failureRecordsPerMinute is how many failed attestations of one remote
+// host a minute go to the main audit log; the rest are filed with the
+// refusals (store.NSAuditRefused). Anyone can get a session from /auth and
+// send bad evidence, two requests per record: without this a flood from
+// one host could push the records of releases out of the main log.
+// maxFailureHosts bounds the per-host table (it starts afresh when full).
+const (
+	failureRecordsPerMinute = 30
+	maxFailureHosts         = 4096
+)
+
+// failureOverLimit counts a failed attestation from remote (host:port) and
+// reports whether its host is over failureRecordsPerMinute this minute.
+func (s *Server) failureOverLimit(now time.Time, remote string) bool {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	f := &s.failures
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if m := now.Truncate(time.Minute); !m.Equal(f.minute) || f.n == nil || len(f.n) >= maxFailureHosts {
+		f.minute, f.n = m, map[string]int{}
+	}
+	f.n[host]++
+	return f.n[host] > failureRecordsPerMinute
+}
+
 func (s *Server) audit(ctx context.Context, e auditEvent) {
 	e.Time = s.now().UTC()
 	e.Path = clip(e.Path, auditMaxPath)
@@ -558,7 +595,8 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) error {
 	}()
 	fail := func(err error) error {
 		s.metrics.attestations.WithLabelValues(sess.tee, "failure").Inc()
-		s.audit(r.Context(), auditEvent{Kind: "attest", Tee: sess.tee, Outcome: "denied", Detail: errDetail(err), Remote: r.RemoteAddr})
+		s.audit(r.Context(), auditEvent{Kind: "attest", Tee: sess.tee, Outcome: "denied", Detail: errDetail(err), Remote: r.RemoteAddr,
+			refused: s.failureOverLimit(s.now(), r.RemoteAddr)})
 		return errorf(http.StatusUnauthorized, errAttestation, "attestation failed: %v", err)
 	}
 	body, err := s.readBody(r)
