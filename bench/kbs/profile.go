@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -43,6 +44,9 @@ func profileFile(base, teeName string) string {
 // written to profileFile(opts.cpuprofile, tee). The server's goroutines
 // carry the pprof label side=server, the clients' side=client.
 func runProfiled(ctx context.Context, opts options, clients int, resource []byte, progress io.Writer) ([]*profiledCase, error) {
+	// The server runs in this process here: give it Go's default GOGC,
+	// as the coffer-kbs binary has, whatever -gc-percent set.
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
 	tmp, err := os.MkdirTemp("", "coffer-bench-kbs-inproc-")
 	if err != nil {
 		return nil, fmt.Errorf("create temporary directory: %w", err)

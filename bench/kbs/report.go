@@ -207,6 +207,7 @@ func (r *report) printTable(w io.Writer) {
 	if o.netHTTP {
 		transport = "a shared net/http Transport (-client-net-http)"
 	}
+	transport += fmt.Sprintf(", benchmark process GOGC=%d (-gc-percent; the server keeps its default)", o.gcPercent)
 	if o.clientProcs > 0 {
 		transport += fmt.Sprintf(", load generator GOMAXPROCS=%d (-client-procs)", o.clientProcs)
 	}
