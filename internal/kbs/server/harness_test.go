@@ -112,6 +112,8 @@ type envConfig struct {
 	adminKey crypto.Signer
 	// auditMaxRefused bounds the refused-request audit records (0: default).
 	auditMaxRefused int
+	// verifyTokens sets [sessions] verify_tokens.
+	verifyTokens bool
 }
 
 // env is an in-process coffer-kbs on an httptest server, wired as Open
@@ -193,6 +195,7 @@ func newEnv(t testing.TB, c envConfig) *env {
 	cfg.DataDir = t.TempDir()
 	cfg.Sessions.Max = c.sessionMax
 	cfg.Sessions.Timeout.Duration = c.sessionTimeout
+	cfg.Sessions.VerifyTokens = c.verifyTokens
 	if c.auditMaxRefused > 0 {
 		cfg.AuditMaxRefused = c.auditMaxRefused
 	}

@@ -607,3 +607,25 @@ func TestStolenTokenUseless(t *testing.T) {
 		t.Fatalf("victim: %q %v", got, err)
 	}
 }
+
+// [sessions] verify_tokens checks a cookie session's token in full on each
+// resource request (as Trustee does); by default only its expiry is
+// checked, the server having issued and kept it. A clock set back an hour
+// makes the token look issued in the future, which only the full check
+// sees.
+func TestSessionVerifyTokens(t *testing.T) {
+	for _, verify := range []bool{false, true} {
+		e := negEnv(t, envConfig{verifyTokens: verify})
+		g := newGuest(t, e.url, tee.NewSample(), "", "")
+		g.handshake()
+		e.clock.Advance(-time.Hour)
+		r := g.get(negPath, "")
+		if !verify {
+			if r.status != http.StatusOK {
+				t.Fatalf("verify_tokens off: %d %s, want the release", r.status, r.body)
+			}
+			continue
+		}
+		wantError(t, r, http.StatusUnauthorized, protocol.KindTokenVerifierError, "attestation token rejected")
+	}
+}

@@ -659,8 +659,13 @@ func (s *Server) requestGrant(r *http.Request) (g grant, fromSession bool, err e
 		if err == nil {
 			// The server issued this token and never let it out of its
 			// memory under this session: its signature cannot have changed,
-			// only its time can have run out.
-			if err := s.deps.Attestation.CheckTokenExpiry(g.expiry); err != nil {
+			// only its time can have run out; [sessions] verify_tokens
+			// checks it all the same.
+			if s.cfg.Sessions.VerifyTokens {
+				if _, err := s.deps.Attestation.VerifyToken(g.token); err != nil {
+					return g, true, errorf(http.StatusUnauthorized, errTokenVerifier, "attestation token rejected: %v", err)
+				}
+			} else if err := s.deps.Attestation.CheckTokenExpiry(g.expiry); err != nil {
 				return g, true, errorf(http.StatusUnauthorized, errTokenVerifier, "attestation token rejected: %v", err)
 			}
 			return g, true, nil
