@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -45,8 +46,15 @@ pkg="${2%%%%=*}"
 cp %q/"$pkg"_*.deb . || exit 100
 `, calls, fail, debDir)
 	aptGet = filepath.Join(bin, "apt-get")
-	if err := os.WriteFile(aptGet, []byte(script), 0o755); err != nil {
+	// The executable is written by another process (install), never through
+	// a descriptor of this one: a parallel test forking while this process
+	// held it open for writing would make exec fail with "text file busy".
+	src := filepath.Join(t.TempDir(), "apt-get.sh")
+	if err := os.WriteFile(src, []byte(script), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	if out, err := exec.Command("install", "-m", "0755", src, aptGet).CombinedOutput(); err != nil {
+		t.Fatalf("install the fake apt-get: %v: %s", err, out)
 	}
 	return aptGet, calls
 }
