@@ -74,11 +74,7 @@ func TestBootTimeout(t *testing.T) {
 	}
 	// The same guest without `quiet` prints kernel messages before the
 	// agent is up: the error quotes the last of them.
-	dir := os.Getenv("COFFER_GUEST_DIR")
-	if dir == "" {
-		dir = guest.DefaultCacheDir()
-	}
-	m, err := guest.Load(dir)
+	m, err := guest.Load("") // $COFFER_GUEST_DIR, else the default cache dir
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +84,7 @@ func TestBootTimeout(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mb, err := os.ReadFile(filepath.Join(dir, guest.ManifestFile))
+	mb, err := os.ReadFile(filepath.Join(m.Dir, guest.ManifestFile))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,11 +22,7 @@ import (
 // sandbox package directly (the CLI runs one container per pod).
 func startSandbox(t *testing.T, name string) *sandbox.Sandbox {
 	t.Helper()
-	dir := os.Getenv("COFFER_GUEST_DIR")
-	if dir == "" {
-		dir = guest.DefaultCacheDir()
-	}
-	m, err := guest.Load(dir)
+	m, err := guest.Load("") // $COFFER_GUEST_DIR, else the default cache dir
 	if err != nil {
 		t.Fatal(err)
 	}

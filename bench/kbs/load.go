@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -49,10 +48,6 @@ type loadConfig struct {
 	serverCPU func() (cpuTimes, error)
 	// label sets the pprof label side=client on the client goroutines.
 	label bool
-	// procs, when > 0, is GOMAXPROCS for the benchmark process while the
-	// load runs (only with the server in its own process: it would limit
-	// an in-process server too).
-	procs int
 }
 
 // caseResult is the outcome of one handshake case.
@@ -197,12 +192,6 @@ type workerResult struct {
 // runLoad runs cfg.clients concurrent clients, each doing handshakes back
 // to back for the warm-up plus the measured window.
 func runLoad(ctx context.Context, cfg loadConfig) (*caseResult, error) {
-	if cfg.procs > 0 && cfg.serverCPU != nil {
-		runtime.GOMAXPROCS(cfg.procs)
-		// Back to the runtime's own choice (a plain GOMAXPROCS(old) would
-		// also turn off its automatic updates).
-		defer runtime.SetDefaultGOMAXPROCS()
-	}
 	var dials atomic.Int64
 	shared, closeShared := cfg.sharedClient(&dials)
 	defer closeShared()

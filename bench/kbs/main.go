@@ -40,8 +40,6 @@ type options struct {
 	freshClient bool
 	// netHTTP makes the clients share a net/http Transport.
 	netHTTP bool
-	// clientProcs is GOMAXPROCS of the load generator during the cases.
-	clientProcs int
 	// gcPercent is GOGC of this process (load generator and floor alike).
 	gcPercent int
 	// floorTokenVerify adds the token's signature check to the floor.
@@ -78,7 +76,6 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.referenceValues, "reference-values", true, "register reference values matching the benchmark's guests, so appraisals are affirming as in a deployment; false measures a bare --dev server, where every appraisal is contraindicated and explained")
 	fs.BoolVar(&o.freshClient, "fresh-client", false, "give every handshake a new KBS client and a new TEE key pair; by default each client worker keeps one client and one key pair across its handshakes, as a guest does for one boot (every handshake is still a full auth, attest and get-resource on a new session)")
 	fs.IntVar(&o.gcPercent, "gc-percent", 800, "GOGC of this benchmark process: the load generator and the crypto floor alike (the coffer-kbs server keeps its own default). The load generator is not what is measured: collecting its garbage less often leaves more CPU to the server (+10-23% handshakes/s in A/B runs) and speeds the floor as much, so the ratio does not move; 100 is Go's default")
-	fs.IntVar(&o.clientProcs, "client-procs", 0, "GOMAXPROCS of the load generator (this process) while a case runs against the coffer-kbs binary, as wrk -t sets its threads; 0 keeps Go's default (all CPUs). The crypto floor always runs with every CPU")
 	fs.BoolVar(&o.netHTTP, "client-net-http", false, "the clients share one net/http Transport (as before), instead of each worker sending its requests on its own keep-alive connection from its own goroutine (a cheaper load generator; the server and the KBS client library are the same)")
 	fs.BoolVar(&o.floorTokenVerify, "floor-token-verify", false, "include the ES256 check of the token in the crypto floor (the server makes it for Bearer-only requests; the benchmark's clients send their session cookie, whose token the server issued and kept, so it needs none)")
 	fs.IntVar(&o.resourceSize, "resource-size", 256, "size in bytes of the resource each handshake fetches")
@@ -99,9 +96,6 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.gcPercent < 1 {
 		return o, fmt.Errorf("-gc-percent %d: use a positive GOGC (100 is Go's default)", o.gcPercent)
-	}
-	if o.clientProcs < 0 {
-		return o, fmt.Errorf("-client-procs %d: use 0 (Go's default) or a positive number", o.clientProcs)
 	}
 	if o.profileDur == 0 {
 		o.profileDur = o.dur

@@ -208,9 +208,6 @@ func (r *report) printTable(w io.Writer) {
 		transport = "a shared net/http Transport (-client-net-http)"
 	}
 	transport += fmt.Sprintf(", benchmark process GOGC=%d (-gc-percent; the server keeps its default)", o.gcPercent)
-	if o.clientProcs > 0 {
-		transport += fmt.Sprintf(", load generator GOMAXPROCS=%d (-client-procs)", o.clientProcs)
-	}
 	fmt.Fprintf(w, "load:     %s warm-up + %s per case, resource %d bytes, HTTP/1.1 keep-alive, %s; loadavg %s before, %s after (%s)\n",
 		o.warmup, o.dur, o.resourceSize, transport, r.LoadBefore, orDash(r.LoadAfter), waited)
 	fmt.Fprintf(w, "NOTE:     the clients (TEE key generation, evidence, JWE decryption, HTTP) run in this process on the SAME %d CPUs as the server;\n", m.CPUs)

@@ -136,20 +136,8 @@ func run(ctx context.Context, opts options, progress io.Writer) (*report, error)
 				return nil, nil
 			}
 			g := min(n, runtime.NumCPU())
-			var f *floorResult
 			label := fmt.Sprintf("crypto floor %s the case, %s, %d goroutine(s): %s", when, t, g, opts.bracketDur)
-			q, err := repeatUntilQuiet(ctx, opts, progress, label, func() (float64, error) {
-				var err error
-				if f, err = runFloor(ctx, kit, g, 0, opts.bracketDur); err != nil {
-					return 0, err
-				}
-				return f.otherCores(), nil
-			})
-			if err != nil {
-				return nil, err
-			}
-			f.Quiet = q
-			return f, nil
+			return measureFloor(ctx, opts, progress, label, kit, g, 0, opts.bracketDur)
 		}
 		for _, n := range opts.clients {
 			before, err := bracket(n, "before")
@@ -161,7 +149,7 @@ func run(ctx context.Context, opts options, progress io.Writer) (*report, error)
 			q, err := repeatUntilQuiet(ctx, opts, progress, label, func() (float64, error) {
 				var err error
 				res, err = runLoad(ctx, loadConfig{tee: t, clients: n, warmup: opts.warmup, dur: opts.dur,
-					url: p.url, path: benchResourcePath, want: resource, attester: att, freshClient: opts.freshClient, netHTTP: opts.netHTTP, addr: hostPort(p.url), serverCPU: p.cpuTime, procs: opts.clientProcs})
+					url: p.url, path: benchResourcePath, want: resource, attester: att, freshClient: opts.freshClient, netHTTP: opts.netHTTP, addr: hostPort(p.url), serverCPU: p.cpuTime})
 				if err != nil {
 					return 0, fmt.Errorf("%w\n%s", err, p.logTail(1500))
 				}
@@ -189,19 +177,11 @@ func run(ctx context.Context, opts options, progress io.Writer) (*report, error)
 	for _, t := range opts.tees {
 		k := kits[t]
 		for _, g := range floorParallelism() {
-			var f *floorResult
 			label := fmt.Sprintf("crypto floor, %s, %d goroutine(s): %s warm-up + %s", t, g, opts.warmup, opts.floorDur)
-			q, err := repeatUntilQuiet(ctx, opts, progress, label, func() (float64, error) {
-				var err error
-				if f, err = runFloor(ctx, k, g, opts.warmup, opts.floorDur); err != nil {
-					return 0, err
-				}
-				return f.otherCores(), nil
-			})
+			f, err := measureFloor(ctx, opts, progress, label, k, g, opts.warmup, opts.floorDur)
 			if err != nil {
 				return rep, err
 			}
-			f.Quiet = q
 			rep.Floors = append(rep.Floors, f)
 		}
 	}
@@ -226,6 +206,24 @@ func run(ctx context.Context, opts options, progress io.Writer) (*report, error)
 		return rep, errors.New("handshakes failed in: " + strings.Join(fails, ", "))
 	}
 	return rep, nil
+}
+
+// measureFloor runs the crypto floor with g goroutines, repeated like the
+// handshake cases while other processes disturb it.
+func measureFloor(ctx context.Context, opts options, progress io.Writer, label string, kit *floorKit, g int, warmup, dur time.Duration) (*floorResult, error) {
+	var f *floorResult
+	q, err := repeatUntilQuiet(ctx, opts, progress, label, func() (float64, error) {
+		var err error
+		if f, err = runFloor(ctx, kit, g, warmup, dur); err != nil {
+			return 0, err
+		}
+		return f.otherCores(), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	f.Quiet = q
+	return f, nil
 }
 
 // quietStats records how quiet the host was around a measurement.

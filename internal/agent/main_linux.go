@@ -83,10 +83,10 @@ func Main() error {
 	}
 	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: cfg.logLevel}))
 	start := time.Now()
+	tr, tname := cfg.agentTransport()
 	var boot *bootWork
 	if pid1 {
 		want := func(name string) bool {
-			_, tname := cfg.agentTransport()
 			return channelModules[name] || (tname == "vsock" && vsockModules[name])
 		}
 		if err := loadModules(log, want); err != nil {
@@ -137,7 +137,6 @@ func Main() error {
 	if boot != nil {
 		srv.storage.ready = boot.wait
 	}
-	tr, tname := cfg.agentTransport()
 	if tname != cfg.transport {
 		log.Warn("unknown coffer.transport on the kernel command line: serving on the serial port", "transport", cfg.transport)
 	}

@@ -128,11 +128,6 @@ func dialVsockWith(ctx context.Context, cid uint32, done <-chan struct{}, dial f
 		select {
 		case <-done:
 			return nil, vmExited
-		default:
-		}
-		select {
-		case <-done:
-			return nil, vmExited
 		case <-ctx.Done():
 			return nil, fmt.Errorf("connect to the agent on vsock %d:%d: %w (last error: %v)", cid, agentVsockPort, ctx.Err(), err)
 		case <-time.After(20 * time.Millisecond):

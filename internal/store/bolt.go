@@ -258,8 +258,11 @@ func batchKey(kvs []KV) string {
 	if len(kvs) == 1 {
 		return kvs[0].Key
 	}
-	return fmt.Sprintf("(batch of %d)", len(kvs))
+	return batchName(len(kvs))
 }
+
+// batchName names a batch of n keys in errors.
+func batchName(n int) string { return fmt.Sprintf("(batch of %d)", n) }
 
 // Delete removes ns/key; a missing key returns an error wrapping
 // ErrNotFound.
@@ -286,7 +289,7 @@ func (b *Bolt) Delete(ctx context.Context, ns, key string) error {
 // DeleteBatch implements Store: one transaction, one fsync.
 func (b *Bolt) DeleteBatch(ctx context.Context, ns string, keys []string) error {
 	if err := ctx.Err(); err != nil {
-		return b.wrap("delete", ns, fmt.Sprintf("(batch of %d)", len(keys)), err)
+		return b.wrap("delete", ns, batchName(len(keys)), err)
 	}
 	for _, k := range keys {
 		if err := checkOp(ns, k); err != nil {
@@ -309,7 +312,7 @@ func (b *Bolt) DeleteBatch(ctx context.Context, ns string, keys []string) error 
 		return nil
 	})
 	if err != nil {
-		return b.wrap("delete", ns, fmt.Sprintf("(batch of %d)", len(keys)), err)
+		return b.wrap("delete", ns, batchName(len(keys)), err)
 	}
 	return nil
 }

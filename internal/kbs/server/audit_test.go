@@ -239,11 +239,7 @@ func TestAuditEveryRefusal(t *testing.T) {
 // are kept apart, pruned to their own bound as they arrive.
 func TestAuditRefusalFloodKeepsReleases(t *testing.T) {
 	e := negEnv(t, envConfig{auditMaxRefused: 20})
-	ok := newGuest(t, e.url, tee.NewSample(), "", "")
-	ok.handshake()
-	if r := ok.get(negPath, ""); r.status != http.StatusOK {
-		t.Fatalf("release before the flood: %d %s", r.status, r.body)
-	}
+	releaseOnce(t, e)
 	hc := &http.Client{Timeout: 30 * time.Second}
 	for range 300 {
 		wantError(t, send(t, hc, http.MethodGet, e.url, "/kbs/v0/resource/"+negPath, nil, nil), http.StatusUnauthorized, protocol.KindTokenNotFound, "no attestation token")
@@ -278,11 +274,7 @@ func TestAuditRefusalFloodKeepsReleases(t *testing.T) {
 // either. Every one is still recorded and counted.
 func TestAuditAttestFailuresPerHost(t *testing.T) {
 	e := negEnv(t, envConfig{auditMaxRefused: 5})
-	ok := newGuest(t, e.url, tee.NewSample(), "", "")
-	ok.handshake()
-	if r := ok.get(negPath, ""); r.status != http.StatusOK {
-		t.Fatalf("release: %d %s", r.status, r.body)
-	}
+	releaseOnce(t, e)
 	const n = 45
 	bad := newGuest(t, e.url, tee.NewSample(), "", "")
 	for range n {
@@ -306,5 +298,16 @@ func TestAuditAttestFailuresPerHost(t *testing.T) {
 	// to their bound of 5 (+ a tenth).
 	if released != 1 || failures < 30 || failures > 36 {
 		t.Errorf("%d release and %d attestation-failure records; want 1 and 30 + at most 6", released, failures)
+	}
+}
+
+// releaseOnce has a sample guest attest and fetch negPath, so that the
+// audit log holds one attestation and one release record.
+func releaseOnce(t *testing.T, e *env) {
+	t.Helper()
+	g := newGuest(t, e.url, tee.NewSample(), "", "")
+	g.handshake()
+	if r := g.get(negPath, ""); r.status != http.StatusOK {
+		t.Fatalf("release: %d %s", r.status, r.body)
 	}
 }

@@ -88,22 +88,13 @@ type Server struct {
 	auditDone sync.WaitGroup
 	closeOnce sync.Once
 
-	// failures counts failed attestations per remote host in the current
-	// minute (see failureRecordsPerMinute).
-	failures struct {
-		mu     sync.Mutex
-		minute time.Time
-		n      map[string]int
-	}
-
-	// refusedLog rate-limits the server log lines of refused requests
-	// (anyone can send those; the audit store and a metric count them all).
-	refusedLog struct {
-		mu         sync.Mutex
-		second     time.Time
-		n          int
-		suppressed int
-	}
+	// failures counts failed attestations per remote host and minute (see
+	// failureRecordsPerMinute).
+	failures windowCount
+	// refusedLog counts the refused requests of each second, to rate-limit
+	// their server log lines (anyone can send those; the audit store and
+	// a metric count them all).
+	refusedLog windowCount
 
 	mu     sync.RWMutex
 	policy ResourcePolicy
@@ -277,11 +268,6 @@ func (s *Server) RunSweeper(ctx context.Context, interval time.Duration) {
 			} else if n > 0 {
 				s.log.Debug("pruned the audit log", "removed", n)
 			}
-			if n, err := store.PruneRefusedAudit(ctx, s.deps.Store, s.cfg.AuditMaxRefused); err != nil {
-				s.log.Warn("prune the audit log of refused requests", "err", err)
-			} else if n > 0 {
-				s.log.Debug("pruned the audit log of refused requests", "removed", n)
-			}
 		}
 	}
 }
@@ -418,14 +404,32 @@ func (s *Server) failureOverLimit(now time.Time, remote string) bool {
 	if err != nil {
 		host = remote
 	}
-	f := &s.failures
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if m := now.Truncate(time.Minute); !m.Equal(f.minute) || f.n == nil || len(f.n) >= maxFailureHosts {
-		f.minute, f.n = m, map[string]int{}
+	n, _ := s.failures.add(now, time.Minute, host, maxFailureHosts)
+	return n > failureRecordsPerMinute
+}
+
+// windowCount counts events by key within fixed windows of time (a
+// second, a minute); the counts start afresh with each window, or when a
+// new key would make more than maxKeys. Safe for concurrent use.
+type windowCount struct {
+	mu    sync.Mutex
+	start time.Time
+	n     map[string]int
+}
+
+// add counts one event of key at now and returns key's count in now's
+// window; when now opens a new window it also returns the counts of the
+// window before (nil otherwise).
+func (w *windowCount) add(now time.Time, width time.Duration, key string, maxKeys int) (n int, prev map[string]int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if start := now.Truncate(width); !start.Equal(w.start) || w.n == nil {
+		prev, w.start, w.n = w.n, start, map[string]int{}
+	} else if _, ok := w.n[key]; !ok && len(w.n) >= maxKeys {
+		w.n = map[string]int{}
 	}
-	f.n[host]++
-	return f.n[host] > failureRecordsPerMinute
+	w.n[key]++
+	return w.n[key], prev
 }
 
 func (s *Server) audit(ctx context.Context, e auditEvent) {
@@ -455,22 +459,12 @@ func (s *Server) audit(ctx context.Context, e auditEvent) {
 // refusedLogPerSecond a second; the first one of a new second also logs
 // how many were left out in the one before.
 func (s *Server) logRefusal(ctx context.Context, now time.Time) bool {
-	rl := &s.refusedLog
-	rl.mu.Lock()
-	defer rl.mu.Unlock()
-	if sec := now.Truncate(time.Second); !sec.Equal(rl.second) {
-		if rl.suppressed > 0 {
-			s.log.Log(ctx, slog.LevelWarn, "refused requests not logged one by one", "count", rl.suppressed,
-				"see", "kbs_refused_requests_total and the audit log")
-		}
-		rl.second, rl.n, rl.suppressed = sec, 0, 0
+	n, prev := s.refusedLog.add(now, time.Second, "", 1)
+	if left := prev[""] - refusedLogPerSecond; left > 0 {
+		s.log.Log(ctx, slog.LevelWarn, "refused requests not logged one by one", "count", left,
+			"see", "kbs_refused_requests_total and the audit log")
 	}
-	if rl.n >= refusedLogPerSecond {
-		rl.suppressed++
-		return false
-	}
-	rl.n++
-	return true
+	return n <= refusedLogPerSecond
 }
 
 // clip cuts s to at most n bytes (at a UTF-8 boundary) and says how much
@@ -502,7 +496,11 @@ func errDetail(err error) string {
 // in kbs_refused_requests_total and filed apart (store.NSAuditRefused),
 // so that a flood of them cannot push out the records of attestations,
 // releases and admin calls, nor inflate the attestation metrics.
-func (s *Server) refuse(r *http.Request, endpoint, kind, tee, path string, err error) {
+func (s *Server) refuse(r *http.Request, kind, tee, path string, err error) {
+	endpoint := kind // the metric's label: the endpoint the request went to
+	if kind == "release" {
+		endpoint = "resource"
+	}
 	s.metrics.refused.WithLabelValues(endpoint).Inc()
 	s.audit(r.Context(), auditEvent{Kind: kind, Tee: tee, Path: path, Outcome: "denied", Detail: errDetail(err), Remote: r.RemoteAddr, refused: true})
 }
@@ -532,7 +530,7 @@ func (s *Server) setCookie(w http.ResponseWriter, id string) {
 func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) error {
 	tee, err := s.auth(w, r)
 	if err != nil {
-		s.refuse(r, "auth", "auth", tee, "", err)
+		s.refuse(r, "auth", tee, "", err)
 	}
 	return err
 }
@@ -572,14 +570,14 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) error {
 	c, err := r.Cookie(SessionCookie)
 	if err != nil {
 		err := errorf(http.StatusUnauthorized, errAttestation, "no %s cookie: call /auth first", SessionCookie)
-		s.refuse(r, "attest", "attest", "", "", err)
+		s.refuse(r, "attest", "", "", err)
 		return err
 	}
 	sess, attested, err := s.sessions.beginAttest(c.Value)
 	if err != nil {
 		// sess.tee is set when the session existed (expired, or its
 		// nonce already taken by another /attest).
-		s.refuse(r, "attest", "attest", sess.tee, "", err)
+		s.refuse(r, "attest", sess.tee, "", err)
 		return errorf(http.StatusUnauthorized, errAttestation, "%v", err)
 	}
 	if attested {
@@ -697,12 +695,12 @@ func (s *Server) handleGetResource(w http.ResponseWriter, r *http.Request, sub s
 		return err
 	}
 	if _, err := parseResourcePath(sub); err != nil {
-		s.refuse(r, "resource", "release", "", path, err)
+		s.refuse(r, "release", "", path, err)
 		return err
 	}
 	g, fromSession, err := s.requestGrant(r)
 	if err != nil {
-		s.refuse(r, "resource", "release", "", path, err)
+		s.refuse(r, "release", "", path, err)
 		return err
 	}
 	query := map[string]any{}
