@@ -83,8 +83,8 @@ type Server struct {
 	// path; a full queue back-pressures requests rather than dropping.
 	// The queue holds at most auditQueueLen events of bounded size (see
 	// audit), so a flood of refused requests cannot grow memory.
-	auditCh   chan auditEvent
-	closing   chan struct{} // closed by Close; auditCh is never closed
+	audits    *auditQueue
+	closing   chan struct{} // closed by Close
 	auditDone sync.WaitGroup
 	closeOnce sync.Once
 
@@ -132,7 +132,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 		return nil, fmt.Errorf("the stored resource policy does not compile: %w", err)
 	}
 	s.policy = p
-	s.auditCh = make(chan auditEvent, auditQueueLen)
+	s.audits = newAuditQueue(auditQueueLen)
 	s.closing = make(chan struct{})
 	s.auditDone.Add(1)
 	go s.auditWriter()
@@ -164,6 +164,7 @@ const (
 func (s *Server) auditWriter() {
 	defer s.auditDone.Done()
 	batch := make([]store.AuditItem, 0, auditBatchMax)
+	events := make([]auditEvent, 0, auditBatchMax)
 	// Keys sort by time: a clock that stands still or steps back must not
 	// reorder the log, so each event's key time is after the previous one.
 	var last time.Time
@@ -211,37 +212,32 @@ func (s *Server) auditWriter() {
 	linger := time.NewTimer(auditLinger)
 	linger.Stop()
 	for {
-		select {
-		case e := <-s.auditCh:
-			add(e)
-		case <-s.closing:
-			for { // flush what is queued, then stop
-				select {
-				case e := <-s.auditCh:
-					add(e)
-					if len(batch) == auditBatchMax {
-						flush()
-					}
-				default:
-					flush()
-					return
-				}
-			}
-		}
-		linger.Reset(auditLinger)
-	collect:
-		for len(batch) < auditBatchMax {
+		<-s.audits.wake
+		// Linger for the batch to fill (the queue wakes the writer
+		// only for its first event), unless closing.
+		var closed bool
+		if events, closed = s.audits.take(events[:0], 0); !closed {
+			linger.Reset(auditLinger)
 			select {
-			case e := <-s.auditCh:
-				add(e)
 			case <-linger.C:
-				break collect
 			case <-s.closing:
-				break collect
+				linger.Stop()
 			}
 		}
-		linger.Stop()
-		flush()
+		for {
+			events, closed = s.audits.take(events[:0], auditBatchMax)
+			if len(events) == 0 {
+				break
+			}
+			for _, e := range events {
+				add(e)
+			}
+			clear(events)
+			flush()
+		}
+		if closed {
+			return
+		}
 	}
 }
 
@@ -249,6 +245,7 @@ func (s *Server) auditWriter() {
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		close(s.closing)
+		s.audits.close()
 		s.auditDone.Wait()
 	})
 }
@@ -436,12 +433,9 @@ func (s *Server) audit(ctx context.Context, e auditEvent) {
 	e.Time = s.now().UTC()
 	e.Path = clip(e.Path, auditMaxPath)
 	e.Detail = clip(e.Detail, auditMaxDetail)
-	select {
-	case s.auditCh <- e:
-	case <-s.closing:
-		// A handler still running after Close (shutdown timed out): the
-		// event stays in the server log below only.
-	}
+	// A handler still running after Close (shutdown timed out): push
+	// refuses, and the event stays in the server log below only.
+	s.audits.push(e)
 	// Successes go to the server log at debug level only: the store keeps
 	// every event, and at thousands of handshakes a second two info lines
 	// each cost ~5 % of the server's CPU. Denials stay warnings.
@@ -451,6 +445,9 @@ func (s *Server) audit(ctx context.Context, e auditEvent) {
 	}
 	if e.refused && !s.logRefusal(ctx, e.Time) {
 		return
+	}
+	if !s.log.Enabled(ctx, lvl) {
+		return // the arguments below would be built (and allocated) for nothing
 	}
 	s.log.Log(ctx, lvl, "audit", "kind", e.Kind, "method", e.Method, "path", e.Path, "tee", e.Tee, "outcome", e.Outcome, "detail", e.Detail, "remote", e.Remote)
 }
