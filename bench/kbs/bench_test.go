@@ -17,6 +17,15 @@ import (
 	"time"
 )
 
+// TestMain lets the test binary serve the transport floors, as the
+// benchmark binary does when it starts itself.
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(transportFloorEnv); spec != "" {
+		os.Exit(serveTransportFloor(spec))
+	}
+	os.Exit(m.Run())
+}
+
 func TestPercentile(t *testing.T) {
 	var ds []time.Duration
 	for i := 100; i >= 1; i-- {
@@ -163,6 +172,15 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("case %s/%d dialled %d connections: keep-alive is not working", c.TEE, c.Clients, c.Dials)
 		}
 	}
+	if len(rep.Transport) != 2 {
+		t.Fatalf("%d transport floors, want tcp and http", len(rep.Transport))
+	}
+	for _, c := range rep.Transport {
+		if c.Handshakes == 0 || c.Errors != 0 || c.ServerCPU <= 0 || c.ClientCPU <= 0 || c.Dials != int64(c.Clients) {
+			t.Errorf("transport floor %s: %d handshakes, %d errors, server CPU %s, client CPU %s, %d connections for %d clients",
+				c.Transport, c.Handshakes, c.Errors, c.ServerCPU, c.ClientCPU, c.Dials, c.Clients)
+		}
+	}
 	for _, f := range rep.Floors {
 		if f.Ops == 0 || f.stepPerOp(stepVerify) <= 0 || f.stepPerOp(stepEncrypt) <= 0 {
 			t.Errorf("floor %s/%d: %d ops, verify %s", f.TEE, f.Goroutines, f.Ops, f.stepPerOp(stepVerify))
@@ -178,7 +196,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	var sb strings.Builder
 	rep.printTable(&sb)
-	for _, want := range []string{"sample", "snp", "crypto floor", "PASS", "in-process server"} {
+	for _, want := range []string{"sample", "snp", "crypto floor", "PASS", "in-process server", "transport floors", "http"} {
 		if !strings.Contains(sb.String(), want) && !(want == "PASS" && strings.Contains(sb.String(), "MISS")) {
 			t.Errorf("table lacks %q:\n%s", want, sb.String())
 		}

@@ -54,6 +54,9 @@ type loadConfig struct {
 type caseResult struct {
 	TEE     string
 	Clients int
+	// Transport is the transport floor's kind (tcp, http); empty for a
+	// coffer-kbs case.
+	Transport string
 	// Window is the measured time (after the warm-up).
 	Window time.Duration
 	// Handshakes completed successfully within the window.

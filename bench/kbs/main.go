@@ -50,6 +50,8 @@ type options struct {
 	maxOther         float64
 	retries          int
 	quiet            bool
+	// transportFloors measures the tcp and http transport floors.
+	transportFloors bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -85,6 +87,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.maxOther, "max-other", 0.1, "repeat a measurement during which other processes used more than this many CPU cores")
 	fs.IntVar(&o.retries, "retries", 3, "how many times a disturbed measurement is repeated (the last one is kept and flagged)")
 	fs.BoolVar(&o.quiet, "q", false, "no progress lines on stderr")
+	fs.BoolVar(&o.transportFloors, "transport-floors", true, "also measure the transport floors for sample at the highest client count: the crypto floor's handshake split between two processes over loopback TCP, as raw messages (tcp) and as net/http handlers (http), without the KBS's sessions, policy, store or audit")
+
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -128,6 +132,9 @@ func main() {
 }
 
 func realMain() int {
+	if spec := os.Getenv(transportFloorEnv); spec != "" {
+		return serveTransportFloor(spec)
+	}
 	opts, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0

@@ -18,9 +18,11 @@ const (
 )
 
 type report struct {
-	Machine    machineInfo
-	Opts       options
-	Cases      []*caseResult
+	Machine machineInfo
+	Opts    options
+	Cases   []*caseResult
+	// Transport are the transport floors (sample, highest client count).
+	Transport  []*caseResult
 	Floors     []*floorResult
 	Profiled   []*profiledCase
 	LoadBefore string
@@ -266,6 +268,8 @@ func (r *report) printTable(w io.Writer) {
 	fmt.Fprintf(w, "  client CPU: this process (KBS client library, HTTP client, evidence); client crypto: its TEE key + digest + evidence + decryption\n")
 	fmt.Fprintf(w, "  from the 1-goroutine floor; server alone (est.): %d CPUs / server CPU per handshake, if the clients ran elsewhere\n\n", m.CPUs)
 
+	r.printTransport(w)
+
 	fmt.Fprintln(w, "crypto floor (in-process: no HTTP, sessions, policy or store; client and server crypto of each handshake):")
 	keyNote := "one TEE key pair per goroutine"
 	if o.freshClient {
@@ -326,6 +330,38 @@ func (r *report) printTable(w io.Writer) {
 			fmt.Fprintf(w, "FAILED %s/%d: %s\n", c.TEE, c.Clients, e)
 		}
 	}
+}
+
+// printTransport prints the transport floors next to the coffer-kbs case
+// with the same TEE and client count.
+func (r *report) printTransport(w io.Writer) {
+	if len(r.Transport) == 0 {
+		return
+	}
+	t0 := r.Transport[0]
+	fmt.Fprintf(w, "transport floors (%s, %d clients): the crypto floor's handshake split between two processes, its 3 round trips over loopback TCP;\n", t0.TEE, t0.Clients)
+	fmt.Fprintf(w, "no sessions, cookies, policy, store or audit (what is left of the crypto floor's rate for the KBS's own work):\n")
+	rows := append([]*caseResult(nil), r.Transport...)
+	for _, c := range r.Cases {
+		if c.TEE == t0.TEE && c.Clients == t0.Clients {
+			rows = append(rows, c)
+		}
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "transport	handshakes/s	p99	vs floor	server CPU	(kernel)	client CPU	total CPU	host	")
+	for _, c := range rows {
+		name := c.Transport
+		if name == "" {
+			name = "coffer-kbs"
+		}
+		srv, cli := c.perHandshake(c.ServerCPU), c.perHandshake(c.ClientCPU)
+		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, c.rate(), fmtDur(summarize(c.Latencies).P99),
+			fmtRatio(r.floorRatio(c), r.floorFor(c)), fmtDur(srv), fmtDur(c.perHandshake(c.ServerSys)), fmtDur(cli), fmtDur(srv+cli),
+			r.hostNote(c.otherCores(), c.Quiet))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "  tcp: length-prefixed messages; http: net/http handlers and the load's connTransport; coffer-kbs: the case above.\n")
+	fmt.Fprintf(w, "  vs floor: bracketed by crypto floors as the cases are; total CPU: server + client process per handshake\n\n")
 }
 
 func (r *report) printProfile(w io.Writer, pc *profiledCase) {
@@ -416,6 +452,7 @@ func orDash(s string) string {
 
 type jsonCase struct {
 	TEE             string    `json:"tee"`
+	Transport       string    `json:"transport_floor,omitempty"`
 	Clients         int       `json:"clients"`
 	WindowS         float64   `json:"window_s"`
 	Handshakes      int       `json:"handshakes"`
@@ -507,6 +544,7 @@ type jsonReport struct {
 	LoadWaitedS  float64       `json:"load_waited_s"`
 	Note         string        `json:"note"`
 	Cases        []jsonCase    `json:"cases"`
+	Transport    []jsonCase    `json:"transport_floors,omitempty"`
 	Floors       []jsonFloor   `json:"crypto_floor"`
 	Targets      []targetRow   `json:"targets"`
 	Profiles     []jsonProfile `json:"profiles,omitempty"`
@@ -514,7 +552,7 @@ type jsonReport struct {
 
 func (r *report) jsonCase(c *caseResult) jsonCase {
 	l := summarize(c.Latencies)
-	j := jsonCase{TEE: c.TEE, Clients: c.Clients, WindowS: c.Window.Seconds(), Handshakes: c.Handshakes, Errors: c.Errors,
+	j := jsonCase{TEE: c.TEE, Transport: c.Transport, Clients: c.Clients, WindowS: c.Window.Seconds(), Handshakes: c.Handshakes, Errors: c.Errors,
 		ErrorSamples: c.ErrorSamples, Rate: round3(c.rate()), P50Ms: ms(l.P50), P90Ms: ms(l.P90), P99Ms: ms(l.P99),
 		MaxMs: ms(l.Max), AvgMs: ms(l.Avg), FloorRatio: round3(r.floorRatio(c)), FloorGoroutines: r.floorFor(c).goroutines(),
 		ServerCPUUs: us(c.perHandshake(c.ServerCPU)), ServerSysUs: us(c.perHandshake(c.ServerSys)), ClientCPUUs: us(c.perHandshake(c.ClientCPU)),
@@ -538,6 +576,9 @@ func (r *report) toJSON() jsonReport {
 		Targets: r.targets()}
 	for _, c := range r.Cases {
 		j.Cases = append(j.Cases, r.jsonCase(c))
+	}
+	for _, c := range r.Transport {
+		j.Transport = append(j.Transport, r.jsonCase(c))
 	}
 	for _, f := range r.Floors {
 		jf := jsonFloor{TEE: f.TEE, Goroutines: f.Goroutines, WindowS: f.Window.Seconds(), Ops: f.Ops, Rate: round3(f.rate()),

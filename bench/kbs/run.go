@@ -132,12 +132,7 @@ func run(ctx context.Context, opts options, progress io.Writer) (*report, error)
 		// other processes disturb them: one disturbed floor moves the
 		// ratio as much as a disturbed case.
 		bracket := func(n int, when string) (*floorResult, error) {
-			if opts.bracketDur <= 0 {
-				return nil, nil
-			}
-			g := min(n, runtime.NumCPU())
-			label := fmt.Sprintf("crypto floor %s the case, %s, %d goroutine(s): %s", when, t, g, opts.bracketDur)
-			return measureFloor(ctx, opts, progress, label, kit, g, 0, opts.bracketDur)
+			return bracketFloor(ctx, opts, progress, kit, n, when)
 		}
 		for _, n := range opts.clients {
 			before, err := bracket(n, "before")
@@ -174,6 +169,37 @@ func run(ctx context.Context, opts options, progress io.Writer) (*report, error)
 		return rep, err
 	}
 
+	if k := kits[teeSample]; opts.transportFloors && k != nil {
+		n := rep.maxClients()
+		for _, mode := range []string{transportTCP, transportHTTP} {
+			before, err := bracketFloor(ctx, opts, progress, k, n, "before")
+			if err != nil {
+				return rep, err
+			}
+			var res *caseResult
+			label := fmt.Sprintf("transport floor %s, %s, %d clients: %s warm-up + %s", mode, k.tee, n, opts.warmup, opts.dur)
+			q, err := repeatUntilQuiet(ctx, opts, progress, label, func() (float64, error) {
+				var err error
+				if res, err = runTransportFloor(ctx, k, mode, n, opts.warmup, opts.dur); err != nil {
+					return 0, err
+				}
+				return res.otherCores(), nil
+			})
+			if err != nil {
+				return rep, err
+			}
+			res.Quiet = q
+			after, err := bracketFloor(ctx, opts, progress, k, n, "after")
+			if err != nil {
+				return rep, err
+			}
+			if before != nil && after != nil {
+				res.Bracket = []*floorResult{before, after}
+			}
+			rep.Transport = append(rep.Transport, res)
+		}
+	}
+
 	for _, t := range opts.tees {
 		k := kits[t]
 		for _, g := range floorParallelism() {
@@ -206,6 +232,18 @@ func run(ctx context.Context, opts options, progress io.Writer) (*report, error)
 		return rep, errors.New("handshakes failed in: " + strings.Join(fails, ", "))
 	}
 	return rep, nil
+}
+
+// bracketFloor measures the crypto floor right before or after (when) a
+// case with n clients, with min(n, CPUs) goroutines for -bracket-d; nil
+// when bracketing is off.
+func bracketFloor(ctx context.Context, opts options, progress io.Writer, kit *floorKit, n int, when string) (*floorResult, error) {
+	if opts.bracketDur <= 0 {
+		return nil, nil
+	}
+	g := min(n, runtime.NumCPU())
+	label := fmt.Sprintf("crypto floor %s the case, %s, %d goroutine(s): %s", when, kit.tee, g, opts.bracketDur)
+	return measureFloor(ctx, opts, progress, label, kit, g, 0, opts.bracketDur)
 }
 
 // measureFloor runs the crypto floor with g goroutines, repeated like the
