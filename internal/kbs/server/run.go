@@ -54,7 +54,10 @@ func (r regoResourcePolicy) Allow(ctx context.Context, claims json.RawMessage, d
 	if err != nil {
 		return false, "", err
 	}
-	return d.Allow, d.Explain(), nil
+	if d.Allow {
+		return true, "", nil // the reason is only read for a denial
+	}
+	return false, d.Explain(), nil
 }
 
 // attestAdapter adapts attestation.Service to AttestationService.
