@@ -60,7 +60,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("kbs", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: kbs [flags]\n\nBenchmarks coffer-kbs handshakes against the in-process crypto floor (see bench/kbs/RESULTS.md).\n\n")
+		fmt.Fprintf(stderr, "usage: kbs [flags]\n\nBenchmarks coffer-kbs handshakes against the in-process crypto floor (see docs/benchmarks.md).\n\n")
 		fs.PrintDefaults()
 	}
 	fs.DurationVar(&o.dur, "d", 10*time.Second, "measured duration of each handshake case (after the warm-up)")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds bin/coffer-kbs and runs the KBS benchmark (see bench/kbs/RESULTS.md).
+# Builds bin/coffer-kbs and runs the KBS benchmark (see docs/benchmarks.md).
 # Usage: ./bench/kbs/run.sh [-d 10s] [-json] [-cpuprofile kbs.pprof] [-h for all flags]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
