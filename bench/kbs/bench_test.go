@@ -293,3 +293,26 @@ func TestDisturbedBracket(t *testing.T) {
 		t.Error("a disturbed floor after the case: not flagged")
 	}
 }
+
+// The transport floors do what the floor they are compared with does: a
+// TEE key per handshake with -fresh-client, the token's check with
+// -floor-token-verify; both transports complete handshakes.
+func TestTransportFloorOptions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two child processes and runs handshakes for seconds: not in -short")
+	}
+	k, err := newFloorKit(teeSample, nil, []byte("resource bytes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.freshKey, k.verifyToken = true, true
+	for _, mode := range []string{transportTCP, transportHTTP} {
+		res, err := runTransportFloor(context.Background(), k, mode, 2, 100*time.Millisecond, 400*time.Millisecond)
+		if err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		if res.Handshakes == 0 || res.ServerCPU <= 0 || res.Dials != 2 || res.Transport != mode {
+			t.Errorf("%s: %d handshakes, server CPU %s, %d connections", mode, res.Handshakes, res.ServerCPU, res.Dials)
+		}
+	}
+}

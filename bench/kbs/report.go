@@ -360,7 +360,11 @@ func (r *report) printTransport(w io.Writer) {
 			r.hostNote(c.otherCores(), c.Quiet))
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "  tcp: length-prefixed messages; http: net/http handlers and the load's connTransport; coffer-kbs: the case above.\n")
+	clients := "the load's connTransport"
+	if r.Opts.netHTTP {
+		clients += " (the coffer-kbs case used a shared net/http Transport: -client-net-http)"
+	}
+	fmt.Fprintf(w, "  tcp: length-prefixed messages; http: net/http handlers, the clients on %s; coffer-kbs: the case above.\n", clients)
 	fmt.Fprintf(w, "  vs floor: bracketed by crypto floors as the cases are; total CPU: server + client process per handshake\n\n")
 }
 
@@ -476,8 +480,8 @@ type jsonCase struct {
 	OtherCores      float64   `json:"other_process_cores"`
 	StealCores      float64   `json:"steal_cores"`
 	TCPConns        int64     `json:"tcp_connections"`
-	TokenBytes      int       `json:"token_bytes"`
-	Appraisal       string    `json:"appraisal_status"`
+	TokenBytes      int       `json:"token_bytes,omitempty"`      // coffer-kbs cases only
+	Appraisal       string    `json:"appraisal_status,omitempty"` // coffer-kbs cases only
 	BusyBefore      float64   `json:"host_busy_before"`
 	QuietWaitedS    float64   `json:"quiet_waited_s"`
 	Attempts        int       `json:"attempts"`

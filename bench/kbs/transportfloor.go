@@ -50,7 +50,10 @@ const (
 	wireAuth     = 'a'
 	wireAttest   = 't'
 	wireResource = 'r'
-	wireMaxMsg   = 1 << 20
+	wireError    = 'e' // the server's step failed; the body says why
+	// wireMaxMsg bounds a message: the JWE of a -resource-size resource
+	// (at most 1 MiB) is base64 in JSON, about 4/3 of it.
+	wireMaxMsg = 4 << 20
 )
 
 // floorAttest is the attest step's message: the guest's key and evidence.
@@ -64,6 +67,7 @@ type floorAttest struct {
 type floorConn struct {
 	nonce string
 	pub   protocol.TeePubKey
+	token string
 }
 
 // auth issues the nonce.
@@ -90,12 +94,18 @@ func (s *floorConn) attest(ctx context.Context, k *floorKit, body []byte) ([]byt
 	if err != nil {
 		return nil, err
 	}
-	token, err := k.signer.Sign(k.earClaims(claims, s.nonce, s.pub))
-	return []byte(token), err
+	s.token, err = k.signer.Sign(k.earClaims(claims, s.nonce, s.pub))
+	return []byte(s.token), err
 }
 
-// resource encrypts the resource to the key.
+// resource encrypts the resource to the key, after checking the token as
+// the crypto floor does with -floor-token-verify.
 func (s *floorConn) resource(k *floorKit) ([]byte, error) {
+	if k.verifyToken {
+		if _, err := k.tokens.VerifyPayload(s.token, time.Now()); err != nil {
+			return nil, fmt.Errorf("token verification: %w", err)
+		}
+	}
 	resp, err := protocol.EncryptResponse(s.pub, k.resource)
 	if err != nil {
 		return nil, err
@@ -106,6 +116,12 @@ func (s *floorConn) resource(k *floorKit) ([]byte, error) {
 // floorClient is the client's side of one handshake, over exchange (one
 // request/response round trip per step).
 func (k *floorKit) floorClient(ctx context.Context, key *teeKey, exchange func(kind byte, body []byte) ([]byte, error)) error {
+	if key == nil {
+		var err error
+		if key, err = newTeeKey(); err != nil {
+			return err
+		}
+	}
 	nonce, err := exchange(wireAuth, nil)
 	if err != nil {
 		return err
@@ -190,6 +206,8 @@ func (k *floorKit) serveTCPConn(ctx context.Context, c net.Conn) error {
 			err = fmt.Errorf("wire message kind %q", kind)
 		}
 		if err != nil {
+			// Tell the client why, then give up on the connection.
+			_ = writeWire(bw, wireError, []byte(err.Error()))
 			return err
 		}
 		if err := writeWire(bw, kind, out); err != nil {
@@ -228,6 +246,10 @@ func (k *floorKit) floorHTTPHandler() http.Handler {
 // starts itself with it.
 const transportFloorEnv = "COFFER_BENCH_KBS_TRANSPORT_FLOOR"
 
+// transportFloorVerifyEnv, set, makes the child check each token before
+// the resource step (-floor-token-verify).
+const transportFloorVerifyEnv = "COFFER_BENCH_KBS_TRANSPORT_FLOOR_VERIFY"
+
 // serveTransportFloor is the child process: it reads the resource from
 // stdin, prints its loopback address and serves until killed.
 func serveTransportFloor(spec string) int {
@@ -246,6 +268,8 @@ func serveTransportFloor(spec string) int {
 	if err != nil {
 		return fail(err)
 	}
+	// As the bracketing crypto floors do (the benchmark's options).
+	k.verifyToken = os.Getenv(transportFloorVerifyEnv) != ""
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fail(err)
@@ -294,8 +318,14 @@ func runTransportFloor(ctx context.Context, k *floorKit, mode string, n int, war
 	defer cancel()
 	cmd := exec.CommandContext(cctx, self)
 	cmd.Env = append(os.Environ(), transportFloorEnv+"="+mode+":"+k.tee)
+	if k.verifyToken {
+		cmd.Env = append(cmd.Env, transportFloorVerifyEnv+"=1")
+	}
 	cmd.Stdin = bytes.NewReader(k.resource)
 	cmd.Stderr = os.Stderr
+	// As the coffer-kbs child: its own process group, killed if the
+	// benchmark dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -307,11 +337,27 @@ func runTransportFloor(ctx context.Context, k *floorKit, mode string, n int, war
 		cancel()
 		cmd.Wait()
 	}()
-	addr, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		return nil, fmt.Errorf("the %s transport floor's server did not start: %w", mode, err)
+	type line struct {
+		s   string
+		err error
 	}
-	addr = strings.TrimSpace(addr)
+	got := make(chan line, 1)
+	go func() {
+		s, err := bufio.NewReader(out).ReadString('\n')
+		got <- line{s, err}
+	}()
+	var addr string
+	select {
+	case l := <-got:
+		if l.err != nil {
+			return nil, fmt.Errorf("the %s transport floor's server did not start: %w", mode, l.err)
+		}
+		addr = strings.TrimSpace(l.s)
+	case <-time.After(startTimeout):
+		return nil, fmt.Errorf("the %s transport floor's server did not print its address within %s", mode, startTimeout)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 
 	start := time.Now()
 	winStart, winEnd := start.Add(warmup), start.Add(warmup+dur)
@@ -327,10 +373,13 @@ func runTransportFloor(ctx context.Context, k *floorKit, mode string, n int, war
 				r.errs++
 				r.errSamples = append(r.errSamples, err.Error())
 			}
-			key, err := newTeeKey()
-			if err != nil {
-				fail(err)
-				return
+			var key *teeKey
+			if !k.freshKey { // else a new one per handshake, as the floor does
+				var err error
+				if key, err = newTeeKey(); err != nil {
+					fail(err)
+					return
+				}
 			}
 			exchange, release, err := k.floorExchange(cctx, mode, addr, &dials)
 			if err != nil {
@@ -359,14 +408,19 @@ func runTransportFloor(ctx context.Context, k *floorKit, mode string, n int, war
 			}
 		}()
 	}
-	res := &caseResult{TEE: k.tee, Clients: n, Transport: mode, Appraisal: "-"}
+	res := &caseResult{TEE: k.tee, Clients: n, Transport: mode}
 	sleepUntil(ctx, winStart)
-	c0, s0, h0 := selfCPUTime(), procCPU(cmd.Process.Pid), readHostCPU()
+	c0, h0 := selfCPUTime(), readHostCPU()
+	s0, err0 := procCPUTime(cmd.Process.Pid)
 	sleepUntil(ctx, winEnd)
-	c1, s1, h1 := selfCPUTime(), procCPU(cmd.Process.Pid), readHostCPU()
+	c1, h1 := selfCPUTime(), readHostCPU()
+	s1, err1 := procCPUTime(cmd.Process.Pid)
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if err := errors.Join(err0, err1); err != nil {
+		return nil, fmt.Errorf("the %s transport floor's server CPU time: %w", mode, err)
 	}
 	res.Window, res.ClientCPU, res.Host, res.Dials = dur, c1-c0, h1.sub(h0), dials.Load()
 	res.ServerCPU, res.ServerSys = s1.total()-s0.total(), s1.sys-s0.sys
@@ -429,13 +483,15 @@ func (k *floorKit) floorExchange(ctx context.Context, mode, addr string, dials *
 		if err := writeWire(bw, kind, body); err != nil {
 			return nil, err
 		}
-		_, out, err := readWire(br)
-		return out, err
+		got, out, err := readWire(br)
+		switch {
+		case err != nil:
+			return nil, err
+		case got == wireError:
+			return nil, fmt.Errorf("transport floor server: %s", out)
+		case got != kind:
+			return nil, fmt.Errorf("transport floor server answered message kind %q to %q", got, kind)
+		}
+		return out, nil
 	}, func() { c.Close() }, nil
-}
-
-// procCPU is a process's CPU times (zero if it cannot be read).
-func procCPU(pid int) cpuTimes {
-	c, _ := procCPUTime(pid)
-	return c
 }
