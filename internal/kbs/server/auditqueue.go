@@ -9,18 +9,20 @@ import "sync"
 // hand-off per event (a channel send woke the writer for each event, ~20 µs
 // of scheduler and futex work per handshake). A full queue makes
 // handlers wait (back-pressure, nothing dropped); after close, push drops
-// the event and reports it.
+// the event and reports it. The writer is woken again when a full batch is
+// queued, so that it need not linger.
 type auditQueue struct {
 	mu     sync.Mutex
 	space  *sync.Cond // signalled when the writer takes events, or on close
 	events []auditEvent
-	max    int
+	max    int // bound on queued events
+	batch  int // a full batch: wake the writer again at this length
 	closed bool
 	wake   chan struct{} // 1-buffered: there are events to write
 }
 
-func newAuditQueue(max int) *auditQueue {
-	q := &auditQueue{max: max, wake: make(chan struct{}, 1), events: make([]auditEvent, 0, 64)}
+func newAuditQueue(max, batch int) *auditQueue {
+	q := &auditQueue{max: max, batch: batch, wake: make(chan struct{}, 1), events: make([]auditEvent, 0, 64)}
 	q.space = sync.NewCond(&q.mu)
 	return q
 }
@@ -37,9 +39,9 @@ func (q *auditQueue) push(e auditEvent) bool {
 		return false
 	}
 	q.events = append(q.events, e)
-	first := len(q.events) == 1
+	n := len(q.events)
 	q.mu.Unlock()
-	if first {
+	if n == 1 || n == q.batch {
 		select {
 		case q.wake <- struct{}{}:
 		default:

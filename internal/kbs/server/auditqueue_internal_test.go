@@ -1,12 +1,20 @@
 package server
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/coffer-project/coffer/internal/store"
 )
 
 func TestAuditQueue(t *testing.T) {
-	q := newAuditQueue(2)
+	q := newAuditQueue(2, 2)
 	if !q.push(auditEvent{Kind: "a"}) {
 		t.Fatal("push to an open queue refused")
 	}
@@ -17,9 +25,9 @@ func TestAuditQueue(t *testing.T) {
 	}
 	q.push(auditEvent{Kind: "b"})
 	select {
-	case <-q.wake:
-		t.Fatal("a second event woke the writer again")
+	case <-q.wake: // a full batch (2) wakes the writer again
 	default:
+		t.Fatal("a full batch did not wake the writer")
 	}
 	// Full: a third push waits until the writer takes events.
 	pushed := make(chan bool)
@@ -57,5 +65,59 @@ func TestAuditQueue(t *testing.T) {
 	got, closed = q.take(nil, 10)
 	if !closed || len(got) != 2 {
 		t.Fatalf("after close take = %v, closed %v; want [d e], closed", got, closed)
+	}
+}
+
+// Many handlers auditing at once through a small queue (back-pressure),
+// then Close: every event accepted is in the store, in order per handler.
+func TestAuditWriterFlushesEverything(t *testing.T) {
+	st := store.NewMemory()
+	s := &Server{cfg: Config{AuditMaxRefused: 1 << 20}, deps: Deps{Store: st}, log: slog.New(slog.DiscardHandler), now: time.Now}
+	s.audits = newAuditQueue(16, 8)
+	s.closing = make(chan struct{})
+	s.auditDone.Add(1)
+	go s.auditWriter()
+	const handlers, each = 8, 300
+	var wg sync.WaitGroup
+	for h := range handlers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				s.audit(context.Background(), auditEvent{Kind: "release", Path: fmt.Sprintf("h%d/%04d", h, i), Outcome: "released"})
+			}
+		}()
+	}
+	wg.Wait()
+	s.Close()
+	entries, err := store.ListAudit(context.Background(), st, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != handlers*each {
+		t.Fatalf("%d audit records, want %d", len(entries), handlers*each)
+	}
+	last := map[string]string{}
+	for _, e := range entries {
+		var ev auditEvent
+		if err := json.Unmarshal(e.Event, &ev); err != nil {
+			t.Fatal(err)
+		}
+		h, _, _ := strings.Cut(ev.Path, "/")
+		if ev.Path <= last[h] {
+			t.Fatalf("handler %s's events out of order: %s after %s", h, ev.Path, last[h])
+		}
+		last[h] = ev.Path
+	}
+	// After Close nothing is accepted, and audit does not block.
+	done := make(chan struct{})
+	go func() {
+		s.audit(context.Background(), auditEvent{Kind: "release", Outcome: "released"})
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("audit after Close blocked")
 	}
 }

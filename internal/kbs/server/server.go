@@ -132,7 +132,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 		return nil, fmt.Errorf("the stored resource policy does not compile: %w", err)
 	}
 	s.policy = p
-	s.audits = newAuditQueue(auditQueueLen)
+	s.audits = newAuditQueue(auditQueueLen, auditBatchMax)
 	s.closing = make(chan struct{})
 	s.auditDone.Add(1)
 	go s.auditWriter()
@@ -220,6 +220,8 @@ func (s *Server) auditWriter() {
 			linger.Reset(auditLinger)
 			select {
 			case <-linger.C:
+			case <-s.audits.wake: // a full batch is queued
+				linger.Stop()
 			case <-s.closing:
 				linger.Stop()
 			}
@@ -434,14 +436,18 @@ func (s *Server) audit(ctx context.Context, e auditEvent) {
 	e.Path = clip(e.Path, auditMaxPath)
 	e.Detail = clip(e.Detail, auditMaxDetail)
 	// A handler still running after Close (shutdown timed out): push
-	// refuses, and the event stays in the server log below only.
-	s.audits.push(e)
+	// refuses, and the event goes to the server log below only, as a
+	// warning whatever its outcome.
+	stored := s.audits.push(e)
 	// Successes go to the server log at debug level only: the store keeps
 	// every event, and at thousands of handshakes a second two info lines
 	// each cost ~5 % of the server's CPU. Denials stay warnings.
 	lvl := slog.LevelDebug
-	if e.Outcome != "ok" && e.Outcome != "released" && e.Outcome != "success" {
+	if !stored || e.Outcome != "ok" && e.Outcome != "released" && e.Outcome != "success" {
 		lvl = slog.LevelWarn
+	}
+	if !stored {
+		e.Detail = strings.TrimSpace(e.Detail + " (not in the audit log: the server was closing)")
 	}
 	if e.refused && !s.logRefusal(ctx, e.Time) {
 		return
