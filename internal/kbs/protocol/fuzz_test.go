@@ -273,13 +273,16 @@ func checkErrorText(t *testing.T, err error) {
 
 // compactJSON returns the compact form of a JSON text (the form
 // encoding/json writes a json.RawMessage in).
+// compactJSON is raw as json.Marshal writes a json.RawMessage: compacted,
+// with &, <, >, U+2028 and U+2029 in strings escaped (the same JSON).
 func compactJSON(t *testing.T, raw []byte) string {
 	t.Helper()
-	var b bytes.Buffer
+	var b, h bytes.Buffer
 	if err := json.Compact(&b, raw); err != nil {
 		t.Fatalf("accepted a member that is not JSON: %q: %v", raw, err)
 	}
-	return b.String()
+	json.HTMLEscape(&h, b.Bytes())
+	return h.String()
 }
 
 // FuzzDecodeRequest: the /auth body decoder (the server calls
