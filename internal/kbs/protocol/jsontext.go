@@ -324,9 +324,14 @@ func (p *jsonParser) string() (string, error) {
 		c := p.data[p.pos]
 		switch {
 		case c == '"':
-			out = append(out, p.data[start:p.pos]...)
+			var str string
+			if out == nil { // no escapes: one copy, not two
+				str = string(p.data[start:p.pos])
+			} else {
+				str = string(append(out, p.data[start:p.pos]...))
+			}
 			p.pos++
-			return string(out), nil
+			return str, nil
 		case c < 0x20:
 			return "", p.errorf("unescaped control character in string")
 		case c == '\\':
