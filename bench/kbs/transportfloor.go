@@ -185,7 +185,8 @@ func readWire(r *bufio.Reader) (byte, []byte, error) {
 	return b[0], b[1:], nil
 }
 
-// serveTCPConn serves one connection of the tcp floor.
+// serveTCPConn serves one connection of the tcp floor until it fails
+// (io.EOF: the client closed it); it never returns nil.
 func (k *floorKit) serveTCPConn(ctx context.Context, c net.Conn) error {
 	br, bw := bufio.NewReader(c), bufio.NewWriter(c)
 	var s floorConn
@@ -296,7 +297,9 @@ func serveTransportFloor(spec string) int {
 			}
 			go func() {
 				defer c.Close()
-				if err := k.serveTCPConn(ctx, c); err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
+				// It serves until the connection fails: EOF when the
+				// client hangs up.
+				if err := k.serveTCPConn(ctx, c); !errors.Is(err, io.EOF) && ctx.Err() == nil {
 					fmt.Fprintf(os.Stderr, "transport floor server: %v\n", err)
 				}
 			}()
