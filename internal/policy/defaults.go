@@ -20,7 +20,39 @@ const (
 	// ResourcePolicyKey is the key of the resource policy in
 	// store.NSResourcePolicy.
 	ResourcePolicyKey = "policy"
+	// ResourcePolicyOriginKey records, next to it, who wrote the stored
+	// resource policy: the admin API (PutResourcePolicy) or a start of the
+	// server (WriteDefaults, "builtin <name>"). A start replaces only a
+	// built-in policy a start wrote.
+	ResourcePolicyOriginKey = "policy.origin"
 )
+
+// Values of ResourcePolicyOriginKey.
+const (
+	originAdmin         = "admin"
+	originBuiltinPrefix = "builtin "
+)
+
+// PutResourcePolicy stores rego as the resource policy set through the
+// admin API, with its origin, in one transaction: WriteDefaults never
+// replaces it, even when it is the text of a built-in policy.
+func PutResourcePolicy(ctx context.Context, st store.Store, rego []byte) error {
+	_, err := st.PutBatch(ctx, store.NSResourcePolicy, []store.KV{
+		{Key: ResourcePolicyKey, Value: rego},
+		{Key: ResourcePolicyOriginKey, Value: []byte(originAdmin)},
+	}, true)
+	return err
+}
+
+// putBuiltinResourcePolicy stores the built-in resource policy name as
+// written by a start (see ResourcePolicyOriginKey).
+func putBuiltinResourcePolicy(ctx context.Context, st store.Store, name string, overwrite bool) (bool, error) {
+	written, err := st.PutBatch(ctx, store.NSResourcePolicy, []store.KV{
+		{Key: ResourcePolicyKey, Value: mustDefault(name)},
+		{Key: ResourcePolicyOriginKey, Value: []byte(originBuiltinPrefix + name)},
+	}, overwrite)
+	return err == nil && written[0], err
+}
 
 // Names of the built-in policies, for Default (see package builtin).
 const (
@@ -52,9 +84,11 @@ func mustDefault(name string) []byte {
 // policy when dev is true, the production default otherwise.
 //
 // A stored resource policy that is byte-identical to the built-in policy
-// of the other mode was written by an earlier start, not by the user, and
-// is replaced: so a data directory first used with --dev does not keep
-// accepting sample and simulated evidence after a restart without --dev.
+// of the other mode was written by an earlier start, and is replaced: so a
+// data directory first used with --dev does not keep accepting sample and
+// simulated evidence after a restart without --dev. One an admin stored
+// (PutResourcePolicy) is kept, whatever its text; a data directory from
+// before the origin was recorded counts as written by a start.
 func WriteDefaults(ctx context.Context, st store.Store, dev bool, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -74,7 +108,7 @@ func WriteDefaults(ctx context.Context, st store.Store, dev bool, log *slog.Logg
 	cur, err := st.Get(ctx, store.NSResourcePolicy, ResourcePolicyKey)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		written, err := st.Put(ctx, store.NSResourcePolicy, ResourcePolicyKey, mustDefault(want), false)
+		written, err := putBuiltinResourcePolicy(ctx, st, want, false)
 		if err != nil {
 			return fmt.Errorf("install default resource policy: %w", err)
 		}
@@ -84,7 +118,16 @@ func WriteDefaults(ctx context.Context, st store.Store, dev bool, log *slog.Logg
 	case err != nil:
 		return fmt.Errorf("read resource policy: %w", err)
 	case bytes.Equal(cur, mustDefault(other)):
-		if _, err := st.Put(ctx, store.NSResourcePolicy, ResourcePolicyKey, mustDefault(want), true); err != nil {
+		origin, err := st.Get(ctx, store.NSResourcePolicy, ResourcePolicyOriginKey)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("read resource policy origin: %w", err)
+		}
+		if string(origin) == originAdmin {
+			log.Warn("keeping the resource policy an admin set: it is the built-in policy of the other mode",
+				"policy", other, "mode_default", want)
+			return nil
+		}
+		if _, err := putBuiltinResourcePolicy(ctx, st, want, true); err != nil {
 			return fmt.Errorf("replace built-in resource policy: %w", err)
 		}
 		log.Warn("replaced the built-in resource policy of the other mode", "was", other, "now", want)

@@ -125,3 +125,54 @@ func TestEndToEndWithRVPS(t *testing.T) {
 		t.Fatalf("after RVs: %+v %v", a, err)
 	}
 }
+
+// WriteDefaults replaces a built-in resource policy of the other mode only
+// when a start wrote it (or, in a data directory from before the origin
+// was recorded, nobody said): one an admin stored is kept.
+func TestWriteDefaultsKeepsAdminBuiltin(t *testing.T) {
+	ctx := context.Background()
+	policyText := func(st store.Store) string {
+		t.Helper()
+		b, err := st.Get(ctx, store.NSResourcePolicy, ResourcePolicyKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	for _, dev := range []bool{false, true} {
+		want, other := ResourceDefault, ResourceDev
+		if dev {
+			want, other = ResourceDev, ResourceDefault
+		}
+		st := store.NewMemory()
+		if err := WriteDefaults(ctx, st, dev, nil); err != nil {
+			t.Fatal(err)
+		}
+		if origin, err := st.Get(ctx, store.NSResourcePolicy, ResourcePolicyOriginKey); err != nil || string(origin) != "builtin "+want {
+			t.Errorf("dev=%v: origin %q (%v), want %q", dev, origin, err, "builtin "+want)
+		}
+		// The admin installs the other mode's built-in: a restart in the
+		// same mode keeps it.
+		if err := PutResourcePolicy(ctx, st, mustDefault(other)); err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteDefaults(ctx, st, dev, nil); err != nil {
+			t.Fatal(err)
+		}
+		if policyText(st) != mustDefaultT(t, other) {
+			t.Errorf("dev=%v: a restart replaced the %s policy an admin set", dev, other)
+		}
+		// A data directory from before the origin was recorded, holding the
+		// other mode's built-in: replaced, as before.
+		legacy := store.NewMemory()
+		if _, err := legacy.Put(ctx, store.NSResourcePolicy, ResourcePolicyKey, mustDefault(other), true); err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteDefaults(ctx, legacy, dev, nil); err != nil {
+			t.Fatal(err)
+		}
+		if policyText(legacy) != mustDefaultT(t, want) {
+			t.Errorf("dev=%v: the other mode's built-in of an old data dir was kept", dev)
+		}
+	}
+}

@@ -395,3 +395,44 @@ func TestTrustSimulatedRootsWithoutDev(t *testing.T) {
 	wantError(t, g.attestRaw(attestBody(t, nonce, g.pub, g.evidence(nonce, g.pub))), http.StatusUnauthorized, protocol.KindAttestationError, "vcek-chain")
 	wantError(t, g.get("sim/secret/key", ""), http.StatusUnauthorized, protocol.KindTokenNotFound)
 }
+
+// A resource policy an admin set is kept across restarts even when its
+// text is a built-in policy of the other mode (a start replaces only a
+// built-in that a start wrote): here the default policy set on a --dev
+// server stays in force after a --dev restart.
+func TestAdminResourcePolicyKeptAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	d, ts := openDaemon(t, dir, true)
+	adm := client.NewAdmin(ts.URL, ts.Client(), "")
+	if err := adm.SetResource(ctx, "x/y/z", secret("kept")); err != nil {
+		t.Fatal(err)
+	}
+	def, err := policy.Default(policy.ResourceDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := adm.SetResourcePolicy(ctx, []byte(def)); err != nil {
+		t.Fatal(err)
+	}
+	g := newGuest(t, ts.URL, tee.NewSample(), "", "")
+	tok := g.handshake()
+	wantError(t, g.getNoCookie("x/y/z", tok), http.StatusUnauthorized, protocol.KindPolicyDeny, "sample TEE")
+	ts.Close()
+	d.Close()
+
+	d2, ts2 := openDaemon(t, dir, true)
+	defer d2.Close()
+	defer ts2.Close()
+	adm2 := client.NewAdmin(ts2.URL, ts2.Client(), "")
+	got, err := adm2.GetResourcePolicy(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != def {
+		t.Fatalf("after a --dev restart the resource policy is not the one the admin set:\n%s", got)
+	}
+	g = newGuest(t, ts2.URL, tee.NewSample(), "", "")
+	tok = g.handshake()
+	wantError(t, g.getNoCookie("x/y/z", tok), http.StatusUnauthorized, protocol.KindPolicyDeny, "sample TEE")
+}

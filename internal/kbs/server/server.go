@@ -19,6 +19,7 @@ import (
 
 	"github.com/coffer-project/coffer/internal/attestation"
 	"github.com/coffer-project/coffer/internal/kbs/protocol"
+	"github.com/coffer-project/coffer/internal/policy"
 	"github.com/coffer-project/coffer/internal/store"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -103,9 +104,6 @@ type Server struct {
 	policyWrite sync.Mutex
 }
 
-// resourcePolicyKey is the store key of the resource policy.
-const resourcePolicyKey = "policy"
-
 // New builds the server. The resource policy must already be in the store
 // (policy.WriteDefaults writes the default without overwriting).
 func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
@@ -123,7 +121,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 	}
 	s.admin = admin
 	s.metrics = newMetrics(func() float64 { return float64(s.sessions.count()) })
-	rego, err := deps.Store.Get(ctx, store.NSResourcePolicy, resourcePolicyKey)
+	rego, err := deps.Store.Get(ctx, store.NSResourcePolicy, policy.ResourcePolicyKey)
 	if err != nil {
 		return nil, fmt.Errorf("load the resource policy: %w", err)
 	}
@@ -884,7 +882,9 @@ func (s *Server) handleSetResourcePolicy(w http.ResponseWriter, r *http.Request)
 	}
 	s.policyWrite.Lock()
 	defer s.policyWrite.Unlock()
-	if _, err := s.deps.Store.Put(r.Context(), store.NSResourcePolicy, resourcePolicyKey, rego, true); err != nil {
+	// Stored as the admin's: a restart does not replace it (see
+	// policy.WriteDefaults).
+	if err := policy.PutResourcePolicy(r.Context(), s.deps.Store, rego); err != nil {
 		return errorf(http.StatusInternalServerError, errPluginInternal, "store resource policy: %v", err)
 	}
 	s.mu.Lock()
@@ -894,7 +894,7 @@ func (s *Server) handleSetResourcePolicy(w http.ResponseWriter, r *http.Request)
 }
 
 func (s *Server) handleGetResourcePolicy(w http.ResponseWriter, r *http.Request) error {
-	rego, err := s.deps.Store.Get(r.Context(), store.NSResourcePolicy, resourcePolicyKey)
+	rego, err := s.deps.Store.Get(r.Context(), store.NSResourcePolicy, policy.ResourcePolicyKey)
 	if err != nil {
 		return errorf(http.StatusInternalServerError, errPluginInternal, "read resource policy: %v", err)
 	}
