@@ -9,10 +9,12 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha512"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -21,6 +23,8 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,6 +37,7 @@ import (
 	"github.com/coffer-project/coffer/internal/kbs/protocol"
 	builtinpolicy "github.com/coffer-project/coffer/internal/policy/builtin"
 	"github.com/coffer-project/coffer/internal/tee"
+	"github.com/coffer-project/coffer/internal/tee/sim"
 	jose "github.com/go-jose/go-jose/v4"
 )
 
@@ -687,6 +692,320 @@ func TestKbsBearerOnly(t *testing.T) {
 	if status, body := resourceBearerOnly(t, srv.url, "bear/er/only", token); status != http.StatusOK {
 		t.Errorf("the genuine token after the forgeries: %d %s", status, body)
 	}
+}
+
+// kbsTeeKey is one TEE key type of the protocol with its key pair, made
+// once per test (RSA generation is the slow part).
+type kbsTeeKey struct {
+	name, alg string
+	priv      crypto.Signer
+}
+
+// kbsTeeKeys generates a key pair of every TEE key type the protocol
+// supports: EC P-256 and P-521 with ECDH-ES+A256KW, RSA with RSA-OAEP-256
+// and with RSA1_5.
+func kbsTeeKeys(t *testing.T) []kbsTeeKey {
+	t.Helper()
+	keys := []kbsTeeKey{
+		{name: "EC-P-256", alg: protocol.AlgECDHESA256KW},
+		{name: "EC-P-521", alg: protocol.AlgECDHESA256KW},
+		{name: "RSA-OAEP-256", alg: protocol.AlgRSAOAEP256},
+		{name: "RSA1_5", alg: protocol.AlgRSA15},
+	}
+	curves := []string{protocol.CurveP256, protocol.CurveP521, "", ""}
+	for i := range keys {
+		priv, _, err := protocol.NewTeeKey(keys[i].alg, curves[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[i].priv = priv.(crypto.Signer)
+	}
+	return keys
+}
+
+// kbsPostJSON posts body to the KBS with hc (whose cookie jar carries the
+// session) and decodes a 200 answer into out.
+func kbsPostJSON(t *testing.T, hc *http.Client, url string, body, out any) {
+	t.Helper()
+	b, err := json.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	ans, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST %s: %d %s", url, resp.StatusCode, ans)
+	}
+	if err := json.Unmarshal(ans, out); err != nil {
+		t.Fatalf("POST %s: %v: %s", url, err, ans)
+	}
+}
+
+// kbsCookieSession is an RCAR session driven by hand, as a guest with a
+// cookie store does: its cookie jar holds the kbs-session-id cookie and
+// nothing else goes with a request.
+type kbsCookieSession struct {
+	hc    *http.Client
+	url   string
+	nonce string
+	hash  string
+}
+
+// kbsAuth starts a session: POST /kbs/v0/auth, which must set the session
+// cookie.
+func kbsAuth(t *testing.T, url, teeName string) *kbsCookieSession {
+	t.Helper()
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &kbsCookieSession{hc: &http.Client{Timeout: 10 * time.Second, Jar: jar}, url: url}
+	var ch protocol.Challenge
+	kbsPostJSON(t, s.hc, url+"/kbs/v0/auth", protocol.NewRequest(teeName), &ch)
+	if s.hash, err = ch.HashAlgorithm(); err != nil {
+		t.Fatal(err)
+	}
+	s.nonce = ch.Nonce
+	if s.cookie(t) == "" {
+		t.Fatal("/auth set no kbs-session-id cookie")
+	}
+	return s
+}
+
+// cookie returns the session cookie the jar sends with a resource
+// request (the server sets no Path, so the cookie's path is /kbs/v0).
+func (s *kbsCookieSession) cookie(t *testing.T) string {
+	t.Helper()
+	u, err := neturl.Parse(s.url + "/kbs/v0/resource/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range s.hc.Jar.Cookies(u) {
+		if c.Name == "kbs-session-id" {
+			return c.Value
+		}
+	}
+	return ""
+}
+
+// attest answers the session's challenge with att's evidence binding
+// priv's public key (alg) and returns the token.
+func (s *kbsCookieSession) attest(t *testing.T, att tee.Attester, priv crypto.Signer, alg string) string {
+	t.Helper()
+	pub, err := protocol.NewTeePubKey(priv.Public(), alg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	additional := ""
+	digest, err := protocol.RuntimeDataDigest(s.hash, s.nonce, pub, &additional)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evidence, err := att.Evidence(context.Background(), digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ar protocol.AttestResponse
+	kbsPostJSON(t, s.hc, s.url+"/kbs/v0/attest", protocol.Attestation{
+		RuntimeData: protocol.RuntimeData{Nonce: s.nonce, TeePubKey: pub},
+		TeeEvidence: protocol.TeeEvidence{PrimaryEvidence: evidence, AdditionalEvidence: additional},
+	}, &ar)
+	return ar.Token
+}
+
+// resource fetches a resource with the session cookie alone: no
+// Authorization header.
+func (s *kbsCookieSession) resource(t *testing.T, path string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, s.url+"/kbs/v0/resource/"+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.Request.Header.Get("Authorization") != "" {
+		t.Fatalf("the cookie-only request carried Authorization: %q", resp.Request.Header.Get("Authorization"))
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, body
+}
+
+// openResource checks a 200 resource answer: a JWE whose protected header
+// names alg, which priv decrypts to want.
+func openResource(t *testing.T, status int, body []byte, priv crypto.PrivateKey, alg string, want []byte) {
+	t.Helper()
+	if status != http.StatusOK {
+		t.Fatalf("resource request: %d %s", status, body)
+	}
+	var jwe protocol.Response
+	if err := json.Unmarshal(body, &jwe); err != nil {
+		t.Fatalf("not a JWE: %v: %s", err, body)
+	}
+	hdr, err := base64.RawURLEncoding.DecodeString(jwe.Protected)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	if err := json.Unmarshal(hdr, &h); err != nil || h.Alg != alg {
+		t.Errorf("JWE protected header %s (%v): want alg %q", hdr, err, alg)
+	}
+	got, err := protocol.DecryptResponse(priv, &jwe)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("decrypted %q (%v), want %q", got, err, want)
+	}
+}
+
+// Both ways a guest presents its attestation on the real binary, for the
+// sample TEE and a simulated SNP guest (on the dev server's own chip in
+// <data-dir>/sim-snp), each with every TEE key type: Bearer-only (the
+// client attests, then the resource request carries only Authorization:
+// Bearer, no cookie) and cookie-only (/auth and /attest by hand with a
+// cookie jar, then the resource request carries only the session cookie,
+// no Authorization). Each guest is affirming (reference values
+// registered) and the resource policy is affirming.rego, so what is
+// released is decided by the claims the token or the session carries; the
+// JWE names the key's algorithm and the guest's key opens it. A cookie of
+// a session that did not attest, and one the server never issued, get 401
+// TokenNotFound and no resource.
+func TestKbsCookieAndBearer(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	data := filepath.Join(t.TempDir(), "data")
+	hc := &http.Client{Timeout: 10 * time.Second}
+	srv := startKbs(t, "http", data, hc, "--dev", "--insecure-http")
+	const path = "cookie/and/bearer"
+	secret := []byte("cookie-and-bearer-secret")
+	admin := client.NewAdmin(srv.url, hc, "")
+	if err := admin.SetResource(ctx, path, secret); err != nil {
+		t.Fatal(err)
+	}
+
+	// A simulated SNP guest on the server's chip, and reference values
+	// that affirm it and the sample TEE under the default appraisal policy.
+	chip, err := sim.Load(filepath.Join(data, "sim-snp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	measurement := sha512.Sum384([]byte("coffer test/kbs simulated guest"))
+	guest, err := chip.Launch(sim.LaunchConfig{Measurement: measurement})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcb := chip.TCB()
+	for _, rv := range []struct {
+		name   string
+		value  any
+		single bool
+	}{
+		{"launch_digest", "abcde", false}, {"svn", "1", false},
+		{"major_version", 1, true}, {"minimum_minor_version", 1, true},
+		{"snp_launch_measurement", hex.EncodeToString(measurement[:]), false},
+		{"snp_bootloader", tcb.Bootloader, true}, {"snp_tee_svn", tcb.TEE, true},
+		{"snp_snp_svn", tcb.SNP, true}, {"snp_microcode", tcb.Microcode, true},
+	} {
+		if err := admin.SetSampleReferenceValue(ctx, rv.name, rv.value, rv.single); err != nil {
+			t.Fatal(err)
+		}
+	}
+	affirming, err := builtinpolicy.Text(builtinpolicy.ResourceAffirming)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.SetResourcePolicy(ctx, []byte(affirming)); err != nil {
+		t.Fatal(err)
+	}
+
+	keys := kbsTeeKeys(t)
+	tees := []struct {
+		name string
+		att  tee.Attester
+	}{
+		{"sample", tee.NewSample()},
+		{"sim-snp", tee.NewSimSNP(guest)},
+	}
+	for _, tt := range tees {
+		for _, k := range keys {
+			t.Run(tt.name+"/"+k.name+"/bearer-only", func(t *testing.T) {
+				t.Parallel()
+				c, err := client.New(srv.url, tt.att, client.Options{TeeKey: k.priv, KeyAlgorithm: k.alg})
+				if err != nil {
+					t.Fatal(err)
+				}
+				token, err := c.Attest(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if s := earStatusOf(t, token); s != "affirming" {
+					t.Fatalf("ear.status %q, want affirming", s)
+				}
+				status, body := resourceBearerOnly(t, srv.url, path, token)
+				openResource(t, status, body, k.priv, k.alg, secret)
+			})
+			t.Run(tt.name+"/"+k.name+"/cookie-only", func(t *testing.T) {
+				t.Parallel()
+				// A session that did not attest: its cookie alone is refused.
+				idle := kbsAuth(t, srv.url, tt.att.Tee())
+				status, body := idle.resource(t, path)
+				if status != http.StatusUnauthorized || !bytes.Contains(body, []byte("/errors/TokenNotFound")) {
+					t.Errorf("cookie of a session that did not attest: %d %s, want 401 TokenNotFound", status, body)
+				}
+				if bytes.Contains(body, []byte("ciphertext")) || bytes.Contains(body, secret) {
+					t.Errorf("cookie of a session that did not attest: the answer carries the resource: %s", body)
+				}
+
+				s := kbsAuth(t, srv.url, tt.att.Tee())
+				if s.cookie(t) == idle.cookie(t) {
+					t.Fatalf("two /auth calls got the same session cookie %q", s.cookie(t))
+				}
+				token := s.attest(t, tt.att, k.priv, k.alg)
+				if st := earStatusOf(t, token); st != "affirming" {
+					t.Fatalf("ear.status %q, want affirming", st)
+				}
+				status, body = s.resource(t, path)
+				openResource(t, status, body, k.priv, k.alg, secret)
+			})
+		}
+	}
+	t.Run("unknown-session-cookie", func(t *testing.T) {
+		t.Parallel()
+		req, err := http.NewRequest(http.MethodGet, srv.url+"/kbs/v0/resource/"+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.AddCookie(&http.Cookie{Name: "kbs-session-id", Value: "0123456789abcdef0123456789abcdef"})
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || !bytes.Contains(body, []byte("/errors/TokenNotFound")) {
+			t.Errorf("an unknown session cookie: %d %s, want 401 TokenNotFound", resp.StatusCode, body)
+		}
+		if bytes.Contains(body, []byte("ciphertext")) || bytes.Contains(body, secret) {
+			t.Errorf("an unknown session cookie: the answer carries the resource: %s", body)
+		}
+	})
 }
 
 // `coffer kbs admin-token` mints with an EC P-256 key (SEC 1 PEM, as
