@@ -28,7 +28,7 @@ var (
 	chipErr  error
 )
 
-func simChip(t *testing.T) *sim.Processor {
+func simChip(t testing.TB) *sim.Processor {
 	t.Helper()
 	chipOnce.Do(func() { chip, chipErr = sim.New(sim.Options{}) })
 	if chipErr != nil {

@@ -297,19 +297,45 @@ func NewSNPEvidence(rawReport, certTable []byte) (*SNPEvidence, error) {
 		if len(certTable) > MaxSNPCertTableBytes {
 			return nil, fmt.Errorf("SNP certificate table is %d bytes, larger than the %d byte limit", len(certTable), MaxSNPCertTableBytes)
 		}
-		var table abi.CertTable
-		if err := table.Unmarshal(certTable); err != nil {
+		chain, err := parseSNPCertTable(certTable)
+		if err != nil {
 			return nil, fmt.Errorf("parse SNP certificate table: %w", err)
 		}
-		for _, e := range table.Entries {
-			if e.GUID.String() == abi.ExtraPlatformInfoGUID {
-				// go-sev-guest's own annotation, not a host certificate.
-				continue
-			}
-			ev.CertChain = append(ev.CertChain, SNPCertEntry{CertType: certTypeFromGUID(e.GUID), Data: ByteArray(e.RawCert)})
-		}
+		ev.CertChain = chain
 	}
 	return ev, nil
+}
+
+// parseSNPCertTable decodes a GHCB certificate table: 24-byte header
+// entries {GUID, offset, length} ended by an all-zero entry, each naming a
+// byte range of the table after the header. go-sev-guest's
+// CertTable.Unmarshal is not used: it checks offset+length in uint32
+// arithmetic, so a wrapping entry (from the host, which fills the table)
+// made it allocate up to 4 GiB and panic. Entries may not name more than
+// MaxSNPCertTableBytes in total (overlapping entries could otherwise
+// multiply the table's size).
+func parseSNPCertTable(table []byte) ([]SNPCertEntry, error) {
+	header, err := abi.ParseSnpCertTableHeader(table)
+	if err != nil {
+		return nil, err
+	}
+	var chain []SNPCertEntry
+	total := 0
+	for i, e := range header {
+		end := uint64(e.Offset) + uint64(e.Length)
+		if end > uint64(len(table)) {
+			return nil, fmt.Errorf("entry %d names bytes %d..%d, past the end of the %d byte table", i, e.Offset, end, len(table))
+		}
+		if e.GUID.String() == abi.ExtraPlatformInfoGUID {
+			// go-sev-guest's own annotation, not a host certificate.
+			continue
+		}
+		if total += int(e.Length); total > MaxSNPCertTableBytes {
+			return nil, fmt.Errorf("the entries name more than %d bytes in total", MaxSNPCertTableBytes)
+		}
+		chain = append(chain, SNPCertEntry{CertType: certTypeFromGUID(e.GUID), Data: ByteArray(bytes.Clone(table[e.Offset:end]))})
+	}
+	return chain, nil
 }
 
 func (r *SNPReport) check() error {

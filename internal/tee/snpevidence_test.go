@@ -216,6 +216,22 @@ func TestSNPEvidenceCertChain(t *testing.T) {
 	if _, err := NewSNPEvidence(raw, []byte{1, 2, 3}); err == nil {
 		t.Error("garbage certificate table accepted")
 	}
+	// Entries whose offset + length wraps around 2^32 (go-sev-guest's
+	// CertTable.Unmarshal panicked on them), and entries that together
+	// name more than MaxSNPCertTableBytes of a smaller table, are refused.
+	term := certTableEntry("", 0, 0)
+	for name, table := range map[string][]byte{
+		"offset wraps": append(append(certTableEntry(abi.VcekGUID, 0xFFFFFFF0, 0x20), term...), 1, 2, 3, 4, 5, 6, 7, 8),
+		"length wraps": append(append(certTableEntry(abi.VcekGUID, 48, 0xFFFFFFD8), term...), 1, 2, 3, 4, 5, 6, 7, 8),
+		"overlapping": append(append(append(certTableEntry(abi.VcekGUID, 72, 40<<10), certTableEntry(abi.AskGUID, 72, 40<<10)...), term...),
+			make([]byte, 40<<10)...),
+	} {
+		if _, err := NewSNPEvidence(raw, table); err == nil {
+			t.Errorf("%s: certificate table accepted", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
 }
 
 func TestByteArrayJSON(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coffer-project/coffer/internal/kbs/client"
 	"github.com/coffer-project/coffer/internal/kbs/protocol"
@@ -483,5 +484,75 @@ allow if {
 	got, err := e.admin().GetResourcePolicy(context.Background())
 	if err != nil || string(got) != rego {
 		t.Fatalf("get-resource-policy: %q %v", got, err)
+	}
+}
+
+// Reference value expiry is enforced end to end, for sample and simulated
+// SNP, with the affirming resource policy: values registered with an
+// "expiration" make two sessions affirming and released (the second one's
+// appraisal can come from the appraisal cache); once the shared clock is
+// past the expiration a new session appraises as not affirming and is
+// denied, neither the RVPS query cache nor the appraisal cache serving
+// the stale values or verdict, and GET reference-value/<id> is 404.
+// Registering the values again restores the release.
+func TestReferenceValueExpiry(t *testing.T) {
+	m := measurement(0x66)
+	for _, tc := range []struct {
+		name string
+		att  func() tee.Attester
+		rvs  map[string]any
+	}{
+		{"sample", func() tee.Attester { return tee.NewSample() }, sampleRVs()},
+		{"sim-snp", func() tee.Attester { return simGuest(t, sim.LaunchConfig{Measurement: m}) }, snpRVs(m, simChip(t).TCB())},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envConfig{})
+			want := secret("rv-expiry")
+			e.setResource("rv/exp/key", want)
+			e.setPolicy("affirming")
+			e.setRVsExpiring(tc.rvs, e.clock.Now().Add(10*time.Minute))
+			for id, v := range tc.rvs {
+				r := e.getRV(id)
+				wantJSON, _ := json.Marshal(v)
+				if r.status != http.StatusOK || !bytes.Equal(bytes.TrimSpace(r.body), wantJSON) {
+					t.Fatalf("get reference value %s before expiry: %d %s, want 200 %s", id, r.status, r.body, wantJSON)
+				}
+			}
+
+			released := func(step string) {
+				t.Helper()
+				g := newGuest(t, e.url, tc.att(), "", "")
+				tok := g.handshake()
+				if s := earStatus(t, tok); s != "affirming" {
+					t.Fatalf("%s: ear.status %q, want affirming", step, s)
+				}
+				if got := g.open(g.getNoCookie("rv/exp/key", tok)); !bytes.Equal(got, want) {
+					t.Fatalf("%s: got %q", step, got)
+				}
+				if got := g.open(g.get("rv/exp/key", "")); !bytes.Equal(got, want) {
+					t.Fatalf("%s, cookie: got %q", step, got)
+				}
+			}
+			released("before expiry")
+			released("before expiry, again")
+
+			e.clock.Advance(10*time.Minute + time.Second)
+			g := newGuest(t, e.url, tc.att(), "", "")
+			tok := g.handshake()
+			s := earStatus(t, tok)
+			if s == "affirming" || s == "" {
+				t.Fatalf("after expiry: ear.status %q, want a status other than affirming", s)
+			}
+			wantError(t, g.getNoCookie("rv/exp/key", tok), http.StatusUnauthorized, protocol.KindPolicyDeny, "cpu0", s)
+			wantError(t, g.get("rv/exp/key", ""), http.StatusUnauthorized, protocol.KindPolicyDeny, "cpu0", s)
+			for id := range tc.rvs {
+				wantError(t, e.getRV(id), http.StatusNotFound, protocol.KindRvpsError, id, "expired")
+			}
+
+			// Registered again with a later expiration: released again
+			// (the cache does not keep the negative verdict either).
+			e.setRVsExpiring(tc.rvs, e.clock.Now().Add(10*time.Minute))
+			released("registered again")
+		})
 	}
 }

@@ -288,19 +288,62 @@ func (e *env) setRV(name string, value any, single bool) {
 // registerSampleRVs registers the reference values that make the sample
 // TEE's appraisal affirming (as Trustee's integration tests).
 func (e *env) registerSampleRVs() {
-	e.setRV("svn", "1", false)
-	e.setRV("launch_digest", "abcde", false)
-	e.setRV("major_version", 1, true)
-	e.setRV("minimum_minor_version", 1, true)
+	for name, v := range sampleRVs() {
+		e.setRV(name, v, true)
+	}
+}
+
+// sampleRVs are registerSampleRVs' values, as registered.
+func sampleRVs() map[string]any {
+	return map[string]any{"svn": []any{"1"}, "launch_digest": []any{"abcde"}, "major_version": 1, "minimum_minor_version": 1}
+}
+
+// snpRVs are registerSNPRVs' values, as registered.
+func snpRVs(m [48]byte, tcb sim.TCB) map[string]any {
+	return map[string]any{
+		"snp_launch_measurement": []any{hex.EncodeToString(m[:])},
+		"snp_bootloader":         int(tcb.Bootloader),
+		"snp_tee_svn":            int(tcb.TEE),
+		"snp_snp_svn":            int(tcb.SNP),
+		"snp_microcode":          int(tcb.Microcode),
+	}
+}
+
+// setRVsExpiring registers entries (name -> value, as stored) in one
+// sample-format message with the Coffer "expiration" extension.
+func (e *env) setRVsExpiring(entries map[string]any, exp time.Time) {
+	e.t.Helper()
+	payload, err := json.Marshal(entries)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	msg, _ := json.Marshal(map[string]string{"version": "0.1.0", "type": "sample",
+		"payload": base64.StdEncoding.EncodeToString(payload), "expiration": exp.UTC().Format(time.RFC3339)})
+	r := send(e.t, &http.Client{Timeout: 30 * time.Second}, http.MethodPost, e.url, "/kbs/v0/reference-value", msg, e.adminHeader())
+	if r.status != http.StatusOK {
+		e.t.Fatalf("register expiring reference values: %d %s", r.status, r.body)
+	}
+}
+
+// getRV calls GET /kbs/v0/reference-value/<id> with the admin token.
+func (e *env) getRV(id string) reply {
+	e.t.Helper()
+	return send(e.t, &http.Client{Timeout: 30 * time.Second}, http.MethodGet, e.url, "/kbs/v0/reference-value/"+id, nil, e.adminHeader())
+}
+
+// adminHeader carries the admin token (none in dev mode).
+func (e *env) adminHeader() http.Header {
+	if e.adminToken == "" {
+		return nil
+	}
+	return http.Header{"Authorization": {"Bearer " + e.adminToken}}
 }
 
 // registerSNPRVs registers an accepted measurement and TCB minimums.
 func (e *env) registerSNPRVs(m [48]byte, tcb sim.TCB) {
-	e.setRV("snp_launch_measurement", hex.EncodeToString(m[:]), false)
-	e.setRV("snp_bootloader", int(tcb.Bootloader), true)
-	e.setRV("snp_tee_svn", int(tcb.TEE), true)
-	e.setRV("snp_snp_svn", int(tcb.SNP), true)
-	e.setRV("snp_microcode", int(tcb.Microcode), true)
+	for name, v := range snpRVs(m, tcb) {
+		e.setRV(name, v, true)
+	}
 }
 
 // reply is one HTTP answer.
