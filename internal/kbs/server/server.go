@@ -89,9 +89,9 @@ type Server struct {
 	auditDone sync.WaitGroup
 	closeOnce sync.Once
 
-	// failures counts failed attestations per remote host and minute (see
-	// failureRecordsPerMinute).
-	failures windowCount
+	// failures counts failed attestations per remote host and minute,
+	// failuresTotal over all hosts (see failureRecordsPerMinute).
+	failures, failuresTotal windowCount
 	// refusedLog counts the refused requests of each second, to rate-limit
 	// their server log lines (anyone can send those; the audit store and
 	// a metric count them all).
@@ -389,20 +389,26 @@ const refusedLogPerSecond = 10
 // send bad evidence, two requests per record: without this a flood from
 // one host could push the records of releases out of the main log.
 // maxFailureHosts bounds the per-host table (it starts afresh when full).
+// failureRecordsPerMinuteTotal bounds the same over all hosts, so that an
+// attacker with many addresses cannot do it either (its own counter: a
+// flood of new hosts that resets the per-host table does not reset it).
 const (
-	failureRecordsPerMinute = 30
-	maxFailureHosts         = 4096
+	failureRecordsPerMinute      = 30
+	failureRecordsPerMinuteTotal = 600
+	maxFailureHosts              = 4096
 )
 
 // failureOverLimit counts a failed attestation from remote (host:port) and
-// reports whether its host is over failureRecordsPerMinute this minute.
+// reports whether its host is over failureRecordsPerMinute this minute, or
+// all hosts together over failureRecordsPerMinuteTotal.
 func (s *Server) failureOverLimit(now time.Time, remote string) bool {
 	host, _, err := net.SplitHostPort(remote)
 	if err != nil {
 		host = remote
 	}
 	n, _ := s.failures.add(now, time.Minute, host, maxFailureHosts)
-	return n > failureRecordsPerMinute
+	total, _ := s.failuresTotal.add(now, time.Minute, "", 1)
+	return n > failureRecordsPerMinute || total > failureRecordsPerMinuteTotal
 }
 
 // windowCount counts events by key within fixed windows of time (a
