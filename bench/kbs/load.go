@@ -206,62 +206,71 @@ func runLoad(ctx context.Context, cfg loadConfig) (*caseResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s handshake against %s failed before measuring: %w", cfg.tee, cfg.url, err)
 	}
+	res, err := measureWorkers(ctx, cfg.clients, cfg.warmup, cfg.dur, cfg.serverCPU, &dials, func(winStart, winEnd time.Time, r *workerResult) {
+		hc, release := cfg.clientTransport(shared, &dials)
+		defer release()
+		work := func(ctx context.Context) { worker(ctx, &cfg, hc, winStart, winEnd, r) }
+		if cfg.label {
+			pprof.Do(ctx, pprof.Labels("side", "client", "tee", cfg.tee), work)
+		} else {
+			work(ctx)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	res.TEE, res.Appraisal = cfg.tee, appraisalStatus(tok)
+	return res, nil
+}
+
+// measureWorkers runs n client workers (work: one worker's loop, told the
+// measured window and where to record) for the warm-up plus dur, and
+// returns their totals with the CPU of this process, of the server
+// (serverCPU; nil when it runs in this process) and of the host within the
+// window, and the connections counted in dials.
+func measureWorkers(ctx context.Context, n int, warmup, dur time.Duration, serverCPU func() (cpuTimes, error), dials *atomic.Int64,
+	work func(winStart, winEnd time.Time, r *workerResult)) (*caseResult, error) {
 	start := time.Now()
-	winStart := start.Add(cfg.warmup)
-	winEnd := winStart.Add(cfg.dur)
-	results := make([]workerResult, cfg.clients)
+	winStart := start.Add(warmup)
+	winEnd := winStart.Add(dur)
+	results := make([]workerResult, n)
 	var wg sync.WaitGroup
-	for i := range cfg.clients {
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			hc, release := cfg.clientTransport(shared, &dials)
-			defer release()
-			work := func(ctx context.Context) { worker(ctx, &cfg, hc, winStart, winEnd, &results[i]) }
-			if cfg.label {
-				pprof.Do(ctx, pprof.Labels("side", "client", "tee", cfg.tee), work)
-			} else {
-				work(ctx)
-			}
+			work(winStart, winEnd, &results[i])
 		}()
 	}
-
-	res := &caseResult{TEE: cfg.tee, Clients: cfg.clients, Appraisal: appraisalStatus(tok)}
 	type snap struct {
 		self   time.Duration
 		server cpuTimes
 		host   hostCPU
-		dials  int64
 	}
 	var snapErr error
 	take := func() snap {
-		s := snap{self: selfCPUTime(), host: readHostCPU(), dials: dials.Load()}
-		if cfg.serverCPU != nil {
+		s := snap{self: selfCPUTime(), host: readHostCPU()}
+		if serverCPU != nil {
 			var err error
-			if s.server, err = cfg.serverCPU(); err != nil && snapErr == nil {
+			if s.server, err = serverCPU(); err != nil && snapErr == nil {
 				snapErr = err
 			}
 		}
 		return s
 	}
-	var s0, s1 snap
 	sleepUntil(ctx, winStart)
-	s0 = take()
+	s0 := take()
 	sleepUntil(ctx, winEnd)
-	s1 = take()
+	s1 := take()
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	if snapErr != nil {
-		return nil, snapErr
+		return nil, fmt.Errorf("the server's CPU time: %w", snapErr)
 	}
-	res.Window = cfg.dur
-	res.ClientCPU = s1.self - s0.self
-	res.ServerCPU = s1.server.total() - s0.server.total()
-	res.ServerSys = s1.server.sys - s0.server.sys
-	res.Host = s1.host.sub(s0.host)
-	res.Dials = dials.Load()
+	res := &caseResult{Clients: n, Window: dur, ClientCPU: s1.self - s0.self, Host: s1.host.sub(s0.host), Dials: dials.Load(),
+		ServerCPU: s1.server.total() - s0.server.total(), ServerSys: s1.server.sys - s0.server.sys}
 	for _, w := range results {
 		res.Latencies = append(res.Latencies, w.lats...)
 		res.Handshakes += w.done
@@ -277,22 +286,39 @@ func runLoad(ctx context.Context, cfg loadConfig) (*caseResult, error) {
 }
 
 func worker(ctx context.Context, cfg *loadConfig, hc *http.Client, winStart, winEnd time.Time, r *workerResult) {
-	r.lats = make([]time.Duration, 0, 1024)
 	var c *client.Client // one per worker: a guest's client for one boot
 	if !cfg.freshClient {
 		var err error
 		if c, err = newClient(cfg, hc); err != nil {
-			r.errs++
-			r.errSamples = append(r.errSamples, err.Error())
+			r.fail(err)
 			return
 		}
 	}
+	r.loop(ctx, winStart, winEnd, func() (int, error) {
+		tok, err := handshake(ctx, cfg, hc, c)
+		return len(tok), err
+	})
+}
+
+// fail records an error that stops a worker before its loop.
+func (r *workerResult) fail(err error) {
+	r.errs++
+	r.errSamples = append(r.errSamples, err.Error())
+}
+
+// loop runs handshakes back to back until winEnd: it records the latency
+// of those started in the window, counts those completed in it, and
+// counts (and samples) the errors of those started in it, waiting 10 ms
+// after one so as not to spin on a failing server. handshake returns the
+// size of the token it obtained.
+func (r *workerResult) loop(ctx context.Context, winStart, winEnd time.Time, handshake func() (int, error)) {
+	r.lats = make([]time.Duration, 0, 1024)
 	for ctx.Err() == nil {
 		t0 := time.Now()
 		if !t0.Before(winEnd) {
 			return
 		}
-		tok, err := handshake(ctx, cfg, hc, c)
+		tokenBytes, err := handshake()
 		t1 := time.Now()
 		inWindow := !t0.Before(winStart)
 		if err != nil {
@@ -305,14 +331,13 @@ func worker(ctx context.Context, cfg *loadConfig, hc *http.Client, winStart, win
 					r.errSamples = append(r.errSamples, err.Error())
 				}
 			}
-			// Do not spin on a failing server.
 			select {
 			case <-ctx.Done():
 			case <-time.After(10 * time.Millisecond):
 			}
 			continue
 		}
-		r.tokenBytes = len(tok)
+		r.tokenBytes = tokenBytes
 		if inWindow {
 			r.lats = append(r.lats, t1.Sub(t0))
 		}

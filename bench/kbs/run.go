@@ -128,38 +128,18 @@ func run(ctx context.Context, opts options, progress io.Writer) (*report, error)
 		}
 		kit.freshKey, kit.verifyToken = opts.freshClient, opts.floorTokenVerify
 		kits[t] = kit
-		// The floors bracketing a case are repeated like the cases when
-		// other processes disturb them: one disturbed floor moves the
-		// ratio as much as a disturbed case.
-		bracket := func(n int, when string) (*floorResult, error) {
-			return bracketFloor(ctx, opts, progress, kit, n, when)
-		}
 		for _, n := range opts.clients {
-			before, err := bracket(n, "before")
-			if err != nil {
-				return rep, err
-			}
-			var res *caseResult
 			label := fmt.Sprintf("coffer-kbs binary, %s, %d clients: %s warm-up + %s", t, n, opts.warmup, opts.dur)
-			q, err := repeatUntilQuiet(ctx, opts, progress, label, func() (float64, error) {
-				var err error
-				res, err = runLoad(ctx, loadConfig{tee: t, clients: n, warmup: opts.warmup, dur: opts.dur,
+			res, err := measureCase(ctx, opts, progress, kit, n, label, func() (*caseResult, error) {
+				res, err := runLoad(ctx, loadConfig{tee: t, clients: n, warmup: opts.warmup, dur: opts.dur,
 					url: p.url, path: benchResourcePath, want: resource, attester: att, freshClient: opts.freshClient, netHTTP: opts.netHTTP, addr: hostPort(p.url), serverCPU: p.cpuTime})
 				if err != nil {
-					return 0, fmt.Errorf("%w\n%s", err, p.logTail(1500))
+					return nil, fmt.Errorf("%w\n%s", err, p.logTail(1500))
 				}
-				return res.otherCores(), nil
+				return res, nil
 			})
 			if err != nil {
 				return rep, err
-			}
-			res.Quiet = q
-			after, err := bracket(n, "after")
-			if err != nil {
-				return rep, err
-			}
-			if before != nil && after != nil {
-				res.Bracket = []*floorResult{before, after}
 			}
 			rep.Cases = append(rep.Cases, res)
 		}
@@ -172,29 +152,12 @@ func run(ctx context.Context, opts options, progress io.Writer) (*report, error)
 	if k := kits[teeSample]; opts.transportFloors && k != nil {
 		n := rep.maxClients()
 		for _, mode := range []string{transportTCP, transportHTTP} {
-			before, err := bracketFloor(ctx, opts, progress, k, n, "before")
-			if err != nil {
-				return rep, err
-			}
-			var res *caseResult
 			label := fmt.Sprintf("transport floor %s, %s, %d clients: %s warm-up + %s", mode, k.tee, n, opts.warmup, opts.dur)
-			q, err := repeatUntilQuiet(ctx, opts, progress, label, func() (float64, error) {
-				var err error
-				if res, err = runTransportFloor(ctx, k, mode, n, opts.warmup, opts.dur); err != nil {
-					return 0, err
-				}
-				return res.otherCores(), nil
+			res, err := measureCase(ctx, opts, progress, k, n, label, func() (*caseResult, error) {
+				return runTransportFloor(ctx, k, mode, n, opts.warmup, opts.dur)
 			})
 			if err != nil {
 				return rep, err
-			}
-			res.Quiet = q
-			after, err := bracketFloor(ctx, opts, progress, k, n, "after")
-			if err != nil {
-				return rep, err
-			}
-			if before != nil && after != nil {
-				res.Bracket = []*floorResult{before, after}
 			}
 			rep.Transport = append(rep.Transport, res)
 		}
@@ -232,6 +195,38 @@ func run(ctx context.Context, opts options, progress io.Writer) (*report, error)
 		return rep, errors.New("handshakes failed in: " + strings.Join(fails, ", "))
 	}
 	return rep, nil
+}
+
+// measureCase runs a case with n clients (run), repeated like the floors
+// while other processes disturb it, bracketed by crypto floors of kit
+// measured right before and after it. The bracketing floors are repeated
+// when disturbed as well: one disturbed floor moves the ratio as much as a
+// disturbed case.
+func measureCase(ctx context.Context, opts options, progress io.Writer, kit *floorKit, n int, label string, run func() (*caseResult, error)) (*caseResult, error) {
+	before, err := bracketFloor(ctx, opts, progress, kit, n, "before")
+	if err != nil {
+		return nil, err
+	}
+	var res *caseResult
+	q, err := repeatUntilQuiet(ctx, opts, progress, label, func() (float64, error) {
+		var err error
+		if res, err = run(); err != nil {
+			return 0, err
+		}
+		return res.otherCores(), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	res.Quiet = q
+	after, err := bracketFloor(ctx, opts, progress, kit, n, "after")
+	if err != nil {
+		return nil, err
+	}
+	if before != nil && after != nil {
+		res.Bracket = []*floorResult{before, after}
+	}
+	return res, nil
 }
 
 // bracketFloor measures the crypto floor right before or after (when) a

@@ -13,14 +13,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/coffer-project/coffer/internal/attestation"
 	"github.com/coffer-project/coffer/internal/kbs/protocol"
 )
 
@@ -85,12 +82,7 @@ func (s *floorConn) attest(ctx context.Context, k *floorKit, body []byte) ([]byt
 		return nil, err
 	}
 	s.pub = m.Pub
-	additional := ""
-	bound, err := protocol.RuntimeDataDigest("sha384", s.nonce, s.pub, &additional)
-	if err != nil {
-		return nil, err
-	}
-	claims, err := k.verifier.Verify(ctx, attestation.VerifyInput{Evidence: m.Evidence, ReportData: bound})
+	claims, err := k.verify(ctx, s.nonce, s.pub, m.Evidence)
 	if err != nil {
 		return nil, err
 	}
@@ -101,10 +93,8 @@ func (s *floorConn) attest(ctx context.Context, k *floorKit, body []byte) ([]byt
 // resource encrypts the resource to the key, after checking the token as
 // the crypto floor does with -floor-token-verify.
 func (s *floorConn) resource(k *floorKit) ([]byte, error) {
-	if k.verifyToken {
-		if _, err := k.tokens.VerifyPayload(s.token, time.Now()); err != nil {
-			return nil, fmt.Errorf("token verification: %w", err)
-		}
+	if err := k.checkToken(s.token); err != nil {
+		return nil, err
 	}
 	resp, err := protocol.EncryptResponse(s.pub, k.resource)
 	if err != nil {
@@ -242,72 +232,61 @@ func (k *floorKit) floorHTTPHandler() http.Handler {
 	return mux
 }
 
-// transportFloorEnv set to "<mode>:<tee>" makes the benchmark binary (or
-// its test binary, see TestMain) a transport floor's server: the benchmark
-// starts itself with it.
+// transportFloorEnv set to "<mode>:<tee>[:verify]" makes the benchmark
+// binary (or its test binary, see TestMain) a transport floor's server:
+// the benchmark starts itself with it, hands it the loopback listener as
+// file descriptor 3 and the resource on stdin, and kills it when done.
+// verify: check each token before the resource step (-floor-token-verify).
 const transportFloorEnv = "COFFER_BENCH_KBS_TRANSPORT_FLOOR"
 
-// transportFloorVerifyEnv, set, makes the child check each token before
-// the resource step (-floor-token-verify).
-const transportFloorVerifyEnv = "COFFER_BENCH_KBS_TRANSPORT_FLOOR_VERIFY"
-
-// serveTransportFloor is the child process: it reads the resource from
-// stdin, prints its loopback address and serves until killed.
+// serveTransportFloor is the child process; it serves until killed.
 func serveTransportFloor(spec string) int {
-	mode, tee, _ := strings.Cut(spec, ":")
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	fail := func(err error) int {
 		fmt.Fprintf(os.Stderr, "transport floor server: %v\n", err)
 		return 1
+	}
+	parts := strings.Split(spec, ":")
+	if len(parts) < 2 {
+		return fail(fmt.Errorf("%s=%q: want <mode>:<tee>[:verify]", transportFloorEnv, spec))
 	}
 	resource, err := io.ReadAll(io.LimitReader(os.Stdin, wireMaxMsg))
 	if err != nil {
 		return fail(err)
 	}
-	k, err := newFloorKit(tee, nil, resource)
+	k, err := newFloorKit(parts[1], nil, resource)
 	if err != nil {
 		return fail(err)
 	}
-	// As the bracketing crypto floors do (the benchmark's options).
-	k.verifyToken = os.Getenv(transportFloorVerifyEnv) != ""
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	k.verifyToken = len(parts) > 2 && parts[2] == "verify"
+	l, err := net.FileListener(os.NewFile(3, "transport floor listener"))
 	if err != nil {
 		return fail(err)
 	}
-	fmt.Println(l.Addr().String())
-	go func() { <-ctx.Done(); l.Close() }()
-	switch mode {
+	ctx := context.Background()
+	switch parts[0] {
 	case transportHTTP:
 		srv := &http.Server{Handler: k.floorHTTPHandler(), ReadHeaderTimeout: 10 * time.Second,
 			ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
 				return context.WithValue(ctx, floorConnKey{}, &floorConn{})
 			}}
-		if err := srv.Serve(l); err != nil && ctx.Err() == nil {
-			return fail(err)
-		}
+		return fail(srv.Serve(l))
 	case transportTCP:
 		for {
 			c, err := l.Accept()
 			if err != nil {
-				if ctx.Err() != nil {
-					return 0
-				}
 				return fail(err)
 			}
 			go func() {
 				defer c.Close()
 				// It serves until the connection fails: EOF when the
 				// client hangs up.
-				if err := k.serveTCPConn(ctx, c); !errors.Is(err, io.EOF) && ctx.Err() == nil {
+				if err := k.serveTCPConn(ctx, c); !errors.Is(err, io.EOF) {
 					fmt.Fprintf(os.Stderr, "transport floor server: %v\n", err)
 				}
 			}()
 		}
-	default:
-		return fail(fmt.Errorf("unknown transport %q", mode))
 	}
-	return 0
+	return fail(fmt.Errorf("unknown transport %q", parts[0]))
 }
 
 // runTransportFloor runs one transport floor with n client workers for the
@@ -317,22 +296,32 @@ func runTransportFloor(ctx context.Context, k *floorKit, mode string, n int, war
 	if err != nil {
 		return nil, err
 	}
-	cctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	cmd := exec.CommandContext(cctx, self)
-	cmd.Env = append(os.Environ(), transportFloorEnv+"="+mode+":"+k.tee)
-	if k.verifyToken {
-		cmd.Env = append(cmd.Env, transportFloorVerifyEnv+"=1")
-	}
-	cmd.Stdin = bytes.NewReader(k.resource)
-	cmd.Stderr = os.Stderr
-	// As the coffer-kbs child: its own process group, killed if the
-	// benchmark dies.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	out, err := cmd.StdoutPipe()
+	// The listener is made here and handed to the child: its address is
+	// known before the child starts, and no port can be taken meanwhile.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
+	defer l.Close()
+	lf, err := l.(*net.TCPListener).File()
+	if err != nil {
+		return nil, err
+	}
+	defer lf.Close()
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	spec := mode + ":" + k.tee
+	if k.verifyToken {
+		spec += ":verify"
+	}
+	cmd := exec.CommandContext(cctx, self)
+	cmd.Env = append(os.Environ(), transportFloorEnv+"="+spec)
+	cmd.Stdin = bytes.NewReader(k.resource)
+	cmd.Stderr = os.Stderr
+	cmd.ExtraFiles = []*os.File{lf}
+	// As the coffer-kbs child: its own process group, killed if the
+	// benchmark dies (and by cctx's cancel when done).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start the %s transport floor's server: %w", mode, err)
 	}
@@ -340,101 +329,30 @@ func runTransportFloor(ctx context.Context, k *floorKit, mode string, n int, war
 		cancel()
 		cmd.Wait()
 	}()
-	type line struct {
-		s   string
-		err error
-	}
-	got := make(chan line, 1)
-	go func() {
-		s, err := bufio.NewReader(out).ReadString('\n')
-		got <- line{s, err}
-	}()
-	var addr string
-	select {
-	case l := <-got:
-		if l.err != nil {
-			return nil, fmt.Errorf("the %s transport floor's server did not start: %w", mode, l.err)
-		}
-		addr = strings.TrimSpace(l.s)
-	case <-time.After(startTimeout):
-		return nil, fmt.Errorf("the %s transport floor's server did not print its address within %s", mode, startTimeout)
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-
-	start := time.Now()
-	winStart, winEnd := start.Add(warmup), start.Add(warmup+dur)
-	results := make([]workerResult, n)
+	addr := l.Addr().String()
 	var dials atomic.Int64
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := &results[i]
-			fail := func(err error) {
-				r.errs++
-				r.errSamples = append(r.errSamples, err.Error())
-			}
-			var key *teeKey
-			if !k.freshKey { // else a new one per handshake, as the floor does
+	res, err := measureWorkers(cctx, n, warmup, dur, func() (cpuTimes, error) { return procCPUTime(cmd.Process.Pid) }, &dials,
+		func(winStart, winEnd time.Time, r *workerResult) {
+			var key *teeKey // nil: a new one per handshake, as the floor does with -fresh-client
+			if !k.freshKey {
 				var err error
 				if key, err = newTeeKey(); err != nil {
-					fail(err)
+					r.fail(err)
 					return
 				}
 			}
 			exchange, release, err := k.floorExchange(cctx, mode, addr, &dials)
 			if err != nil {
-				fail(err)
+				r.fail(err)
 				return
 			}
 			defer release()
-			for cctx.Err() == nil {
-				t0 := time.Now()
-				if !t0.Before(winEnd) {
-					return
-				}
-				if err := k.floorClient(cctx, key, exchange); err != nil {
-					if cctx.Err() == nil {
-						fail(err)
-					}
-					return
-				}
-				t1 := time.Now()
-				if !t0.Before(winStart) {
-					r.lats = append(r.lats, t1.Sub(t0))
-				}
-				if !t1.Before(winStart) && !t1.After(winEnd) {
-					r.done++
-				}
-			}
-		}()
-	}
-	res := &caseResult{TEE: k.tee, Clients: n, Transport: mode}
-	sleepUntil(ctx, winStart)
-	c0, h0 := selfCPUTime(), readHostCPU()
-	s0, err0 := procCPUTime(cmd.Process.Pid)
-	sleepUntil(ctx, winEnd)
-	c1, h1 := selfCPUTime(), readHostCPU()
-	s1, err1 := procCPUTime(cmd.Process.Pid)
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
+			r.loop(cctx, winStart, winEnd, func() (int, error) { return 0, k.floorClient(cctx, key, exchange) })
+		})
+	if err != nil {
 		return nil, err
 	}
-	if err := errors.Join(err0, err1); err != nil {
-		return nil, fmt.Errorf("the %s transport floor's server CPU time: %w", mode, err)
-	}
-	res.Window, res.ClientCPU, res.Host, res.Dials = dur, c1-c0, h1.sub(h0), dials.Load()
-	res.ServerCPU, res.ServerSys = s1.total()-s0.total(), s1.sys-s0.sys
-	for _, w := range results {
-		res.Latencies = append(res.Latencies, w.lats...)
-		res.Handshakes += w.done
-		res.Errors += w.errs
-		if len(w.errSamples) > 0 && len(res.ErrorSamples) < 5 {
-			res.ErrorSamples = append(res.ErrorSamples, w.errSamples[0])
-		}
-	}
+	res.TEE, res.Transport = k.tee, mode
 	if res.Errors > 0 {
 		return res, fmt.Errorf("the %s transport floor failed: %s", mode, res.ErrorSamples[0])
 	}
