@@ -236,14 +236,14 @@ func earExtensions(polID string, exts []policy.Extension) (map[string]json.RawMe
 		return &CheckError{Check: "appraisal-extensions", Detail: fmt.Sprintf("appraisal policy %s: data.policy.extensions: ", polID) + fmt.Sprintf(format, args...)}
 	}
 	out := make(map[string]json.RawMessage, len(exts))
-	seen := make(map[string]bool, len(exts))
+	identifiersSet := false
 	size := 0
 	for _, e := range exts {
-		if seen[e.Name] {
+		if _, dup := out[e.Name]; dup || e.Name == ear.MemberIdentifiers && identifiersSet {
 			return nil, nil, refuse("%q is given twice", e.Name)
 		}
-		seen[e.Name] = true
 		if e.Name == ear.MemberIdentifiers {
+			identifiersSet = true
 			obj, ok := e.Value.(map[string]any)
 			if !ok {
 				return nil, nil, refuse("%q must be an object (Trustee's {\"validated\": {...}})", e.Name)

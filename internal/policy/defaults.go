@@ -29,27 +29,27 @@ const (
 
 // Values of ResourcePolicyOriginKey.
 const (
-	originAdmin         = "admin"
-	originBuiltinPrefix = "builtin "
+	originAdmin = "admin"
+	// originBuiltin + the built-in's name: written by a start.
+	originBuiltin = "builtin "
 )
 
 // PutResourcePolicy stores rego as the resource policy set through the
 // admin API, with its origin, in one transaction: WriteDefaults never
 // replaces it, even when it is the text of a built-in policy.
 func PutResourcePolicy(ctx context.Context, st store.Store, rego []byte) error {
-	_, err := st.PutBatch(ctx, store.NSResourcePolicy, []store.KV{
-		{Key: ResourcePolicyKey, Value: rego},
-		{Key: ResourcePolicyOriginKey, Value: []byte(originAdmin)},
-	}, true)
+	_, err := putResourcePolicy(ctx, st, rego, originAdmin, true)
 	return err
 }
 
-// putBuiltinResourcePolicy stores the built-in resource policy name as
-// written by a start (see ResourcePolicyOriginKey).
-func putBuiltinResourcePolicy(ctx context.Context, st store.Store, name string, overwrite bool) (bool, error) {
+// putResourcePolicy stores rego as the resource policy and origin as who
+// wrote it (see ResourcePolicyOriginKey), in one transaction; it reports
+// whether the policy was written (without overwrite, not when one is
+// stored).
+func putResourcePolicy(ctx context.Context, st store.Store, rego []byte, origin string, overwrite bool) (bool, error) {
 	written, err := st.PutBatch(ctx, store.NSResourcePolicy, []store.KV{
-		{Key: ResourcePolicyKey, Value: mustDefault(name)},
-		{Key: ResourcePolicyOriginKey, Value: []byte(originBuiltinPrefix + name)},
+		{Key: ResourcePolicyKey, Value: rego},
+		{Key: ResourcePolicyOriginKey, Value: []byte(origin)},
 	}, overwrite)
 	return err == nil && written[0], err
 }
@@ -108,7 +108,7 @@ func WriteDefaults(ctx context.Context, st store.Store, dev bool, log *slog.Logg
 	cur, err := st.Get(ctx, store.NSResourcePolicy, ResourcePolicyKey)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		written, err := putBuiltinResourcePolicy(ctx, st, want, false)
+		written, err := putResourcePolicy(ctx, st, mustDefault(want), originBuiltin+want, false)
 		if err != nil {
 			return fmt.Errorf("install default resource policy: %w", err)
 		}
@@ -127,7 +127,7 @@ func WriteDefaults(ctx context.Context, st store.Store, dev bool, log *slog.Logg
 				"policy", other, "mode_default", want)
 			return nil
 		}
-		if _, err := putBuiltinResourcePolicy(ctx, st, want, true); err != nil {
+		if _, err := putResourcePolicy(ctx, st, mustDefault(want), originBuiltin+want, true); err != nil {
 			return fmt.Errorf("replace built-in resource policy: %w", err)
 		}
 		log.Warn("replaced the built-in resource policy of the other mode", "was", other, "now", want)

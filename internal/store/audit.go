@@ -42,10 +42,13 @@ type AuditItem struct {
 }
 
 // AppendAuditBatch appends several events as AppendAudit does, in one
-// store transaction: a busy server pays one commit for many events. Each
+// store transaction per namespace (NSAudit, and NSAuditRefused for the
+// refused items): a busy server pays one commit for many events. Each
 // entry's key carries its item's time; items given in order keep that
 // order in the log, even with equal times (later ones get a nanosecond
-// more).
+// more). A namespace's write that fails is tried once more (a batch holds
+// many events, so a transient store error should not cost them all); one
+// that was written is not written again.
 func AppendAuditBatch(ctx context.Context, st Store, items []AuditItem) error {
 	var main, refused []AuditItem
 	for _, it := range items {
@@ -55,10 +58,18 @@ func AppendAuditBatch(ctx context.Context, st Store, items []AuditItem) error {
 			main = append(main, it)
 		}
 	}
-	if err := appendAudit(ctx, st, NSAudit, main); err != nil {
-		return err
+	var errs []error
+	for _, b := range []struct {
+		ns    string
+		items []AuditItem
+	}{{NSAudit, main}, {NSAuditRefused, refused}} {
+		err := appendAudit(ctx, st, b.ns, b.items)
+		if err != nil {
+			err = appendAudit(ctx, st, b.ns, b.items)
+		}
+		errs = append(errs, err)
 	}
-	return appendAudit(ctx, st, NSAuditRefused, refused)
+	return errors.Join(errs...)
 }
 
 // appendAudit appends items to the audit namespace ns in one batch.

@@ -289,24 +289,19 @@ func (c *Client) validTokenLocked() string {
 	return c.token
 }
 
-// resourceAttempts bounds the resource requests of one GetResource: the
-// first, and one more after a 401 and a fresh attestation. A 401 that
-// survives a fresh token (a policy denial, a token the KBS will not take)
-// is not cured by attesting again, so it is returned rather than retried
-// (guest-components tries three times).
-const resourceAttempts = 2
-
 // GetResource fetches and decrypts kbs:///repo/type/tag (path
 // "repo/type/tag"). It attests first when it holds no valid token (cached
 // until shortly before its exp); on a 401 to a cached token it drops the
 // token, re-attests once and retries. A 401 to a token this call just
-// obtained is returned at once: attesting again would not cure it.
+// obtained is returned at once: a 401 that survives a fresh token (a
+// policy denial, a token the KBS will not take) is not cured by attesting
+// again (guest-components tries three times). So there are at most two
+// requests.
 func (c *Client) GetResource(ctx context.Context, path string) ([]byte, error) {
 	path = strings.TrimPrefix(strings.TrimPrefix(path, "kbs://"), "/")
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var lastErr error
-	for attempt := 0; attempt < resourceAttempts; attempt++ {
+	for {
 		tok := c.validTokenLocked()
 		fresh := tok == ""
 		if fresh {
@@ -325,16 +320,13 @@ func (c *Client) GetResource(ctx context.Context, path string) ([]byte, error) {
 			}
 			return plain, nil
 		}
-		lastErr = err
-		if !IsStatus(err, http.StatusUnauthorized) {
+		if IsStatus(err, http.StatusUnauthorized) {
+			c.token = "" // the next call attests again
+		}
+		if fresh || !IsStatus(err, http.StatusUnauthorized) {
 			return nil, fmt.Errorf("get resource %s: %w", path, err)
 		}
-		c.token = "" // the next call attests again
-		if fresh {
-			break
-		}
 	}
-	return nil, fmt.Errorf("get resource %s: %w", path, lastErr)
 }
 
 // SetToken installs an attestation token obtained elsewhere (passport

@@ -67,6 +67,13 @@ func (q *auditQueue) take(dst []auditEvent, n int) ([]auditEvent, bool) {
 	return dst, closed
 }
 
+// isClosed reports whether close was called.
+func (q *auditQueue) isClosed() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.closed
+}
+
 // close makes push refuse new events and wakes the writer.
 func (q *auditQueue) close() {
 	q.mu.Lock()

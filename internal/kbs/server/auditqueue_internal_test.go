@@ -74,7 +74,6 @@ func TestAuditWriterFlushesEverything(t *testing.T) {
 	st := store.NewMemory()
 	s := &Server{cfg: Config{AuditMaxRefused: 1 << 20}, deps: Deps{Store: st}, log: slog.New(slog.DiscardHandler), now: time.Now}
 	s.audits = newAuditQueue(16, 8)
-	s.closing = make(chan struct{})
 	s.auditDone.Add(1)
 	go s.auditWriter()
 	const handlers, each = 8, 300

@@ -85,7 +85,6 @@ type Server struct {
 	// The queue holds at most auditQueueLen events of bounded size (see
 	// audit), so a flood of refused requests cannot grow memory.
 	audits    *auditQueue
-	closing   chan struct{} // closed by Close
 	auditDone sync.WaitGroup
 	closeOnce sync.Once
 
@@ -131,7 +130,6 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 	}
 	s.policy = p
 	s.audits = newAuditQueue(auditQueueLen, auditBatchMax)
-	s.closing = make(chan struct{})
 	s.auditDone.Add(1)
 	go s.auditWriter()
 	return s, nil
@@ -179,8 +177,8 @@ func (s *Server) auditWriter() {
 		}
 	}
 	// Refusals can arrive as fast as anyone sends requests: their
-	// namespace is pruned here as soon as it has grown by a tenth of its
-	// bound, not only by the periodic sweep.
+	// namespace is pruned here, as soon as it has grown by a tenth of its
+	// bound (the periodic sweep prunes the main namespace only).
 	pruneRefused := func() {
 		if refusedSincePrune < max(1, s.cfg.AuditMaxRefused/10) {
 			return
@@ -194,13 +192,8 @@ func (s *Server) auditWriter() {
 		if len(batch) == 0 {
 			return
 		}
-		err := store.AppendAuditBatch(context.Background(), s.deps.Store, batch)
-		if err != nil {
-			// One retry: a batch holds many events, so a transient
-			// store error should not cost them all.
-			err = store.AppendAuditBatch(context.Background(), s.deps.Store, batch)
-		}
-		if err != nil {
+		// AppendAuditBatch tries each namespace's write twice.
+		if err := store.AppendAuditBatch(context.Background(), s.deps.Store, batch); err != nil {
 			s.log.Error("write audit log: events lost", "events", len(batch), "err", err)
 		}
 		clear(batch)
@@ -211,19 +204,18 @@ func (s *Server) auditWriter() {
 	linger.Stop()
 	for {
 		<-s.audits.wake
-		// Linger for the batch to fill (the queue wakes the writer
-		// only for its first event), unless closing.
-		var closed bool
-		if events, closed = s.audits.take(events[:0], 0); !closed {
+		// Linger for the batch to fill (the queue wakes the writer for
+		// its first event, then for a full batch, and on close), unless
+		// closing.
+		if !s.audits.isClosed() {
 			linger.Reset(auditLinger)
 			select {
 			case <-linger.C:
-			case <-s.audits.wake: // a full batch is queued
-				linger.Stop()
-			case <-s.closing:
+			case <-s.audits.wake:
 				linger.Stop()
 			}
 		}
+		var closed bool
 		for {
 			events, closed = s.audits.take(events[:0], auditBatchMax)
 			if len(events) == 0 {
@@ -244,7 +236,6 @@ func (s *Server) auditWriter() {
 // Close flushes the audit log; the server must not serve afterwards.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
-		close(s.closing)
 		s.audits.close()
 		s.auditDone.Wait()
 	})
