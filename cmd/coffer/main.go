@@ -38,11 +38,20 @@ type globalOpts struct {
 	logLevel string
 }
 
-func (g *globalOpts) logger() *slog.Logger {
+// level is the --log-level (error when not given).
+func (g *globalOpts) level() (slog.Level, error) {
 	level := slog.LevelError
 	if g.logLevel != "" {
-		_ = level.UnmarshalText([]byte(g.logLevel))
+		if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
+			return slog.LevelError, fmt.Errorf("bad --log-level %q: use debug, info, warn or error", g.logLevel)
+		}
 	}
+	return level, nil
+}
+
+// logger logs at the level (checked before any command runs) or debug.
+func (g *globalOpts) logger() *slog.Logger {
+	level, _ := g.level()
 	if g.debug {
 		level = slog.LevelDebug
 	}
@@ -58,9 +67,8 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(*cobra.Command, []string) error {
-			var l slog.Level
-			if g.logLevel != "" && l.UnmarshalText([]byte(g.logLevel)) != nil {
-				return &exitError{code: exitCofferError, err: fmt.Errorf("bad --log-level %q: use debug, info, warn or error", g.logLevel)}
+			if _, err := g.level(); err != nil {
+				return &exitError{code: exitCofferError, err: err}
 			}
 			return nil
 		},
