@@ -573,7 +573,15 @@ func resourceBearerOnly(t *testing.T, url, path, token string) (int, []byte) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	status, body, _ := kbsDo(t, &http.Client{Timeout: 10 * time.Second}, req)
+	return status, body
+}
+
+// kbsDo sends req with hc and returns the answer's status and body, and
+// the request as it went out (with the cookies hc added).
+func kbsDo(t *testing.T, hc *http.Client, req *http.Request) (int, []byte, *http.Request) {
+	t.Helper()
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -582,7 +590,7 @@ func resourceBearerOnly(t *testing.T, url, path, token string) (int, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.StatusCode, body
+	return resp.StatusCode, body, resp.Request
 }
 
 // The Bearer path on the real binary (CDH's token client uses it): a
@@ -736,17 +744,9 @@ func kbsPostJSON(t *testing.T, hc *http.Client, url string, body, out any) {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	ans, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("POST %s: %d %s", url, resp.StatusCode, ans)
+	status, ans, _ := kbsDo(t, hc, req)
+	if status != http.StatusOK {
+		t.Fatalf("POST %s: %d %s", url, status, ans)
 	}
 	if err := json.Unmarshal(ans, out); err != nil {
 		t.Fatalf("POST %s: %v: %s", url, err, ans)
@@ -833,19 +833,11 @@ func (s *kbsCookieSession) resource(t *testing.T, path string) (int, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := s.hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	status, body, sent := kbsDo(t, s.hc, req)
+	if sent.Header.Get("Authorization") != "" {
+		t.Fatalf("the cookie-only request carried Authorization: %q", sent.Header.Get("Authorization"))
 	}
-	defer resp.Body.Close()
-	if resp.Request.Header.Get("Authorization") != "" {
-		t.Fatalf("the cookie-only request carried Authorization: %q", resp.Request.Header.Get("Authorization"))
-	}
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, body
+	return status, body
 }
 
 // openResource checks a 200 resource answer: a JWE whose protected header
@@ -993,14 +985,9 @@ func TestKbsCookieAndBearer(t *testing.T) {
 			t.Fatal(err)
 		}
 		req.AddCookie(&http.Cookie{Name: "kbs-session-id", Value: "0123456789abcdef0123456789abcdef"})
-		resp, err := hc.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized || !bytes.Contains(body, []byte("/errors/TokenNotFound")) {
-			t.Errorf("an unknown session cookie: %d %s, want 401 TokenNotFound", resp.StatusCode, body)
+		status, body, _ := kbsDo(t, hc, req)
+		if status != http.StatusUnauthorized || !bytes.Contains(body, []byte("/errors/TokenNotFound")) {
+			t.Errorf("an unknown session cookie: %d %s, want 401 TokenNotFound", status, body)
 		}
 		if bytes.Contains(body, []byte("ciphertext")) || bytes.Contains(body, secret) {
 			t.Errorf("an unknown session cookie: the answer carries the resource: %s", body)

@@ -247,7 +247,7 @@ func TestSNPReferenceValues(t *testing.T) {
 	wantError(t, bad.get("snp/rv/key", ""), http.StatusUnauthorized, protocol.KindPolicyDeny)
 
 	// TCB minimum above what the chip reports: hardware not recognized.
-	e.setRV("snp_microcode", int(tcb.Microcode)+1, true)
+	e.setRV("snp_microcode", int(tcb.Microcode)+1)
 	g = newGuest(t, e.url, simGuest(t, sim.LaunchConfig{Measurement: good}), "", "")
 	tok = g.handshake()
 	if s := earStatus(t, tok); s != "contraindicated" {

@@ -276,11 +276,11 @@ func (e *env) setPolicy(name string) {
 	}
 }
 
-// setRV registers a sample-format reference value (single: the value
-// itself, else [value]).
-func (e *env) setRV(name string, value any, single bool) {
+// setRV registers a sample-format reference value (the value itself,
+// not wrapped in a list).
+func (e *env) setRV(name string, value any) {
 	e.t.Helper()
-	if err := e.admin().SetSampleReferenceValue(context.Background(), name, value, single); err != nil {
+	if err := e.admin().SetSampleReferenceValue(context.Background(), name, value, true); err != nil {
 		e.t.Fatalf("set reference value %s: %v", name, err)
 	}
 }
@@ -289,7 +289,7 @@ func (e *env) setRV(name string, value any, single bool) {
 // TEE's appraisal affirming (as Trustee's integration tests).
 func (e *env) registerSampleRVs() {
 	for name, v := range sampleRVs() {
-		e.setRV(name, v, true)
+		e.setRV(name, v)
 	}
 }
 
@@ -342,7 +342,7 @@ func (e *env) adminHeader() http.Header {
 // registerSNPRVs registers an accepted measurement and TCB minimums.
 func (e *env) registerSNPRVs(m [48]byte, tcb sim.TCB) {
 	for name, v := range snpRVs(m, tcb) {
-		e.setRV(name, v, true)
+		e.setRV(name, v)
 	}
 }
 

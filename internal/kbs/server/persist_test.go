@@ -28,6 +28,14 @@ import (
 // Open does not generate one.
 func openDaemon(t *testing.T, dataDir string, dev bool) (*server.Daemon, *httptest.Server) {
 	t.Helper()
+	return openDaemonWith(t, dataDir, func(c *server.Config) { c.Dev = dev })
+}
+
+// openDaemonWith is openDaemon with the configuration set by configure
+// (a loopback HTTP listener, the data dir and a simulated chip saved in it
+// are set up here).
+func openDaemonWith(t *testing.T, dataDir string, configure func(*server.Config)) (*server.Daemon, *httptest.Server) {
+	t.Helper()
 	simDir := filepath.Join(dataDir, "sim-snp")
 	if _, err := os.Stat(filepath.Join(simDir, "chip.json")); err != nil {
 		if err := simChip(t).Save(simDir); err != nil {
@@ -36,9 +44,9 @@ func openDaemon(t *testing.T, dataDir string, dev bool) (*server.Daemon, *httpte
 	}
 	cfg := server.DefaultConfig()
 	cfg.DataDir = dataDir
-	cfg.Dev = dev
 	cfg.InsecureHTTP = true
 	cfg.Listen = "127.0.0.1:0"
+	configure(&cfg)
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -165,20 +173,9 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 		t.Errorf("after restart: token appraised without the operator's policy (mark %v)", m)
 	}
 	// The audit log written before the restart is still there, in order.
-	ents, err := store.ListAudit(ctx, d2.Store, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var before []string
-	for _, en := range ents {
-		var ev struct {
-			Time                             time.Time
-			Kind, Path, Tee, Outcome, Detail string
-		}
-		if err := json.Unmarshal(en.Event, &ev); err != nil {
-			t.Fatal(err)
-		}
-		if ev.Time.Before(restart) && ev.Kind != "admin" {
+	for _, ev := range storedAudit(t, d2.Store) {
+		if ev.Time.Before(restart) {
 			before = append(before, ev.Kind+":"+ev.Tee+":"+ev.Outcome+":"+ev.Path)
 		}
 		if ev.Kind == "release" && ev.Outcome == "denied" && ev.Time.Before(restart) && !strings.Contains(ev.Detail, "no attestation token") {
@@ -235,22 +232,12 @@ func TestDevPolicyNotKeptWithoutDev(t *testing.T) {
 
 	// Non-dev: admin needs a token; use deny-all to keep it simple and
 	// only check the release path.
-	cfg := server.DefaultConfig()
-	cfg.DataDir, cfg.InsecureHTTP, cfg.Listen = dir, true, "127.0.0.1:0"
-	cfg.Admin.Mode = server.AdminDenyAll
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	d2, err := server.Open(ctx, cfg, quietLog)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d2, ts2 := openDaemonWith(t, dir, func(c *server.Config) { c.Admin.Mode = server.AdminDenyAll })
 	defer d2.Close()
+	defer ts2.Close()
 	if d2.SimRoots != nil {
 		t.Error("a non-dev daemon trusts the simulated chip")
 	}
-	ts2 := httptest.NewServer(d2.Server)
-	defer ts2.Close()
 	g.base = ts2.URL
 	wantError(t, g.getNoCookie("x/y/z", tok), http.StatusUnauthorized, protocol.KindPolicyDeny, "sample TEE")
 	// Simulated evidence is not even verified without --dev.
@@ -340,22 +327,10 @@ func TestServeDevTLS(t *testing.T) {
 func TestTrustSimulatedRootsWithoutDev(t *testing.T) {
 	ctx := context.Background()
 	open := func(trust bool) (*server.Daemon, *httptest.Server) {
-		dir := t.TempDir()
-		if err := simChip(t).Save(filepath.Join(dir, "sim-snp")); err != nil {
-			t.Fatal(err)
-		}
-		cfg := server.DefaultConfig()
-		cfg.DataDir, cfg.InsecureHTTP, cfg.Listen = dir, true, "127.0.0.1:0"
-		cfg.Admin.Mode = server.AdminDenyAll
-		cfg.Attestation.TrustSimulatedRoots = trust
-		if err := cfg.Validate(); err != nil {
-			t.Fatal(err)
-		}
-		d, err := server.Open(ctx, cfg, quietLog)
-		if err != nil {
-			t.Fatalf("open (trust_simulated_roots=%v): %v", trust, err)
-		}
-		ts := httptest.NewServer(d.Server)
+		d, ts := openDaemonWith(t, t.TempDir(), func(c *server.Config) {
+			c.Admin.Mode = server.AdminDenyAll
+			c.Attestation.TrustSimulatedRoots = trust
+		})
 		t.Cleanup(func() {
 			ts.Close()
 			d.Close()
