@@ -8,24 +8,12 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/coffer-project/coffer/internal/store"
+	"github.com/coffer-project/coffer/internal/testclock"
 )
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 func msg(t *testing.T, payload any, extra ...string) []byte {
 	t.Helper()
@@ -40,10 +28,10 @@ func msg(t *testing.T, payload any, extra ...string) []byte {
 	return []byte(s + "}")
 }
 
-func newSvc(t *testing.T) (*Service, *clock, store.Store) {
-	c := &clock{t: time.Date(2026, 3, 31, 12, 0, 0, 500, time.UTC)}
+func newSvc(t *testing.T) (*Service, *testclock.Clock, store.Store) {
+	c := testclock.New(time.Date(2026, 3, 31, 12, 0, 0, 500, time.UTC))
 	st := store.NewMemory()
-	return New(st, WithClock(c.now)), c, st
+	return New(st, WithClock(c.Now)), c, st
 }
 
 func TestRegisterAndQuery(t *testing.T) {
@@ -103,11 +91,11 @@ func TestExpiryEnforced(t *testing.T) {
 	if err := s.Register(ctx, msg(t, map[string]any{"a": 1})); err != nil {
 		t.Fatal(err)
 	}
-	c.add(364 * 24 * time.Hour)
+	c.Advance(364 * 24 * time.Hour)
 	if _, ok, _ := s.Query(ctx, "a"); !ok {
 		t.Fatal("value expired before 12 months")
 	}
-	c.add(2 * 24 * time.Hour)
+	c.Advance(2 * 24 * time.Hour)
 	v, ok, err := s.Query(ctx, "a")
 	if ok || v != nil || err != nil {
 		t.Fatalf("expired value still served: %v %v %v", v, ok, err)
@@ -139,7 +127,7 @@ func TestExplicitExpirationAndValidity(t *testing.T) {
 	if !r.Expiration.Equal(time.Date(2026, 3, 31, 22, 0, 0, 0, time.UTC)) {
 		t.Fatalf("expiration = %v", r.Expiration)
 	}
-	c.add(10 * time.Hour)
+	c.Advance(10 * time.Hour)
 	if _, ok, _ := s.Query(ctx, "a"); ok {
 		t.Fatal("explicit expiration not enforced")
 	}
@@ -152,11 +140,11 @@ func TestExplicitExpirationAndValidity(t *testing.T) {
 		t.Fatalf("bad expiration err = %v", err)
 	}
 
-	s2 := New(store.NewMemory(), WithClock(c.now), WithValidity(time.Hour))
+	s2 := New(store.NewMemory(), WithClock(c.Now), WithValidity(time.Hour))
 	if err := s2.Register(ctx, msg(t, map[string]any{"x": true})); err != nil {
 		t.Fatal(err)
 	}
-	c.add(time.Hour)
+	c.Advance(time.Hour)
 	if _, ok, _ := s2.Query(ctx, "x"); ok {
 		t.Fatal("WithValidity not applied")
 	}
@@ -201,7 +189,7 @@ func TestOverwrite(t *testing.T) {
 	if err := s.Register(ctx, msg(t, map[string]any{"svn": []string{"1"}, "keep": "k"})); err != nil {
 		t.Fatal(err)
 	}
-	c.add(time.Hour)
+	c.Advance(time.Hour)
 	if err := s.Register(ctx, msg(t, map[string]any{"svn": []string{"2", "3"}})); err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +198,7 @@ func TestOverwrite(t *testing.T) {
 		t.Errorf("overwritten svn = %s", got)
 	}
 	r, _ := s.Get(ctx, "svn")
-	if want := c.now().AddDate(0, 12, 0).Truncate(time.Second); !r.Expiration.Equal(want) {
+	if want := c.Now().AddDate(0, 12, 0).Truncate(time.Second); !r.Expiration.Equal(want) {
 		t.Errorf("overwrite expiration = %v, want %v", r.Expiration, want)
 	}
 	if v, ok, _ := s.Query(ctx, "keep"); !ok || v != "k" {

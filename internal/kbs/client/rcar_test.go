@@ -16,25 +16,8 @@ import (
 
 	"github.com/coffer-project/coffer/internal/kbs/protocol"
 	"github.com/coffer-project/coffer/internal/tee"
+	"github.com/coffer-project/coffer/internal/testclock"
 )
-
-// testClock is a settable clock shared by a fakeKBS and its client.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // fakeKBS speaks enough RCAR to drive the client: /auth hands out a nonce,
 // /attest checks it and issues a token (unsigned: the client does not
@@ -44,7 +27,7 @@ func (c *testClock) Advance(d time.Duration) {
 // the next resource requests fail with 401 whatever they carry.
 type fakeKBS struct {
 	t      *testing.T
-	clock  *testClock
+	clock  *testclock.Clock
 	ttl    time.Duration
 	secret []byte
 
@@ -58,7 +41,7 @@ type fakeKBS struct {
 	reject401 int
 }
 
-func newFakeKBS(t *testing.T, clock *testClock, ttl time.Duration) (*fakeKBS, string) {
+func newFakeKBS(t *testing.T, clock *testclock.Clock, ttl time.Duration) (*fakeKBS, string) {
 	f := &fakeKBS{t: t, clock: clock, ttl: ttl, secret: []byte("fake-kbs-secret")}
 	srv := httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(srv.Close)
@@ -146,7 +129,7 @@ func (f *fakeKBS) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func newTestClient(t *testing.T, url string, clock *testClock) *Client {
+func newTestClient(t *testing.T, url string, clock *testclock.Clock) *Client {
 	t.Helper()
 	c, err := New(url, tee.NewSample(), Options{Now: clock.Now, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -181,7 +164,7 @@ func wantCounts(t *testing.T, f *fakeKBS, wantAttests, wantGets int) {
 // within tokenMargin of expiring) the next fetch
 // attests again and uses the new token.
 func TestTokenCachedUntilExp(t *testing.T) {
-	clock := &testClock{t: time.Unix(1_700_000_000, 0)}
+	clock := testclock.New(time.Unix(1_700_000_000, 0))
 	f, url := newFakeKBS(t, clock, 5*time.Minute)
 	c := newTestClient(t, url, clock)
 
@@ -208,7 +191,7 @@ func TestTokenCachedUntilExp(t *testing.T) {
 // retry; a 401 to a token just obtained is returned as the error (no
 // loop), and other errors (404) are returned without re-attesting.
 func TestReattestOn401(t *testing.T) {
-	clock := &testClock{t: time.Unix(1_700_000_000, 0)}
+	clock := testclock.New(time.Unix(1_700_000_000, 0))
 	f, url := newFakeKBS(t, clock, 5*time.Minute)
 	c := newTestClient(t, url, clock)
 

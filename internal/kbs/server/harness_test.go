@@ -11,7 +11,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"github.com/coffer-project/coffer/internal/kbs/admintoken"
 	"io"
 	"log/slog"
 	"net/http"
@@ -24,6 +23,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coffer-project/coffer/internal/kbs/admintoken"
+	"github.com/coffer-project/coffer/internal/testclock"
 
 	"github.com/coffer-project/coffer/internal/attestation"
 	"github.com/coffer-project/coffer/internal/attestation/ear"
@@ -75,27 +77,6 @@ func measurement(b byte) [48]byte {
 
 var quietLog = slog.New(slog.DiscardHandler)
 
-// clock is a settable clock shared by the server, the attestation service,
-// the RVPS and the SNP verifier.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now()} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // envConfig configures an in-process KBS.
 type envConfig struct {
 	dev            bool
@@ -123,7 +104,7 @@ type env struct {
 	url    string
 	srv    *server.Server
 	st     store.Store
-	clock  *clock
+	clock  *testclock.Clock // shared by the server, the attestation service, the RVPS and the SNP verifier
 	signer *ear.Signer
 	// adminKey signs admin tokens (non-dev); adminToken is a valid token
 	// with role admin ("" in dev mode, where admin is allow-all).
@@ -163,7 +144,7 @@ func newEnv(t testing.TB, c envConfig) *env {
 	if err := policy.WriteDefaults(ctx, st, c.dev, nil); err != nil {
 		t.Fatal(err)
 	}
-	clk := newClock()
+	clk := testclock.New(time.Now())
 	rv := rvps.New(st, rvps.WithClock(clk.Now))
 	signer, err := ear.NewSigner()
 	if err != nil {
