@@ -104,18 +104,14 @@ func TestDetachedOwnerKilled(t *testing.T) {
 	t.Parallel()
 	name := "orphan"
 	runDetached(t, name)
-	var st struct {
-		QEMUPID  int `json:"qemu_pid"`
-		OwnerPID int `json:"owner_pid"`
+	qemuPID, ownerPID := podState(t, name)
+	if ownerPID == 0 {
+		t.Fatalf("no owner pid in the state of pod %s", name)
 	}
-	b, err := os.ReadFile(filepath.Join(runtimeDir, "pods", name, "state.json"))
-	if err != nil || json.Unmarshal(b, &st) != nil || st.QEMUPID == 0 || st.OwnerPID == 0 {
-		t.Fatalf("state of pod %s: %s, %v", name, b, err)
-	}
-	if err := unix.Kill(st.OwnerPID, unix.SIGKILL); err != nil {
+	if err := unix.Kill(ownerPID, unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, func() bool { return sandbox.ProcessStart(st.QEMUPID) == 0 }) // gone or a zombie
+	waitFor(t, 5*time.Second, func() bool { return sandbox.ProcessStart(qemuPID) == 0 }) // gone or a zombie
 	if line := psLine(t, name); !strings.Contains(line, "dead") {
 		t.Fatalf("ps should show the pod whose owner died as dead: %q", line)
 	}
@@ -130,14 +126,23 @@ func TestDetachedOwnerKilled(t *testing.T) {
 // podQEMUPID reads the QEMU pid of a running pod from its state.
 func podQEMUPID(t *testing.T, name string) int {
 	t.Helper()
+	qemuPID, _ := podState(t, name)
+	return qemuPID
+}
+
+// podState reads the QEMU pid (never 0) and the owner pid of a running
+// pod from its state.
+func podState(t *testing.T, name string) (qemuPID, ownerPID int) {
+	t.Helper()
 	var st struct {
-		QEMUPID int `json:"qemu_pid"`
+		QEMUPID  int `json:"qemu_pid"`
+		OwnerPID int `json:"owner_pid"`
 	}
 	b, err := os.ReadFile(filepath.Join(runtimeDir, "pods", name, "state.json"))
 	if err != nil || json.Unmarshal(b, &st) != nil || st.QEMUPID == 0 {
 		t.Fatalf("no qemu pid in the state of pod %s: %s, %v", name, b, err)
 	}
-	return st.QEMUPID
+	return st.QEMUPID, st.OwnerPID
 }
 
 // startForeground starts `coffer run --rm --name name -- sh -c script`

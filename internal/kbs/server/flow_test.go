@@ -367,7 +367,7 @@ func TestInitData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ae := tokenClaims(t, tok)["submods"].(map[string]any)["cpu0"].(map[string]any)["ear.veraison.annotated-evidence"].(map[string]any)
+	ae := cpu0Claims(t, tok)["ear.veraison.annotated-evidence"].(map[string]any)
 	idc, _ := ae["init_data_claims"].(map[string]any)
 	if idc["workload"] != "db-primary" {
 		t.Errorf("init_data_claims %v, want workload=db-primary", ae["init_data_claims"])

@@ -581,10 +581,16 @@ func tokenClaims(t testing.TB, tok string) map[string]any {
 // earStatus returns submods.cpu0["ear.status"] of a token.
 func earStatus(t testing.TB, tok string) string {
 	t.Helper()
+	s, _ := cpu0Claims(t, tok)["ear.status"].(string)
+	return s
+}
+
+// cpu0Claims is the token's submods.cpu0 (nil if it has none).
+func cpu0Claims(t testing.TB, tok string) map[string]any {
+	t.Helper()
 	sub, _ := tokenClaims(t, tok)["submods"].(map[string]any)
 	cpu, _ := sub["cpu0"].(map[string]any)
-	s, _ := cpu["ear.status"].(string)
-	return s
+	return cpu
 }
 
 // keyTypes are the TEE key types guests may use.

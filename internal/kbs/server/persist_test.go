@@ -97,8 +97,7 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	operatorMark := func(tok string) any {
-		cpu0, _ := tokenClaims(t, tok)["submods"].(map[string]any)["cpu0"].(map[string]any)
-		return cpu0["example.operator-policy"]
+		return cpu0Claims(t, tok)["example.operator-policy"]
 	}
 	// A guest attests (sample, affirming with the reference values) and
 	// keeps its token; a simulated SNP guest too, through Open's trust of
@@ -350,7 +349,7 @@ func TestTrustSimulatedRootsWithoutDev(t *testing.T) {
 	}
 	g := newGuest(t, ts.URL, simGuest(t, sim.LaunchConfig{Measurement: measurement(0x5a)}), "", "")
 	tok := g.handshake()
-	cpu0, _ := tokenClaims(t, tok)["submods"].(map[string]any)["cpu0"].(map[string]any)
+	cpu0 := cpu0Claims(t, tok)
 	if cpu0["coffer.simulated"] != true {
 		t.Errorf(`token submods.cpu0["coffer.simulated"] = %v, want true`, cpu0["coffer.simulated"])
 	}
