@@ -6,6 +6,8 @@ import (
 	"crypto/sha512"
 	"fmt"
 	"hash"
+	"slices"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -58,27 +60,24 @@ func canonicalRuntimeDataGeneric(nonce string, pub TeePubKey, additionalEvidence
 // canonicalRuntimeDataDirect writes the canonical runtime data without a
 // round trip through encoding/json and a parse: the members are known, so
 // their RFC 8785 order is fixed ("additional-evidence" < "nonce" <
-// "tee-pubkey"; alg < crv < kty < x < y for EC, alg < e < kty < n for RSA).
+// "tee-pubkey"; the key's members sorted by name).
 // It declines (ok false) whatever the generic path treats differently:
 // strings that are not valid UTF-8 (encoding/json replaces the bad bytes)
 // and key types other than EC and RSA (refused there).
 // FuzzCanonicalRuntimeData checks that both give the same bytes.
 func canonicalRuntimeDataDirect(nonce string, pub TeePubKey, additionalEvidence *string) (out []byte, ok bool) {
-	var members []string // name, value, name, value, ... in canonical order
-	switch pub.Kty {
-	case KtyEC:
-		members = []string{"alg", pub.Alg, "crv", pub.Crv, "kty", pub.Kty, "x", pub.X, "y", pub.Y}
-	case KtyRSA:
-		members = []string{"alg", pub.Alg, "e", pub.E, "kty", pub.Kty, "n", pub.N}
-	default:
+	members, ok := pub.members()
+	if !ok {
 		return nil, false
 	}
+	// RFC 8785 orders the members by name.
+	slices.SortFunc(members, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
 	size := len(nonce) + 64
-	for i := 1; i < len(members); i += 2 {
-		if !utf8.ValidString(members[i]) {
+	for _, m := range members {
+		if !utf8.ValidString(m[1]) {
 			return nil, false
 		}
-		size += len(members[i]) + 8
+		size += len(m[1]) + 8
 	}
 	if !utf8.ValidString(nonce) || additionalEvidence != nil && !utf8.ValidString(*additionalEvidence) {
 		return nil, false
@@ -96,16 +95,9 @@ func canonicalRuntimeDataDirect(nonce string, pub TeePubKey, additionalEvidence 
 	}
 	buf.WriteString(`"nonce":`)
 	writeJSONString(&buf, nonce)
-	buf.WriteString(`,"tee-pubkey":{`)
-	for i := 0; i < len(members); i += 2 {
-		if i > 0 {
-			buf.WriteByte(',')
-		}
-		writeJSONString(&buf, members[i])
-		buf.WriteByte(':')
-		writeJSONString(&buf, members[i+1])
-	}
-	buf.WriteString("}}")
+	buf.WriteString(`,"tee-pubkey":`)
+	writeMembers(&buf, members)
+	buf.WriteByte('}')
 	return buf.Bytes(), true
 }
 

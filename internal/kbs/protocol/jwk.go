@@ -58,37 +58,43 @@ type TeePubKey struct {
 	E   string // RSA only
 }
 
-// MarshalJSON writes only the canonical members for the key type, in
-// kbs-types order ({"kty","crv","alg","x","y"} / {"kty","alg","n","e"}).
-// It does not validate the values (use Validate), so a digest can be
-// computed over any key the peer sent.
-func (k TeePubKey) MarshalJSON() ([]byte, error) {
-	var buf bytes.Buffer
-	member := func(first bool, name, val string) {
-		if !first {
-			buf.WriteByte(',')
-		}
-		writeJSONString(&buf, name)
-		buf.WriteByte(':')
-		writeJSONString(&buf, val)
-	}
-	buf.WriteByte('{')
+// members returns the members of the key's type as name/value pairs in
+// kbs-types order ({"kty","crv","alg","x","y"} / {"kty","alg","n","e"});
+// false for a key type other than EC and RSA.
+func (k TeePubKey) members() ([][2]string, bool) {
 	switch k.Kty {
 	case KtyEC:
-		member(true, "kty", k.Kty)
-		member(false, "crv", k.Crv)
-		member(false, "alg", k.Alg)
-		member(false, "x", k.X)
-		member(false, "y", k.Y)
+		return [][2]string{{"kty", k.Kty}, {"crv", k.Crv}, {"alg", k.Alg}, {"x", k.X}, {"y", k.Y}}, true
 	case KtyRSA:
-		member(true, "kty", k.Kty)
-		member(false, "alg", k.Alg)
-		member(false, "n", k.N)
-		member(false, "e", k.E)
-	default:
-		return nil, fmt.Errorf("%w: marshal tee-pubkey: unsupported kty %q", ErrInvalidKey, truncateForError(k.Kty))
+		return [][2]string{{"kty", k.Kty}, {"alg", k.Alg}, {"n", k.N}, {"e", k.E}}, true
+	}
+	return nil, false
+}
+
+// writeMembers writes {"name":value,...} for the pairs.
+func writeMembers(buf *bytes.Buffer, members [][2]string) {
+	buf.WriteByte('{')
+	for i, m := range members {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		writeJSONString(buf, m[0])
+		buf.WriteByte(':')
+		writeJSONString(buf, m[1])
 	}
 	buf.WriteByte('}')
+}
+
+// MarshalJSON writes only the canonical members for the key type, in
+// kbs-types order (see members). It does not validate the values (use
+// Validate), so a digest can be computed over any key the peer sent.
+func (k TeePubKey) MarshalJSON() ([]byte, error) {
+	members, ok := k.members()
+	if !ok {
+		return nil, fmt.Errorf("%w: marshal tee-pubkey: unsupported kty %q", ErrInvalidKey, truncateForError(k.Kty))
+	}
+	var buf bytes.Buffer
+	writeMembers(&buf, members)
 	return buf.Bytes(), nil
 }
 
